@@ -1,0 +1,30 @@
+# The two commands are `make run` and `make test`; each sets up .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole system on embedded defaults (Ctrl+C stops it).
+run: $(STAMP)
+	$(VENV)/bin/semo dev
+
+## Run the test suite against real Postgres, Temporal and PTYs.
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+## Run the benchmarks; results go to .semo/bench.json.
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

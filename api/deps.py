@@ -1,0 +1,71 @@
+"""Dependencies, as `Annotated` aliases so a handler's signature says what it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from psycopg_pool import AsyncConnectionPool
+
+from api.auth import Principal, TokenVerifier
+from api.live import LiveNotifier
+from db import reads
+from semo.commands import CommandExecutor
+from semo.errors import NotFound
+from semo.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    pool: AsyncConnectionPool
+    executor: CommandExecutor
+    verifier: TokenVerifier
+    live: LiveNotifier
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.semo
+
+
+State = Annotated[AppState, Depends(_state)]
+
+
+async def _principal(state: State, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    return state.verifier.verify(authorization)
+
+
+CurrentUser = Annotated[Principal, Depends(_principal)]
+
+OfficeIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+SessionIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+async def can_open(state: AppState, user: Principal, office_id: str) -> bool:
+    if user.all_offices or office_id in user.claimed_offices:
+        return True
+    return office_id in await reads.member_office_ids(state.pool, user.sub)
+
+
+async def _office(state: State, user: CurrentUser, office_id: OfficeIdPath) -> dict:
+    """The office, or 404 alike for one that does not exist and one the token does not open."""
+    office = await reads.get_office(state.pool, office_id)
+    if office is None or office["status"] == "deleted" or not await can_open(state, user, office_id):
+        raise NotFound(f"office {office_id!r} not found")
+    return office
+
+
+OfficeRow = Annotated[dict, Depends(_office)]
+
+
+async def _session(state: State, office: OfficeRow, session_id: SessionIdPath) -> dict:
+    session = await reads.get_session(state.pool, office["office_id"], session_id)
+    if session is None:
+        raise NotFound(f"session {session_id!r} not found in office {office['office_id']!r}")
+    return session
+
+
+SessionRow = Annotated[dict, Depends(_session)]
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]

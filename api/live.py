@@ -1,0 +1,64 @@
+"""One LISTEN connection per API process that wakes live readers (SSE streams, waits).
+
+The client worker NOTIFYs `session_output` with `{session_id}:{end_offset}` when it saves
+output; the session workflow's record activity NOTIFYs `job_events` when a job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+
+class LiveNotifier:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._conds: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name="api-listen")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """Wait until `key` (a session id) is notified, or `timeout` passes."""
+        ev = self._conds.setdefault(key, asyncio.Event())
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _wake(self, key: str) -> None:
+        ev = self._conds.pop(key, None)
+        if ev is not None:
+            ev.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self.database_url, autocommit=True, connect_timeout=10) as conn:
+                    await conn.execute("listen session_output")
+                    await conn.execute("listen job_events")
+                    for key in list(self._conds):  # we may have missed some while away
+                        self._wake(key)
+                    async for note in conn.notifies():
+                        if note.channel == "session_output":
+                            self._wake(note.payload.split(":", 1)[0])
+                        else:
+                            self._wake("jobs")
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("LISTEN connection lost (%s); reconnecting", err)
+                await asyncio.sleep(1.0)

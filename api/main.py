@@ -1,0 +1,49 @@
+"""The FastAPI app: wiring only. Clients and pools are made in `lifespan`."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.auth import TokenVerifier
+from api.deps import AppState
+from api.live import LiveNotifier
+from api.routes import health, jobs, offices, sessions
+from db.pool import open_pool
+from semo.commands import CommandExecutor
+from semo.settings import Settings
+from semo.temporal import connect
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    verifier = TokenVerifier(settings)  # refuses to build without a secret: fail at start
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pool = await open_pool(settings.effective_database_url(), max_size=20, name="api")
+        client = await connect(settings)
+        live = LiveNotifier(settings.effective_database_url())
+        live.start()
+        app.state.semo = AppState(settings=settings, pool=pool,
+                                  executor=CommandExecutor(client, pool, settings),
+                                  verifier=verifier, live=live)
+        try:
+            yield
+        finally:
+            await live.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="semo-sessions",
+        version="0.1.0",
+        description="Create, drive, watch and clean up interactive terminal sessions of CLI "
+                    "coding agents, each a Temporal workflow.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (health.router, offices.router, sessions.router, jobs.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from api import schemas
+from api.deps import OfficeRow, State
+from db import reads
+from semo.errors import NotFound
+
+router = APIRouter(prefix="/api/offices/{office_id}", tags=["jobs", "commands"])
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.Job)
+async def get_job(office: OfficeRow, state: State,
+                  job_id: Annotated[str, Path(max_length=100)]):
+    job = await reads.get_job(state.pool, office["office_id"], job_id)
+    if job is None:
+        raise NotFound(f"job {job_id!r} not found in office {office['office_id']!r}")
+    return job
+
+
+@router.get("/commands/{command_id}", response_model=schemas.Command)
+async def get_command(office: OfficeRow, state: State,
+                      command_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")]):
+    cmd = await reads.get_command(state.pool, office["office_id"], command_id)
+    if cmd is None:
+        raise NotFound(f"command {command_id!r} not found in office {office['office_id']!r}")
+    return cmd

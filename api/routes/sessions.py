@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from sse_starlette.sse import EventSourceResponse
+
+from activities.output_monitor import strip_terminal_escapes
+from api import schemas
+from api.deps import CurrentUser, IdempotencyKey, OfficeRow, SessionRow, State
+from api.routes import answer
+from db import reads
+from semo.payloads import Empty, KeysBody, PromptBody, SessionCreate
+from semo.screen import render
+
+router = APIRouter(prefix="/api/offices/{office_id}/sessions", tags=["sessions"])
+
+SCREEN_REPLAY_BYTES = 1024 * 1024
+
+
+@router.post("", status_code=201, response_model=schemas.SessionCreated)
+async def create_session(body: SessionCreate, office: OfficeRow, state: State, user: CurrentUser,
+                         response: Response, idempotency_key: IdempotencyKey = None):
+    outcome = await state.executor.submit(
+        office_id=office["office_id"], type="create_session", payload=body, created_by=user.sub,
+        idempotency_key=idempotency_key)
+    return answer(outcome, response)
+
+
+@router.get("", response_model=schemas.SessionList)
+async def list_sessions(office: OfficeRow, state: State):
+    return {"sessions": await reads.list_sessions(state.pool, office["office_id"])}
+
+
+@router.get("/{session_id}", response_model=schemas.Session)
+async def get_session(session: SessionRow):
+    return session
+
+
+async def _command(state, session, user, response, type_, payload, idempotency_key):
+    outcome = await state.executor.submit(
+        office_id=session["office_id"], session_id=session["session_id"], type=type_,
+        payload=payload, created_by=user.sub, idempotency_key=idempotency_key)
+    return answer(outcome, response)
+
+
+@router.delete("/{session_id}", response_model=schemas.Terminated)
+async def terminate_session(session: SessionRow, state: State, user: CurrentUser,
+                            response: Response, idempotency_key: IdempotencyKey = None):
+    return await _command(state, session, user, response, "terminate", Empty(), idempotency_key)
+
+
+@router.post("/{session_id}/prompt", response_model=schemas.PromptSent)
+async def prompt(body: PromptBody, session: SessionRow, state: State, user: CurrentUser,
+                 response: Response, idempotency_key: IdempotencyKey = None):
+    return await _command(state, session, user, response, "send_prompt", body, idempotency_key)
+
+
+@router.post("/{session_id}/cancel", response_model=schemas.Ack)
+async def cancel(session: SessionRow, state: State, user: CurrentUser, response: Response,
+                 idempotency_key: IdempotencyKey = None):
+    return await _command(state, session, user, response, "cancel", Empty(), idempotency_key)
+
+
+@router.post("/{session_id}/keys", response_model=schemas.Ack)
+async def keys(body: KeysBody, session: SessionRow, state: State, user: CurrentUser,
+               response: Response, idempotency_key: IdempotencyKey = None):
+    return await _command(state, session, user, response, "send_keys", body, idempotency_key)
+
+
+def _encode(data: bytes, fmt: str) -> str:
+    if fmt == "raw":
+        return data.decode("utf-8", errors="surrogateescape").encode(
+            "utf-8", errors="backslashreplace").decode("utf-8")
+    return strip_terminal_escapes(data)
+
+
+@router.get("/{session_id}/output", response_model=schemas.Output)
+async def output(session: SessionRow, state: State,
+                 since: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=1024 * 1024)] = 65536,
+                 format: Literal["text", "raw"] = "text"):
+    start, next_offset, data, kept_from = await reads.read_output(
+        state.pool, session["session_id"], since, limit)
+    return {"session_id": session["session_id"], "since": start, "next_offset": next_offset,
+            "data": _encode(data, format), "format": format,
+            "truncated_before": kept_from if kept_from > since else None}
+
+
+@router.get("/{session_id}/output/stream")
+async def output_stream(session: SessionRow, state: State, request: Request,
+                        since: Annotated[int, Query(ge=0)] = 0,
+                        format: Literal["text", "raw"] = "raw"):
+    """Server-sent events: `output` (data from the raw stream) and `status` (on change)."""
+    sid, office_id = session["session_id"], session["office_id"]
+
+    async def events():
+        offset, status = since, None
+        while not await request.is_disconnected():
+            _, next_offset, data, _ = await reads.read_output(state.pool, sid, offset, 256 * 1024)
+            if data:
+                yield {"event": "output", "id": str(next_offset),
+                       "data": json.dumps({"offset": offset, "next_offset": next_offset,
+                                           "data": _encode(data, format)})}
+                offset = next_offset
+                continue
+            row = await reads.get_session(state.pool, office_id, sid)
+            if row and row["status"] != status:
+                status = row["status"]
+                yield {"event": "status", "data": json.dumps(
+                    {"status": status, "current_job_id": row["current_job_id"]})}
+                if status == "terminated":
+                    return
+            await state.live.wait(sid, timeout=5.0)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+@router.get("/{session_id}/screen", response_model=schemas.Screen)
+async def screen(session: SessionRow, state: State):
+    _, end = await _output_end(state, session["session_id"])
+    start = max(0, end - SCREEN_REPLAY_BYTES)
+    _, _, data, _ = await reads.read_output(state.pool, session["session_id"], start,
+                                            SCREEN_REPLAY_BYTES)
+    return await asyncio.to_thread(render, data, session["rows"], session["cols"])
+
+
+async def _output_end(state, session_id: str) -> tuple[int, int]:
+    async with state.pool.connection() as conn:
+        row = await (await conn.execute(
+            "select coalesce(min(start_offset), 0), coalesce(max(end_offset), 0)"
+            " from session_output where session_id = %s", (session_id,))).fetchone()
+    return row[0], row[1]

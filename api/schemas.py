@@ -1,0 +1,170 @@
+"""Response shapes (SPEC §4). Handlers return these, never table rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from workflows.contracts import CircuitState, JobStatus, Persona, SessionStatus
+
+
+class Session(BaseModel):
+    session_id: str
+    office_id: str
+    role: str
+    agent: str
+    machine_id: str
+    working_dir: str | None
+    status: SessionStatus
+    current_job_id: str | None
+    restarts: int
+    circuit: CircuitState
+    created_at: datetime
+    last_activity_at: datetime
+    source: str | None = None
+    workflow_id: str | None = None
+    last_error: str | None = None
+
+
+class SessionList(BaseModel):
+    sessions: list[Session]
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    office_id: str
+    role: str
+    agent: str
+    machine_id: str
+    working_dir: str | None
+    status: SessionStatus
+    source: Literal["warm", "cold"]
+    workflow_id: str
+    command_id: str
+    current_job_id: str | None = None
+    restarts: int = 0
+    circuit: CircuitState = "closed"
+
+
+class Pool(BaseModel):
+    capacity: int
+    in_use: int
+    sessions: list[Session]
+
+
+class Office(BaseModel):
+    office_id: str
+    name: str
+    machine_id: str
+    workspace_root: str | None
+    warm_roles: list[str]
+    max_sessions: int
+    idle_timeout_s: int
+    agent: str
+    personas: dict[str, Persona]
+    status: str
+    created_at: datetime
+    pool: Pool | None = None
+
+
+class OfficeList(BaseModel):
+    offices: list[Office]
+
+
+class OfficeDeleted(BaseModel):
+    office_id: str
+    status: Literal["deleted"]
+    terminated_sessions: list[str]
+    command_id: str
+
+
+class Terminated(BaseModel):
+    session_id: str
+    status: Literal["terminated"]
+    command_id: str
+
+
+class PromptSent(BaseModel):
+    command_id: str
+    job_id: str
+    status: Literal["sent"]
+
+
+class Ack(BaseModel):
+    command_id: str
+    session_id: str
+    status: str
+    job_id: str | None = None
+
+
+class Output(BaseModel):
+    session_id: str
+    since: int
+    next_offset: int
+    data: str
+    format: Literal["text", "raw"]
+    truncated_before: int | None
+
+
+class Cursor(BaseModel):
+    row: int
+    col: int
+
+
+class Screen(BaseModel):
+    lines: list[str]
+    cursor: Cursor
+    rows: int
+    cols: int
+
+
+class JobEvent(BaseModel):
+    kind: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class Job(BaseModel):
+    job_id: str
+    session_id: str
+    status: JobStatus
+    prompt: str
+    events: list[JobEvent]
+    completion: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class CommandResult(BaseModel):
+    status: Literal["ok", "error", "expired"]
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+
+
+class Command(BaseModel):
+    command_id: str
+    office_id: str
+    session_id: str | None
+    type: str
+    payload: dict[str, Any]
+    status: str
+    source: str
+    created_at: datetime
+    result: CommandResult | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    command_id: str | None = None

@@ -1,0 +1,114 @@
+"""Read queries shared by the API and the command executor. They return plain dicts shaped
+like the API's resources (SPEC §4); nothing here waits on a client machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+_OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles, max_sessions,
+    idle_timeout_s, agent, personas, settings, status, created_at, updated_at,
+    command_id::text as command_id"""
+
+_SESSION_COLS = """id as session_id, office_id, role, agent, machine_id, working_dir, status,
+    current_job_id, restarts, circuit, source, workflow_id, last_error, rows, cols,
+    created_at, last_activity_at"""
+
+
+async def _one(pool: AsyncConnectionPool, sql: str, params: tuple) -> dict[str, Any] | None:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        return await (await cur.execute(sql, params)).fetchone()
+
+
+async def _all(pool: AsyncConnectionPool, sql: str, params: tuple) -> list[dict[str, Any]]:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        return await (await cur.execute(sql, params)).fetchall()
+
+
+async def get_office(pool, office_id: str) -> dict | None:
+    return await _one(pool, f"select {_OFFICE_COLS} from offices where id = %s", (office_id,))
+
+
+async def list_offices(pool, office_ids: list[str] | None) -> list[dict]:
+    """Offices that are not deleted; `office_ids=None` means all."""
+    if office_ids is None:
+        return await _all(pool, f"select {_OFFICE_COLS} from offices where status <> 'deleted'"
+                          " order by created_at", ())
+    return await _all(pool, f"select {_OFFICE_COLS} from offices where status <> 'deleted'"
+                      " and id = any(%s) order by created_at", (office_ids,))
+
+
+async def member_office_ids(pool, user_id: str) -> list[str]:
+    rows = await _all(pool, "select office_id from office_members where user_id = %s", (user_id,))
+    return [r["office_id"] for r in rows]
+
+
+async def get_machine(pool, machine_id: str) -> dict | None:
+    return await _one(pool, "select * from client_machines where id = %s", (machine_id,))
+
+
+async def get_session(pool, office_id: str, session_id: str) -> dict | None:
+    return await _one(pool, f"select {_SESSION_COLS} from agent_sessions"
+                      " where office_id = %s and id = %s", (office_id, session_id))
+
+
+async def list_sessions(pool, office_id: str, *, live_only: bool = False) -> list[dict]:
+    where = " and status <> 'terminated'" if live_only else ""
+    return await _all(pool, f"select {_SESSION_COLS} from agent_sessions where office_id = %s"
+                      f"{where} order by created_at", (office_id,))
+
+
+async def job_exists(pool, job_id: str) -> bool:
+    return await _one(pool, "select 1 as x from jobs where id = %s", (job_id,)) is not None
+
+
+async def get_job(pool, office_id: str, job_id: str) -> dict | None:
+    job = await _one(pool, """select id as job_id, session_id, office_id, status, prompt, timeout_s,
+            completion, error, created_at, started_at, finished_at, command_id::text as command_id
+            from jobs where office_id = %s and id = %s""", (office_id, job_id))
+    if job is None:
+        return None
+    job["events"] = await _all(pool, """select kind, at, data from session_events
+            where job_id = %s order by id""", (job_id,))
+    return job
+
+
+async def get_command(pool, office_id: str, command_id: str) -> dict | None:
+    return await _one(pool, """select c.id::text as command_id, c.office_id, c.session_id, c.type,
+            c.payload, c.status, c.source, c.idempotency_key, c.created_at, c.updated_at,
+            case when r.id is null then null else
+              jsonb_build_object('status', r.status, 'result', r.result, 'error', r.error,
+                                 'created_at', r.created_at) end as result
+            from agent_commands c left join agent_command_results r on r.command_id = c.id
+            where c.office_id = %s and c.id = %s""", (office_id, command_id))
+
+
+async def read_output(pool, session_id: str, since: int, limit: int) -> tuple[int, int, bytes, int]:
+    """(start, next_offset, raw bytes, truncated_before) of the session's raw output.
+
+    `start` is where the returned bytes begin: `since`, or later when the chunks before it
+    were dropped by retention (then `truncated_before` says from where output is kept).
+    """
+    async with pool.connection() as conn:
+        first = await (await conn.execute(
+            "select min(start_offset), max(end_offset) from session_output where session_id = %s",
+            (session_id,))).fetchone()
+        kept_from, end = (first[0] or 0), (first[1] or 0)
+        start = max(since, kept_from)
+        rows = await (await conn.execute(
+            """select start_offset, data from session_output
+               where session_id = %s and end_offset > %s and start_offset < %s
+               order by start_offset""", (session_id, start, start + limit))).fetchall()
+    buf = bytearray()
+    for chunk_start, data in rows:
+        data = bytes(data)
+        lo = max(start - chunk_start, 0)
+        if chunk_start + lo != start + len(buf):
+            break  # a gap (should not happen): stop at it
+        buf += data[lo:]
+        if len(buf) >= limit:
+            break
+    buf = buf[:limit]
+    return start, start + len(buf), bytes(buf), kept_from

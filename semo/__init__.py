@@ -1,0 +1,1 @@
+"""semo-sessions: run fleets of AI coding agents in real terminals, supervised by Temporal."""

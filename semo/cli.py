@@ -1,0 +1,104 @@
+"""The `semo` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from semo.settings import Settings
+
+app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, supervised by Temporal.",
+                  no_args_is_help=True, add_completion=False)
+worker_app = typer.Typer(help="Run one worker process.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+
+@app.command()
+def dev() -> None:
+    """Start the whole system on this machine (embedded Temporal and Postgres); Ctrl+C stops it."""
+    from semo.dev import run_dev
+
+    raise typer.Exit(run_dev(Settings()))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations (idempotent)."""
+    from db.migrate import migrate as apply
+
+    settings = Settings()
+    done = apply(settings.effective_database_url())
+    typer.echo(f"applied: {', '.join(done)}" if done else "database is up to date")
+
+
+@app.command()
+def api() -> None:
+    """Run the REST API (uvicorn)."""
+    import uvicorn
+
+    from api.main import create_app
+    from semo.runner import setup_logging
+
+    setup_logging("api")
+    settings = Settings()
+    try:
+        application = create_app(settings)
+    except RuntimeError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="warning",
+                timeout_graceful_shutdown=5)
+
+
+@worker_app.command("server")
+def worker_server() -> None:
+    """The server worker: session workflows and their database writes (queue semo-server)."""
+    from semo.runner import run_component
+    from worker.server import run_server_worker
+
+    run_component("server-worker", run_server_worker)
+
+
+@worker_app.command("client")
+def worker_client() -> None:
+    """This machine's client worker: terminals (queue semo-machine-{machine_id})."""
+    from semo.runner import run_component
+    from worker.client import run_client_worker
+
+    run_component("client-worker", run_client_worker)
+
+
+@worker_app.command("intake")
+def worker_intake() -> None:
+    """The command intake: carries out rows inserted into agent_commands."""
+    from semo.runner import run_component
+    from worker.intake import run_intake
+
+    run_component("intake", run_intake)
+
+
+@app.command()
+def token(office: list[str] = typer.Option(["*"], help="office ids the token opens ('*': all)"),
+          sub: str = typer.Option("semo-dev", help="the user (sub claim)"),
+          ttl: int = typer.Option(7 * 24 * 3600, help="seconds until it expires")) -> None:
+    """Mint an API token with this deployment's JWT secret."""
+    from api.auth import mint_token
+
+    settings = Settings()
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None and settings.dev_json_path.exists():
+        secret = json.loads(settings.dev_json_path.read_text()).get("jwt_secret")
+    if not secret:
+        typer.echo("error: no JWT secret: set SUPABASE_JWT_SECRET or run `semo dev` first", err=True)
+        raise typer.Exit(2)
+    typer.echo(mint_token(secret, sub, office, audience=settings.jwt_audience, ttl_s=ttl))
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="semo")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

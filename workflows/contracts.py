@@ -1,0 +1,296 @@
+"""The messages that cross workflow, activity and process boundaries.
+
+One input and one result type per workflow, update and activity (so a field can be added
+without breaking running workflows). Pydantic models, carried by `pydantic_data_converter`
+on every client, worker and replayer. No I/O here: this module is imported by workflows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SessionStatus = Literal[
+    "starting", "ready", "busy", "waiting_input", "restarting", "failed", "terminated"
+]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "timed_out"]
+CircuitState = Literal["closed", "open", "half_open"]
+
+#: the most a prompt or a `text` of keystrokes may carry (bytes of UTF-8)
+MAX_PROMPT_BYTES = 256 * 1024
+MAX_KEYS = 64
+
+NAMED_KEYS: dict[str, str] = {
+    "enter": "\r",
+    "ctrl+c": "\x03",
+    "ctrl+d": "\x04",
+    "ctrl+z": "\x1a",
+    "ctrl+l": "\x0c",
+    "ctrl+u": "\x15",
+    "esc": "\x1b",
+    "tab": "\t",
+    "shift+tab": "\x1b[Z",
+    "backspace": "\x7f",
+    "up": "\x1b[A",
+    "down": "\x1b[B",
+    "right": "\x1b[C",
+    "left": "\x1b[D",
+    "home": "\x1b[H",
+    "end": "\x1b[F",
+    "pageup": "\x1b[5~",
+    "pagedown": "\x1b[6~",
+    "space": " ",
+    "y": "y",
+    "n": "n",
+    **{str(i): str(i) for i in range(10)},
+}
+
+
+class Persona(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: str = Field(min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=4000)
+    scope_patterns: list[str] = Field(default_factory=list, max_length=200)
+    core_skills: list[str] = Field(default_factory=list, max_length=200)
+    instructions: str | None = Field(default=None, max_length=20000)
+
+
+class BreakerPolicy(BaseModel):
+    """Restarts as a circuit breaker: `max_failures` within `window_s` opens the circuit."""
+
+    max_failures: int = 3
+    window_s: float = 600.0
+    cooldown_s: float = 300.0
+
+
+class SessionConfig(BaseModel):
+    default_job_timeout_s: float = 3600.0
+    heartbeat_timeout_s: float = 20.0
+    #: how long the machine's queue may go unserved before the start counts as failed
+    start_timeout_s: float = 120.0
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+
+
+class JobState(BaseModel):
+    job_id: str
+    command_id: str
+    prompt_preview: str
+    started_at: datetime
+    timeout_s: float
+    notify_workflow_id: str | None = None
+
+
+class SessionState(BaseModel):
+    """Everything a run carries into the next one (continue-as-new)."""
+
+    status: SessionStatus = "starting"
+    working_dir: str | None = None
+    generation: int = 0
+    restarts: int = 0
+    circuit: CircuitState = "closed"
+    failures: list[datetime] = Field(default_factory=list)
+    job: JobState | None = None
+    version: int = 0
+    #: command id -> the result it produced; update-id dedup is per run, this is across runs
+    applied: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class SessionInput(BaseModel):
+    office_id: str
+    session_id: str
+    role: str
+    agent: str
+    machine_id: str
+    working_dir: str | None = None
+    persona: Persona | None = None
+    source: Literal["warm", "cold"] = "cold"
+    config: SessionConfig = Field(default_factory=SessionConfig)
+    state: SessionState | None = None
+
+
+# --- updates -------------------------------------------------------------------------------
+
+
+class SessionView(BaseModel):
+    session_id: str
+    office_id: str
+    role: str
+    agent: str
+    machine_id: str
+    working_dir: str | None
+    status: SessionStatus
+    current_job_id: str | None
+    restarts: int
+    circuit: CircuitState
+    source: str
+    workflow_id: str
+    last_error: str | None = None
+
+
+class WaitReadyInput(BaseModel):
+    command_id: str
+
+
+class PromptInput(BaseModel):
+    command_id: str
+    prompt: str
+    job_id: str | None = None
+    timeout_s: float | None = None
+    notify_workflow_id: str | None = None
+
+
+class PromptResult(BaseModel):
+    command_id: str
+    job_id: str
+    status: Literal["sent"] = "sent"
+
+
+class KeysInput(BaseModel):
+    command_id: str
+    keys: list[str] = Field(default_factory=list)
+    text: str | None = None
+
+
+class CommandAck(BaseModel):
+    command_id: str
+    session_id: str
+    status: str
+    job_id: str | None = None
+
+
+class TerminateInput(BaseModel):
+    command_id: str
+    reason: str = "requested"
+
+
+# --- signals -------------------------------------------------------------------------------
+
+
+class MonitorSignal(BaseModel):
+    """An event the client worker saw in the session's output or hooks."""
+
+    kind: Literal["completion", "error", "waiting_input", "stall", "commit", "turn_end",
+                  "input_answered"]
+    generation: int
+    job_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    offset: int = 0
+
+
+# --- activities: client machine ------------------------------------------------------------
+
+
+class StartAgentInput(BaseModel):
+    office_id: str
+    session_id: str
+    workflow_id: str
+    agent: str
+    working_dir: str | None
+    generation: int
+    persona: Persona | None = None
+    role: str = ""
+
+
+class StartAgentResult(BaseModel):
+    working_dir: str
+    pid: int
+    rows: int
+    cols: int
+
+
+class WatchAgentInput(BaseModel):
+    session_id: str
+    generation: int
+
+
+class WatchAgentResult(BaseModel):
+    """Why the agent's process is gone."""
+
+    exit_code: int | None
+    signal: int | None
+    reason: Literal["exited", "terminated", "lost"]
+
+
+class SendInput(BaseModel):
+    session_id: str
+    generation: int
+    job_id: str | None = None
+    #: a prompt to type and submit
+    prompt: str | None = None
+    #: named keys (see NAMED_KEYS) sent in order, then literal text
+    keys: list[str] = Field(default_factory=list)
+    text: str | None = None
+
+
+class StopAgentInput(BaseModel):
+    session_id: str
+    reason: str = "terminated"
+
+
+# --- activities: server (Postgres) --------------------------------------------------------
+
+
+class SessionRecord(BaseModel):
+    """A write of the session row; `version` orders writes from the workflow."""
+
+    session_id: str
+    office_id: str
+    role: str
+    agent: str
+    machine_id: str
+    workflow_id: str
+    source: str
+    status: SessionStatus
+    version: int
+    working_dir: str | None = None
+    current_job_id: str | None = None
+    restarts: int = 0
+    circuit: CircuitState = "closed"
+    last_error: str | None = None
+    rows: int | None = None
+    cols: int | None = None
+
+
+class JobRecord(BaseModel):
+    job_id: str
+    office_id: str
+    session_id: str
+    status: JobStatus
+    prompt: str | None = None
+    timeout_s: float | None = None
+    command_id: str | None = None
+    completion: dict[str, Any] | None = None
+    error: str | None = None
+    #: a job event to append alongside (kind, data)
+    event_kind: str | None = None
+    event_data: dict[str, Any] = Field(default_factory=dict)
+    final: bool = False
+
+
+class EventRecord(BaseModel):
+    office_id: str
+    session_id: str
+    job_id: str | None
+    kind: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobNotice(BaseModel):
+    """Signalled to a job scheduler workflow when a job ends."""
+
+    job_id: str
+    session_id: str
+    office_id: str
+    status: JobStatus
+    completion: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class RecordBatch(BaseModel):
+    """One transaction of writes from a session workflow."""
+
+    session: SessionRecord | None = None
+    job: JobRecord | None = None
+    event: EventRecord | None = None

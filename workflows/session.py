@@ -1,0 +1,568 @@
+"""SessionWorkflow: one interactive agent terminal, from start to terminate.
+
+The PTY lives on a client machine. This workflow drives it through activities on that
+machine's task queue (`semo-machine-{machine_id}`):
+
+- `start_agent` spawns the agent (or finds the one already running for this generation,
+  which is how a continued-as-new run takes over) and returns once it is ready;
+- `watch_agent` is long-running and heartbeating: it returns when the agent's process is
+  gone, and times out on its heartbeat when the client worker dies;
+- `send_input` types a prompt or keys; `stop_agent` kills the process group.
+
+The client worker reports what its OutputMonitor sees as `monitor` signals. Prompts, keys,
+cancel and terminate are updates whose update id is the command id. Postgres rows are
+written by local activities (`record`) carrying a version, so an older write never wins.
+
+Restarts are a circuit breaker: a failure (agent exited, worker lost, machine offline) is
+recorded; `max_failures` within `window_s` opens the circuit (status `failed`, prompts
+refused) until a probe after `cooldown_s` succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.contracts import (
+        MAX_KEYS,
+        MAX_PROMPT_BYTES,
+        NAMED_KEYS,
+        CommandAck,
+        EventRecord,
+        JobNotice,
+        JobRecord,
+        JobState,
+        KeysInput,
+        MonitorSignal,
+        PromptInput,
+        PromptResult,
+        SendInput,
+        SessionInput,
+        SessionRecord,
+        SessionState,
+        SessionStatus,
+        SessionView,
+        StartAgentInput,
+        StartAgentResult,
+        StopAgentInput,
+        TerminateInput,
+        WaitReadyInput,
+        WatchAgentInput,
+        RecordBatch,
+        WatchAgentResult,
+    )
+
+SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
+
+NO_RETRY = RetryPolicy(maximum_attempts=1)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+APPLIED_KEEP = 500
+ACTIVE = ("ready", "busy", "waiting_input")
+
+
+def machine_queue(machine_id: str) -> str:
+    return f"semo-machine-{machine_id}"
+
+
+@workflow.defn(name="SessionWorkflow")
+class SessionWorkflow:
+    @workflow.init
+    def __init__(self, inp: SessionInput) -> None:
+        self.inp = inp
+        self.s: SessionState = inp.state or SessionState(working_dir=inp.working_dir)
+        self.events: deque[MonitorSignal] = deque()
+        self.terminate_req: TerminateInput | None = None
+        self.terminated = False
+        self.start_error: ApplicationError | None = None
+        self.last_error: str | None = None
+        self.rows: int | None = None
+        self.cols: int | None = None
+        self._row_dirty = True
+        self._recorded_version = -1
+        #: set when the main loop must re-read its deadlines (a job started or ended)
+        self._replan = False
+
+    # --- entry point ----------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: SessionInput) -> SessionView:
+        while not self.terminate_req:
+            if self.s.circuit == "open":
+                await self._cool_down()
+                continue
+            started = await self._start_agent()
+            if not started:
+                if self.start_error and self.start_error.non_retryable:
+                    break  # bad input (working dir, agent): nothing a restart can fix
+                await self._after_failure(self.last_error or "start failed")
+                continue
+            gone = await self._supervise()
+            if gone is None:  # continue-as-new
+                return await self._continue_as_new()
+            if self.terminate_req:
+                break
+            await self._after_failure(gone)
+        await self._finish()
+        return self._view()
+
+    # --- queries, signals, updates --------------------------------------------------------
+
+    @workflow.query
+    def view(self) -> SessionView:
+        return self._view()
+
+    @workflow.signal
+    def monitor(self, ev: MonitorSignal) -> None:
+        if ev.generation == self.s.generation:
+            self.events.append(ev)
+
+    @workflow.update
+    async def wait_ready(self, inp: WaitReadyInput) -> SessionView:
+        # answered once the row says so too, so that a read right after sees the session
+        await workflow.wait_condition(
+            lambda: (self.s.status not in ("starting", "restarting")
+                     and self._recorded_version >= self.s.version)
+            or self.start_error is not None or self.terminated
+        )
+        if self.start_error is not None and self.s.status in ("failed", "terminated"):
+            raise self.start_error
+        return self._view()
+
+    @wait_ready.validator
+    def _validate_wait_ready(self, inp: WaitReadyInput) -> None:
+        pass
+
+    @workflow.update
+    async def prompt(self, inp: PromptInput) -> PromptResult:
+        if inp.command_id in self.s.applied:
+            return PromptResult.model_validate(self.s.applied[inp.command_id])
+        self._check_accepts_prompt()  # re-checked: validators of one batch all run first
+        job = JobState(
+            job_id=inp.job_id or f"job-{workflow.uuid4().hex[:20]}",
+            command_id=inp.command_id,
+            prompt_preview=inp.prompt[:200],
+            started_at=workflow.now(),
+            timeout_s=inp.timeout_s or self.inp.config.default_job_timeout_s,
+            notify_workflow_id=inp.notify_workflow_id,
+        )
+        self.s.job = job
+        self._replan = True
+        self._set_status("busy")
+        record = self._record(job=JobRecord(
+            job_id=job.job_id, office_id=self.inp.office_id, session_id=self.inp.session_id,
+            status="running", prompt=inp.prompt, timeout_s=job.timeout_s, command_id=inp.command_id,
+        ))
+        send = self._send(SendInput(
+            session_id=self.inp.session_id, generation=self.s.generation, job_id=job.job_id,
+            prompt=inp.prompt,
+        ))
+        results = await asyncio.gather(record, send, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            if self.s.job and self.s.job.job_id == job.job_id:
+                await self._end_job("failed", error=f"prompt could not be typed: {_reason(failure)}")
+            raise ApplicationError(
+                f"the prompt could not be delivered to the terminal: {_reason(failure)}",
+                type="Unavailable", non_retryable=True,
+            )
+        result = PromptResult(command_id=inp.command_id, job_id=job.job_id)
+        self._remember(inp.command_id, result.model_dump())
+        return result
+
+    @prompt.validator
+    def _validate_prompt(self, inp: PromptInput) -> None:
+        if inp.command_id in self.s.applied:
+            return
+        if not inp.prompt.strip():
+            raise ApplicationError("prompt is empty", type="InvalidInput")
+        if len(inp.prompt.encode()) > MAX_PROMPT_BYTES:
+            raise ApplicationError(f"prompt exceeds {MAX_PROMPT_BYTES} bytes", type="InvalidInput")
+        self._check_accepts_prompt()
+
+    @workflow.update
+    async def keys(self, inp: KeysInput) -> CommandAck:
+        if inp.command_id in self.s.applied:
+            return CommandAck.model_validate(self.s.applied[inp.command_id])
+        self._check_alive()
+        await self._send(SendInput(
+            session_id=self.inp.session_id, generation=self.s.generation,
+            job_id=self.s.job.job_id if self.s.job else None, keys=inp.keys, text=inp.text,
+        ))
+        if self.s.status == "waiting_input":
+            self._set_status("busy" if self.s.job else "ready")
+            await self._record(event=self._event("input_answered", {"keys": inp.keys}))
+        ack = CommandAck(command_id=inp.command_id, session_id=self.inp.session_id,
+                         status=self.s.status, job_id=self.s.job.job_id if self.s.job else None)
+        self._remember(inp.command_id, ack.model_dump())
+        return ack
+
+    @keys.validator
+    def _validate_keys(self, inp: KeysInput) -> None:
+        if inp.command_id in self.s.applied:
+            return
+        unknown = [k for k in inp.keys if k.lower() not in NAMED_KEYS]
+        if unknown:
+            raise ApplicationError(f"unknown key names: {', '.join(unknown)}", type="InvalidInput")
+        if not inp.keys and not inp.text:
+            raise ApplicationError("nothing to send: give keys or text", type="InvalidInput")
+        if len(inp.keys) > MAX_KEYS or len((inp.text or "").encode()) > MAX_PROMPT_BYTES:
+            raise ApplicationError("too many keys or too much text", type="InvalidInput")
+        self._check_alive()
+
+    @workflow.update
+    async def cancel(self, inp: KeysInput) -> CommandAck:
+        if inp.command_id in self.s.applied:
+            return CommandAck.model_validate(self.s.applied[inp.command_id])
+        self._check_alive()
+        job_id = self.s.job.job_id if self.s.job else None
+        await self._send(SendInput(
+            session_id=self.inp.session_id, generation=self.s.generation, job_id=job_id,
+            keys=["ctrl+c"],
+        ))
+        if self.s.job and self.s.job.job_id == job_id:
+            await self._end_job("cancelled", error="cancelled by request")
+        ack = CommandAck(command_id=inp.command_id, session_id=self.inp.session_id,
+                         status=self.s.status, job_id=job_id)
+        self._remember(inp.command_id, ack.model_dump())
+        return ack
+
+    @cancel.validator
+    def _validate_cancel(self, inp: KeysInput) -> None:
+        if inp.command_id not in self.s.applied:
+            self._check_alive()
+
+    @workflow.update
+    async def terminate(self, inp: TerminateInput) -> CommandAck:
+        if self.terminate_req is None:
+            self.terminate_req = inp
+        await workflow.wait_condition(lambda: self.terminated)
+        return CommandAck(command_id=inp.command_id, session_id=self.inp.session_id,
+                          status="terminated")
+
+    # --- the supervision loop -------------------------------------------------------------
+
+    async def _start_agent(self) -> bool:
+        self.start_error = None
+        try:
+            res: StartAgentResult = await workflow.execute_activity(
+                "start_agent",
+                StartAgentInput(
+                    office_id=self.inp.office_id, session_id=self.inp.session_id,
+                    workflow_id=workflow.info().workflow_id, agent=self.inp.agent,
+                    working_dir=self.s.working_dir, generation=self.s.generation,
+                    persona=self.inp.persona, role=self.inp.role,
+                ),
+                result_type=StartAgentResult,
+                task_queue=machine_queue(self.inp.machine_id),
+                schedule_to_start_timeout=timedelta(seconds=self.inp.config.start_timeout_s),
+                start_to_close_timeout=timedelta(seconds=90),
+                retry_policy=NO_RETRY,
+                summary=f"start {self.inp.agent} for {self.inp.role}",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.non_retryable:
+                self.start_error = cause
+                self.last_error = cause.message
+                self._set_status("failed")
+                await self._record(event=self._event("start_failed", {"reason": cause.message}))
+                return False
+            self.last_error = _failure_reason(err, starting=True)
+            return False
+        self.s.working_dir = res.working_dir
+        self.rows, self.cols = res.rows, res.cols
+        if self.s.circuit == "half_open":
+            self.s.circuit = "closed"
+            self.s.failures.clear()
+        if self.s.status in ("starting", "restarting", "failed"):
+            self._set_status("busy" if self.s.job else "ready")
+        else:
+            self._set_status(self.s.status)  # continued-as-new: write the row as it is
+        await self._record(event=self._event("started", {
+            "generation": self.s.generation, "pid": res.pid, "working_dir": res.working_dir}))
+        return True
+
+    async def _supervise(self) -> str | None:
+        """Run until the agent is gone (returns why), or None to continue-as-new."""
+        watch = workflow.start_activity(
+            "watch_agent",
+            WatchAgentInput(session_id=self.inp.session_id, generation=self.s.generation),
+            result_type=WatchAgentResult,
+            task_queue=machine_queue(self.inp.machine_id),
+            schedule_to_start_timeout=timedelta(seconds=self.inp.config.start_timeout_s),
+            start_to_close_timeout=timedelta(days=3650),
+            heartbeat_timeout=timedelta(seconds=self.inp.config.heartbeat_timeout_s),
+            retry_policy=NO_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.ABANDON,
+            summary=f"{self.inp.agent} terminal",
+        )
+        while True:
+            timeout = self._until_job_deadline()
+            self._replan = False
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self.events) or watch.done() or self.terminate_req is not None
+                    or self._replan or self._should_continue_as_new(),
+                    timeout=timeout,
+                )
+            except asyncio.TimeoutError:
+                await self._job_timed_out()
+                continue
+            while self.events:
+                await self._on_event(self.events.popleft())
+            if self.terminate_req is not None:
+                await self._stop_agent()
+                try:
+                    await watch
+                except ActivityError:
+                    pass
+                return "terminated"
+            if watch.done():
+                try:
+                    res = watch.result()
+                    return f"agent exited (code {res.exit_code})" if res.signal is None else \
+                        f"agent killed by signal {res.signal}"
+                except ActivityError as err:
+                    return _failure_reason(err, starting=False)
+            if self._should_continue_as_new():
+                watch.cancel()
+                return None
+
+    async def _on_event(self, ev: MonitorSignal) -> None:
+        job = self.s.job
+        for_job = job is not None and ev.job_id == job.job_id
+        if ev.kind == "completion" and for_job:
+            await self._end_job("done", completion={**ev.data, "offset": ev.offset})
+        elif ev.kind == "error" and for_job:
+            await self._end_job("failed", error=str(ev.data.get("reason") or "agent error"),
+                                event=("error", ev.data))
+        elif ev.kind == "waiting_input" and self.s.status in ("ready", "busy"):
+            self._set_status("waiting_input")
+            await self._record(event=self._event("waiting_input", ev.data, job))
+        else:
+            await self._record(event=self._event(ev.kind, ev.data, job if for_job else None))
+
+    async def _end_job(self, status: str, *, completion: dict | None = None,
+                       error: str | None = None, event: tuple[str, dict] | None = None) -> None:
+        job = self.s.job
+        if job is None:
+            return
+        self.s.job = None
+        self._replan = True
+        if self.s.status in ("busy", "waiting_input"):
+            self._set_status("ready")
+        kind, data = event or (f"job_{status}", completion or ({"reason": error} if error else {}))
+        await self._record(job=JobRecord(
+            job_id=job.job_id, office_id=self.inp.office_id, session_id=self.inp.session_id,
+            status=status, completion=completion, error=error, final=True,
+            event_kind=kind, event_data=data,
+        ))
+        if job.notify_workflow_id:
+            notice = JobNotice(job_id=job.job_id, session_id=self.inp.session_id,
+                               office_id=self.inp.office_id, status=status,
+                               completion=completion, error=error)
+            try:
+                await workflow.get_external_workflow_handle(job.notify_workflow_id).signal(
+                    "job_finished", notice)
+            except Exception as err:  # the scheduler may be gone; the job row still says it
+                workflow.logger.warning("could not notify %s: %s", job.notify_workflow_id, err)
+
+    async def _job_timed_out(self) -> None:
+        job = self.s.job
+        if job is None:
+            return
+        try:
+            await self._send(SendInput(session_id=self.inp.session_id, generation=self.s.generation,
+                                       job_id=job.job_id, keys=["ctrl+c"]))
+            sent = True
+        except ActivityError:
+            sent = False
+        await self._end_job("timed_out", error=f"no completion within {job.timeout_s:g}s",
+                            event=("timeout", {"timeout_s": job.timeout_s, "ctrl_c_sent": sent}))
+
+    async def _after_failure(self, reason: str) -> None:
+        """Record a failure, fail an interrupted job, and back off or open the circuit."""
+        self.last_error = reason
+        if self.s.job is not None:
+            await self._end_job("failed", error="interrupted",
+                                event=("interrupted", {"reason": reason}))
+        now = workflow.now()
+        policy = self.inp.config.breaker
+        window = timedelta(seconds=policy.window_s)
+        self.s.failures = [t for t in self.s.failures if now - t < window] + [now]
+        self.s.generation += 1
+        if len(self.s.failures) >= policy.max_failures or self.s.circuit == "half_open":
+            self.s.circuit = "open"
+            self._set_status("failed")
+            await self._record(event=self._event("circuit_open", {"reason": reason,
+                                                                   "failures": len(self.s.failures)}))
+            return
+        self.s.restarts += 1
+        self._set_status("restarting")
+        await self._record(event=self._event("restarting", {"reason": reason,
+                                                             "restarts": self.s.restarts}))
+        backoff = min(2 ** (len(self.s.failures) - 1), 30)
+        await self._sleep_unless_terminated(backoff)
+
+    async def _cool_down(self) -> None:
+        await self._sleep_unless_terminated(self.inp.config.breaker.cooldown_s)
+        if not self.terminate_req:
+            self.s.circuit = "half_open"
+            self.s.restarts += 1
+            self._set_status("restarting")
+            await self._record(event=self._event("circuit_half_open", {}))
+
+    async def _sleep_unless_terminated(self, seconds: float) -> None:
+        try:
+            await workflow.wait_condition(lambda: self.terminate_req is not None, timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _stop_agent(self) -> None:
+        try:
+            await workflow.execute_activity(
+                "stop_agent",
+                StopAgentInput(session_id=self.inp.session_id, reason=self.terminate_req.reason),
+                task_queue=machine_queue(self.inp.machine_id),
+                schedule_to_start_timeout=timedelta(seconds=15),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="stop terminal",
+            )
+        except ActivityError as err:
+            # the machine is unreachable: its worker kills unsupervised terminals by itself
+            self.last_error = f"stop not confirmed: {_failure_reason(err, starting=False)}"
+
+    async def _finish(self) -> None:
+        if self.s.job is not None:
+            await self._end_job("cancelled", error="session terminated")
+        if self.start_error is None or self.terminate_req is not None:
+            self._set_status("terminated")
+            await self._record(event=self._event("terminated", {
+                "reason": self.terminate_req.reason if self.terminate_req else self.last_error}))
+        self.terminated = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    # --- continue-as-new ------------------------------------------------------------------
+
+    def _should_continue_as_new(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            and self.s.job is None
+            and self.s.status == "ready"
+            and not self.events
+            and workflow.all_handlers_finished()
+        )
+
+    async def _continue_as_new(self) -> SessionView:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self.inp.model_copy(update={"state": self.s}))
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        if self.terminate_req is not None or self.s.status == "terminated":
+            raise ApplicationError("session is terminated", type="SessionGone")
+        if self.s.circuit == "open":
+            raise ApplicationError(
+                "session's circuit is open after repeated failures; it will probe again after "
+                "its cool-down", type="CircuitOpen")
+        if self.s.status in ("starting", "restarting", "failed"):
+            raise ApplicationError(f"session is {self.s.status}, not ready", type="SessionNotReady")
+
+    def _check_accepts_prompt(self) -> None:
+        self._check_alive()
+        if self.s.status != "ready" or self.s.job is not None:
+            raise ApplicationError(
+                f"session is {self.s.status} with job {self.s.job.job_id if self.s.job else '-'}; "
+                "wait for it to finish or cancel it", type="SessionBusy")
+
+    def _until_job_deadline(self) -> timedelta | None:
+        job = self.s.job
+        if job is None:
+            return None
+        left = job.started_at + timedelta(seconds=job.timeout_s) - workflow.now()
+        return max(left, timedelta(milliseconds=1))
+
+    def _remember(self, command_id: str, result: dict) -> None:
+        self.s.applied[command_id] = result
+        while len(self.s.applied) > APPLIED_KEEP:
+            del self.s.applied[next(iter(self.s.applied))]
+
+    def _set_status(self, status: SessionStatus) -> None:
+        """Change status: search attribute now, Postgres row with the next `_record`."""
+        if status != self.s.status:
+            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, status)])
+        self.s.status = status
+        self.s.version += 1
+        self._row_dirty = True
+
+    def _event(self, kind: str, data: dict, job: JobState | None = None) -> EventRecord:
+        return EventRecord(office_id=self.inp.office_id, session_id=self.inp.session_id,
+                           job_id=job.job_id if job else None, kind=kind, data=data)
+
+    def _session_record(self) -> SessionRecord:
+        return SessionRecord(
+            session_id=self.inp.session_id, office_id=self.inp.office_id, role=self.inp.role,
+            agent=self.inp.agent, machine_id=self.inp.machine_id,
+            workflow_id=workflow.info().workflow_id, source=self.inp.source,
+            status=self.s.status, version=self.s.version, working_dir=self.s.working_dir,
+            current_job_id=self.s.job.job_id if self.s.job else None, restarts=self.s.restarts,
+            circuit=self.s.circuit, last_error=self.last_error, rows=self.rows, cols=self.cols,
+        )
+
+    async def _record(self, *, job: JobRecord | None = None, event: EventRecord | None = None) -> None:
+        """Write the session row (if it changed), a job row and/or an event in one transaction."""
+        session = self._session_record() if self._row_dirty else None
+        self._row_dirty = False
+        await workflow.execute_local_activity(
+            "record",
+            RecordBatch(session=session, job=job, event=event),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=DB_RETRY,
+            summary="record",
+        )
+        if session is not None:
+            self._recorded_version = max(self._recorded_version, session.version)
+
+    async def _send(self, inp: SendInput) -> None:
+        await workflow.execute_activity(
+            "send_input", inp,
+            task_queue=machine_queue(self.inp.machine_id),
+            schedule_to_start_timeout=timedelta(seconds=10),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NO_RETRY,  # a prompt is never typed twice
+            summary="type prompt" if inp.prompt else "send keys",
+        )
+
+    def _view(self) -> SessionView:
+        return SessionView(
+            session_id=self.inp.session_id, office_id=self.inp.office_id, role=self.inp.role,
+            agent=self.inp.agent, machine_id=self.inp.machine_id, working_dir=self.s.working_dir,
+            status=self.s.status, current_job_id=self.s.job.job_id if self.s.job else None,
+            restarts=self.s.restarts, circuit=self.s.circuit, source=self.inp.source,
+            workflow_id=workflow.info().workflow_id, last_error=self.last_error,
+        )
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, ActivityError) and err.cause is not None:
+        return _reason(err.cause)
+    return getattr(err, "message", None) or str(err) or type(err).__name__
+
+
+def _failure_reason(err: ActivityError, *, starting: bool) -> str:
+    cause = err.cause
+    if isinstance(cause, TimeoutError):
+        if cause.type == TimeoutType.SCHEDULE_TO_START:
+            return "machine offline: no client worker took the task"
+        if cause.type == TimeoutType.HEARTBEAT:
+            return "client worker lost (heartbeat timeout)"
+        return f"{'start' if starting else 'terminal'} timed out"
+    return _reason(err)
