@@ -115,9 +115,8 @@ def _run(settings: Settings, home: Path) -> int:
                                 f"set SEMO_API_PORT")
 
     external_pg = settings.database_url is not None
-    external_temporal = "temporal_address" in settings.model_fields_set
-    host, _, port_s = settings.temporal_address.rpartition(":")
-    temporal_port = int(port_s)
+    external_temporal = settings.temporal_address is not None
+    temporal_address = settings.effective_temporal_address()
     database_url = settings.effective_database_url()
     jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else _secret(home)
     roots = [str(p) for p in (r if r.is_absolute() else (Path.cwd() / r) for r in settings.workspace_roots)]
@@ -129,14 +128,14 @@ def _run(settings: Settings, home: Path) -> int:
             stop=stop_postgres)
     if not external_temporal:
         children["temporal"] = Child(
-            "temporal", lambda: start_temporal(home / "temporal", temporal_port,
+            "temporal", lambda: start_temporal(home / "temporal", settings.embedded_temporal_port,
                                                settings.temporal_ui_port))
 
     env = {
         **os.environ,
         "SEMO_HOME": str(home),
         "SEMO_DATABASE_URL": database_url,
-        "SEMO_TEMPORAL_ADDRESS": settings.temporal_address,
+        "SEMO_TEMPORAL_ADDRESS": temporal_address,
         "SEMO_JWT_SECRET": jwt_secret,
         "SEMO_DEV_MODE": "true",
         "SEMO_MACHINE_ID": settings.machine_id,
@@ -164,7 +163,7 @@ def _run(settings: Settings, home: Path) -> int:
         "pid": os.getpid(),
         "api_url": f"http://{settings.api_host}:{settings.api_port}",
         "api_docs_url": f"http://{settings.api_host}:{settings.api_port}/docs",
-        "temporal_address": settings.temporal_address,
+        "temporal_address": temporal_address,
         "temporal_ui_url": None if external_temporal else f"http://127.0.0.1:{settings.temporal_ui_port}",
         "database_url": database_url,
         "machine_id": settings.machine_id,

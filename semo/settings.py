@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     home: Path = Path(".semo")
 
     # --- Temporal -------------------------------------------------------------------------
-    temporal_address: str = "127.0.0.1:7233"
+    #: None means: the embedded dev server started by `semo dev` (see `effective_temporal_address`)
+    temporal_address: str | None = None
+    embedded_temporal_port: int = 7233
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     temporal_api_key: SecretStr | None = None
@@ -150,6 +152,9 @@ class Settings(BaseSettings):
     @property
     def dev_json_path(self) -> Path:
         return self.home / "dev.json"
+
+    def effective_temporal_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.embedded_temporal_port}"
 
     def effective_database_url(self) -> str:
         if self.database_url:

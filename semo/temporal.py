@@ -18,7 +18,7 @@ async def connect(settings: Settings, *, wait_s: float = 30.0) -> Client:
     while True:
         try:
             return await Client.connect(
-                settings.temporal_address,
+                settings.effective_temporal_address(),
                 namespace=settings.temporal_namespace,
                 data_converter=pydantic_data_converter,
                 api_key=settings.temporal_api_key.get_secret_value()

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import live_pids_with_env, wait_for
+from conftest import live_pids_with_env, replay_and_maybe_record, wait_for
 
 MARKER_PROMPT = "printf '[SEMO:%s]\\n' DONE"
 
@@ -17,7 +17,7 @@ async def job_status(http, office, job_id):
     return r.json()
 
 
-async def test_create_prompt_complete_terminate(http, office, pool):
+async def test_create_prompt_complete_terminate(http, office, temporal_client):
     r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
     assert r.status_code == 201, r.text
     created = r.json()
@@ -62,6 +62,7 @@ async def test_create_prompt_complete_terminate(http, office, pool):
     assert r.json()["status"] == "terminated"
     assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["status"] == "terminated"
     await wait_for(lambda: _no_agent(sid), timeout=10, what="agent processes gone")
+    await replay_and_maybe_record(temporal_client, created["workflow_id"], "session_lifecycle")
 
 
 async def _done(http, office, job_id):
@@ -73,7 +74,7 @@ async def _no_agent(sid):
     return not live_pids_with_env("SEMO_SESSION_ID", sid)
 
 
-async def test_error_marker_fails_job_with_reason(http, office):
+async def test_error_marker_fails_job_with_reason(http, office, temporal_client):
     sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "QA"})).json()["session_id"]
     r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
                         json={"prompt": "printf '[SEMO:%s] %s\\n' ERROR 'tests are red'"})
@@ -87,9 +88,10 @@ async def test_error_marker_fails_job_with_reason(http, office):
     assert job["error"] == "tests are red"
     assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["status"] == "ready"
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
+    await replay_and_maybe_record(temporal_client, f"session/{office}/{sid}", "session_job_error")
 
 
-async def test_busy_session_answers_409_and_keys_cancel(http, office):
+async def test_busy_session_answers_409_and_keys_cancel(http, office, temporal_client):
     sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "FE"})).json()["session_id"]
     first = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
                             json={"prompt": "sleep 30"})
@@ -109,6 +111,7 @@ async def test_busy_session_answers_409_and_keys_cancel(http, office):
     assert r.status_code == 200, r.text
     await wait_for(lambda: _done(http, office, r.json()["job_id"]), what="job after cancel")
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
+    await replay_and_maybe_record(temporal_client, f"session/{office}/{sid}", "session_cancel")
 
 
 async def test_idempotency_key_returns_first_result(http, office):
