@@ -28,6 +28,12 @@ class Session(BaseModel):
     last_error: str | None = None
 
 
+class PoolSession(Session):
+    #: in the office pool: starting, idle (can be handed out) or in_use
+    pool_state: str | None = None
+    warm: bool | None = None
+
+
 class SessionList(BaseModel):
     sessions: list[Session]
 
@@ -51,7 +57,8 @@ class SessionCreated(BaseModel):
 class Pool(BaseModel):
     capacity: int
     in_use: int
-    sessions: list[Session]
+    live: int
+    sessions: list[PoolSession]
 
 
 class Office(BaseModel):
@@ -60,6 +67,7 @@ class Office(BaseModel):
     machine_id: str
     workspace_root: str | None
     warm_roles: list[str]
+    roles: list[str] | None = None
     max_sessions: int
     idle_timeout_s: int
     agent: str
@@ -77,6 +85,13 @@ class OfficeDeleted(BaseModel):
     office_id: str
     status: Literal["deleted"]
     terminated_sessions: list[str]
+    command_id: str
+
+
+class Released(BaseModel):
+    session_id: str
+    status: SessionStatus
+    pool_state: str
     command_id: str
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-_OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles, max_sessions,
+_OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles, roles, max_sessions,
     idle_timeout_s, agent, personas, settings, status, created_at, updated_at,
     command_id::text as command_id"""
 

@@ -15,7 +15,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -27,6 +27,7 @@ from pydantic_core import to_jsonable_python
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -35,13 +36,13 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from db import reads
 from semo.errors import (
+    CapacityExceeded,
     CommandTimeout,
     Conflict,
     InvalidInput,
@@ -56,26 +57,26 @@ from semo.payloads import (
     OfficeCreate,
     PromptBody,
     SessionCreate,
-    session_id_for,
 )
 from semo.settings import Settings
-from workflows import session_workflow_id
 from workflows.contracts import (
+    AcquireInput,
     KeysInput,
+    OfficeConfig,
+    PoolInput,
+    PoolView,
     PromptInput,
+    ReleaseInput,
     SessionConfig,
-    SessionInput,
+    ShutdownInput,
     TerminateInput,
-    WaitReadyInput,
 )
+from workflows.pool import OfficePoolWorkflow, pool_workflow_id
 from workflows.session import SessionWorkflow
 
 log = logging.getLogger(__name__)
 
 OFFICE_ID = SearchAttributeKey.for_keyword("OfficeId")
-ROLE = SearchAttributeKey.for_keyword("Role")
-MACHINE_ID = SearchAttributeKey.for_keyword("MachineId")
-SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 
 #: how long a command may keep running in the background after its caller got a 504
 BACKGROUND_LIMIT_S = 600.0
@@ -95,6 +96,7 @@ NEEDS_SESSION = {"send_prompt", "send_keys", "cancel", "terminate", "release_ses
 
 #: ApplicationError types raised by workflows, and what they mean to a caller
 WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
+    "CapacityExceeded": CapacityExceeded,
     "SessionBusy": Conflict,
     "SessionNotReady": Conflict,
     "SessionGone": Conflict,
@@ -174,7 +176,7 @@ class CommandExecutor:
         """Refuse input that can be refused from the database alone, before recording it."""
         if type == "create_session":
             model = payload if isinstance(payload, SessionCreate) else SessionCreate.model_validate(payload)
-            await self._plan_session(office_id, model, "00000000")
+            await self._plan_session(office_id, model)
         elif type == "create_office":
             model = payload if isinstance(payload, OfficeCreate) else OfficeCreate.model_validate(payload)
             await self._check_office_machine(model)
@@ -294,25 +296,41 @@ class CommandExecutor:
         async with self.pool.connection() as conn, conn.transaction():
             try:
                 await conn.execute(
-                    """insert into offices (id, name, machine_id, workspace_root, warm_roles,
+                    """insert into offices (id, name, machine_id, workspace_root, warm_roles, roles,
                            max_sessions, idle_timeout_s, agent, personas, settings, created_by,
                            command_id)
-                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    (office_id, p.name, p.machine_id, p.workspace_root, p.warm_roles,
+                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    (office_id, p.name, p.machine_id, p.workspace_root, p.warm_roles, p.roles,
                      p.max_sessions, p.idle_timeout_s, p.agent,
                      Jsonb({k: v.model_dump() for k, v in p.personas.items()}),
                      Jsonb({"repository": p.repository} if p.repository else {}), cmd.created_by,
                      cmd.id))
             except psycopg.errors.UniqueViolation:
                 existing = await reads.get_office(self.pool, office_id)
-                if existing and existing["command_id"] == str(cmd.id):
-                    return 201, existing  # this very command, run again
-                raise Conflict(f"office {office_id!r} already exists") from None
+                if existing is None or existing["command_id"] != str(cmd.id):
+                    raise Conflict(f"office {office_id!r} already exists") from None
+                # this very command, run again: make sure its pool runs too
             if cmd.created_by:
                 await conn.execute(
                     """insert into office_members (office_id, user_id, role) values (%s, %s, 'owner')
                        on conflict do nothing""", (office_id, cmd.created_by))
-        return 201, await reads.get_office(self.pool, office_id)
+        office = await reads.get_office(self.pool, office_id)
+        await self.client.start_workflow(
+            OfficePoolWorkflow.run, PoolInput(office=self._office_config(office)),
+            id=pool_workflow_id(office_id), task_queue=self.settings.server_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(OFFICE_ID, office_id)]),
+            static_summary=f"session pool of office {office_id} ({p.name})")
+        return 201, office
+
+    def _office_config(self, office: dict) -> OfficeConfig:
+        return OfficeConfig(
+            office_id=office["office_id"], machine_id=office["machine_id"], agent=office["agent"],
+            warm_roles=office["warm_roles"], max_sessions=office["max_sessions"],
+            idle_timeout_s=office["idle_timeout_s"], workspace_root=office["workspace_root"],
+            personas=office["personas"],
+            session_config=SessionConfig(default_job_timeout_s=self.settings.default_job_timeout_s,
+                                         heartbeat_timeout_s=self.settings.heartbeat_timeout_s))
 
     async def _check_office_machine(self, p: OfficeCreate) -> None:
         machine = await reads.get_machine(self.pool, p.machine_id)
@@ -324,12 +342,20 @@ class CommandExecutor:
 
     async def _do_delete_office(self, cmd: Command, p: Empty) -> tuple[int, dict]:
         office = await self._office(cmd.office_id)
+        terminated: set[str] = set()
+        try:
+            res = await self.client.get_workflow_handle(pool_workflow_id(cmd.office_id)).execute_update(
+                OfficePoolWorkflow.shutdown, ShutdownInput(command_id=str(cmd.id)), id=str(cmd.id))
+            terminated.update(res.terminated_sessions)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND and "already completed" not in str(err):
+                raise Unavailable(f"Temporal: {err}") from None
+        # anything the pool did not know of (or could not stop) is stopped directly
         sessions = await reads.list_sessions(self.pool, office["office_id"], live_only=True)
         results = await asyncio.gather(*(
             self._terminate(s, f"{cmd.id}:{s['session_id']}", "office deleted") for s in sessions
         ), return_exceptions=True)
-        failed = [s["session_id"] for s, r in zip(sessions, results) if isinstance(r, Exception)
-                  and not isinstance(r, Conflict)]
+        failed = [s["session_id"] for s, r in zip(sessions, results) if isinstance(r, Exception)]
         if failed:
             raise Unavailable(f"could not terminate sessions {failed}; retry the delete")
         async with self.pool.connection() as conn:
@@ -337,14 +363,25 @@ class CommandExecutor:
                 "update offices set status = 'deleted', deleted_at = coalesce(deleted_at, now()),"
                 " updated_at = now() where id = %s", (cmd.office_id,))
         return 200, {"office_id": cmd.office_id, "status": "deleted",
-                     "terminated_sessions": [s["session_id"] for s in sessions],
+                     "terminated_sessions": sorted(terminated | {s["session_id"] for s in sessions}),
                      "command_id": str(cmd.id)}
+
+    async def pool_view(self, office_id: str) -> PoolView | None:
+        """The office pool as its workflow sees it (None when it does not answer)."""
+        try:
+            return await self.client.get_workflow_handle(pool_workflow_id(office_id)).query(
+                OfficePoolWorkflow.view, rpc_timeout=timedelta(seconds=5))
+        except (RPCError, WorkflowQueryFailedError):
+            return None
 
     # --- sessions -------------------------------------------------------------------------
 
-    async def _plan_session(self, office_id: str, p: SessionCreate, command_id: str) -> SessionInput:
-        """The session a create_session command makes, or the reason it cannot."""
+    async def _plan_session(self, office_id: str, p: SessionCreate) -> tuple[dict, AcquireInput]:
+        """What a create_session command asks of the pool, or the reason it cannot be."""
         office = await self._office(office_id)
+        if office["roles"] is not None and p.role not in office["roles"]:
+            raise InvalidInput(f"role {p.role!r} is not one of office {office_id}'s roles "
+                               f"({', '.join(office['roles'])})")
         machine_id = p.machine_id or office["machine_id"]
         agent = p.agent or office["agent"]
         machine = await reads.get_machine(self.pool, machine_id)
@@ -354,50 +391,30 @@ class CommandExecutor:
                 f"`SEMO_MACHINE_ID={machine_id} semo worker client`")
         if agent not in machine["agent_profiles"]:
             raise InvalidInput(_unknown_agent(agent, machine))
-        session_id = session_id_for(p.role, command_id)
-        working_dir = p.working_dir
-        if working_dir is None and office.get("workspace_root"):
-            working_dir = os.path.join(office["workspace_root"], session_id)
-        if working_dir is not None:
-            _check_in_roots(working_dir, machine)
-        persona = p.persona or office["personas"].get(p.role)
-        return SessionInput(
-            office_id=office_id, session_id=session_id, role=p.role, agent=agent,
-            machine_id=machine_id, working_dir=working_dir, persona=persona, source="cold",
-            config=SessionConfig(default_job_timeout_s=self.settings.default_job_timeout_s,
-                                 heartbeat_timeout_s=self.settings.heartbeat_timeout_s),
-        )
+        if p.working_dir is not None:
+            _check_in_roots(p.working_dir, machine)
+        if office["workspace_root"] and p.working_dir is None:
+            _check_in_roots(office["workspace_root"], machine)
+        return office, AcquireInput(command_id="", role=p.role, agent=p.agent,
+                                    working_dir=p.working_dir, persona=p.persona,
+                                    machine_id=p.machine_id, wait_s=p.wait_s)
 
     async def _do_create_session(self, cmd: Command, p: SessionCreate) -> tuple[int, dict]:
-        inp = await self._plan_session(cmd.office_id, p, str(cmd.id))
-        session_id, machine_id, agent, persona = inp.session_id, inp.machine_id, inp.agent, inp.persona
-        working_dir = inp.working_dir
-        wid = session_workflow_id(cmd.office_id, session_id)
+        office, acquire = await self._plan_session(cmd.office_id, p)
+        acquire.command_id = str(cmd.id)
         start = WithStartWorkflowOperation(
-            SessionWorkflow.run, inp, id=wid, task_queue=self.settings.server_task_queue,
+            OfficePoolWorkflow.run, PoolInput(office=self._office_config(office)),
+            id=pool_workflow_id(cmd.office_id), task_queue=self.settings.server_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(OFFICE_ID, cmd.office_id), SearchAttributePair(ROLE, p.role),
-                SearchAttributePair(MACHINE_ID, machine_id),
-                SearchAttributePair(SESSION_STATUS, "starting")]),
-            memo={"persona": persona.model_dump() if persona else None,
-                  "working_dir": working_dir, "agent": agent},
-            static_summary=f"{p.role} {agent} session of office {cmd.office_id} on {machine_id}",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(OFFICE_ID, cmd.office_id)]),
         )
         try:
-            view = await self.client.execute_update_with_start_workflow(
-                SessionWorkflow.wait_ready, WaitReadyInput(command_id=str(cmd.id)),
-                start_workflow_operation=start, id=str(cmd.id))
-        except WorkflowAlreadyStartedError:
-            row = await reads.get_session(self.pool, cmd.office_id, session_id)
-            if row is None:
-                raise Conflict(f"session {session_id} was created and is gone") from None
-            return 201, {**row, "source": row.get("source", "cold"), "command_id": str(cmd.id)}
+            res = await self.client.execute_update_with_start_workflow(
+                OfficePoolWorkflow.acquire, acquire, start_workflow_operation=start, id=str(cmd.id))
         except WorkflowUpdateFailedError as err:
             raise _workflow_error(err) from None
-        body = view.model_dump(mode="json", exclude={"last_error", "source"})
-        return 201, {**body, "source": "cold", "command_id": str(cmd.id)}
+        body = res.session.model_dump(mode="json", exclude={"last_error", "source"})
+        return 201, {**body, "source": res.source, "command_id": str(cmd.id)}
 
     async def _do_send_prompt(self, cmd: Command, p: PromptBody) -> tuple[int, dict]:
         session = await self._session(cmd)
@@ -428,7 +445,20 @@ class CommandExecutor:
                      "command_id": str(cmd.id)}
 
     async def _do_release_session(self, cmd: Command, p: Empty) -> tuple[int, dict]:
-        raise InvalidInput("release_session needs the office pool, which is not enabled yet")
+        session = await self._session(cmd)
+        if session["status"] in ("busy", "waiting_input"):
+            raise Conflict(f"session {session['session_id']} is {session['status']} with job "
+                           f"{session['current_job_id']}; cancel it or wait before releasing")
+        handle = self.client.get_workflow_handle(pool_workflow_id(cmd.office_id))
+        try:
+            res = await handle.execute_update(OfficePoolWorkflow.release,
+                                              ReleaseInput(command_id=str(cmd.id),
+                                                           session_id=session["session_id"]),
+                                              id=str(cmd.id))
+        except WorkflowUpdateFailedError as err:
+            raise _workflow_error(err) from None
+        return 200, {"session_id": session["session_id"], "status": session["status"],
+                     "pool_state": res.state, "command_id": str(cmd.id)}
 
     async def _terminate(self, session: dict, update_id: str, reason: str) -> None:
         if session["status"] == "terminated":

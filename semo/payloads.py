@@ -6,7 +6,6 @@ with the same models, so a row inserted by a dashboard means exactly what the re
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -28,6 +27,8 @@ class OfficeCreate(_Body):
     machine_id: Ident
     workspace_root: str | None = Field(default=None, max_length=4096)
     warm_roles: list[Role] = Field(default_factory=lambda: ["FE", "BE", "QA"], max_length=32)
+    #: when given, the only roles this office's sessions may have
+    roles: list[Role] | None = Field(default=None, max_length=64)
     max_sessions: int = Field(default=6, ge=1, le=200)
     idle_timeout_s: int = Field(default=600, ge=1, le=30 * 24 * 3600)
     agent: AgentName = "claude"
@@ -40,6 +41,8 @@ class OfficeCreate(_Body):
             raise ValueError(
                 f"warm_roles has {len(self.warm_roles)} roles but max_sessions is "
                 f"{self.max_sessions}: raise max_sessions or warm fewer roles")
+        if self.roles is not None and (extra := sorted(set(self.warm_roles) - set(self.roles))):
+            raise ValueError(f"warm_roles {extra} are not among the office's roles {self.roles}")
         return self
 
 
@@ -90,7 +93,3 @@ class KeysBody(_Body):
 class Empty(_Body):
     pass
 
-
-def session_id_for(role: str, command_id: str) -> str:
-    """A readable session id derived from the creating command (so a re-run creates nothing)."""
-    return f"{role.lower()}-{re.sub('[^0-9a-f]', '', command_id.lower())[:12]}"

@@ -117,10 +117,11 @@ async def http(api_url):
 
 @pytest.fixture
 async def office(http) -> str:
-    """A fresh office on this machine whose sessions run the `shell` agent."""
+    """A fresh office on this machine whose sessions run the `shell` agent (no warm pool)."""
     office_id = f"t-{uuid.uuid4().hex[:10]}"
     r = await http.post("/api/offices", json={"office_id": office_id, "name": "test office",
-                                              "machine_id": MACHINE_ID, "agent": "shell"})
+                                              "machine_id": MACHINE_ID, "agent": "shell",
+                                              "warm_roles": []})
     assert r.status_code == 201, r.text
     return office_id
 

@@ -13,11 +13,12 @@ from activities.records import RecordActivities
 from db.pool import open_pool
 from semo.settings import Settings
 from semo.temporal import connect
+from workflows.pool import OfficePoolWorkflow
 from workflows.session import SessionWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [SessionWorkflow]
+WORKFLOWS = [SessionWorkflow, OfficePoolWorkflow]
 
 
 def build_server_worker(client: Client, settings: Settings, records: RecordActivities) -> Worker:

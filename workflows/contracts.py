@@ -108,6 +108,8 @@ class SessionInput(BaseModel):
     source: Literal["warm", "cold"] = "cold"
     config: SessionConfig = Field(default_factory=SessionConfig)
     state: SessionState | None = None
+    #: the office pool workflow to tell when the session is ready, failed or terminated
+    pool_workflow_id: str | None = None
 
 
 # --- updates -------------------------------------------------------------------------------
@@ -294,3 +296,96 @@ class RecordBatch(BaseModel):
     session: SessionRecord | None = None
     job: JobRecord | None = None
     event: EventRecord | None = None
+
+
+# --- the office pool ---------------------------------------------------------------------
+
+
+class OfficeConfig(BaseModel):
+    office_id: str
+    machine_id: str
+    agent: str
+    warm_roles: list[str] = Field(default_factory=list)
+    max_sessions: int = 6
+    idle_timeout_s: float = 600.0
+    workspace_root: str | None = None
+    personas: dict[str, Persona] = Field(default_factory=dict)
+    session_config: SessionConfig = Field(default_factory=SessionConfig)
+
+
+class PoolEntry(BaseModel):
+    session_id: str
+    role: str
+    warm: bool
+    #: starting -> idle <-> in_use; gone once the session reported it ended
+    state: Literal["starting", "idle", "in_use", "failed"] = "starting"
+    idle_since: datetime | None = None
+    #: for a cold session: the command that acquired it and waits for it to be ready
+    acquired_by: str | None = None
+    view: SessionView | None = None
+    error: str | None = None
+
+
+class PoolState(BaseModel):
+    entries: dict[str, PoolEntry] = Field(default_factory=dict)
+    applied: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    closing: bool = False
+
+
+class PoolInput(BaseModel):
+    office: OfficeConfig
+    state: PoolState | None = None
+
+
+class AcquireInput(BaseModel):
+    command_id: str
+    role: str
+    agent: str | None = None
+    working_dir: str | None = None
+    persona: Persona | None = None
+    machine_id: str | None = None
+    wait_s: float | None = None
+
+
+class AcquireResult(BaseModel):
+    session: SessionView
+    source: Literal["warm", "cold"]
+
+
+class ReleaseInput(BaseModel):
+    command_id: str
+    session_id: str
+
+
+class PoolSessionView(BaseModel):
+    session_id: str
+    role: str
+    warm: bool
+    state: str
+    status: str | None = None
+    idle_since: datetime | None = None
+
+
+class PoolView(BaseModel):
+    office_id: str
+    capacity: int
+    in_use: int
+    live: int
+    closing: bool
+    sessions: list[PoolSessionView]
+
+
+class ShutdownInput(BaseModel):
+    command_id: str
+    reason: str = "office deleted"
+
+
+class ShutdownResult(BaseModel):
+    terminated_sessions: list[str]
+
+
+class SessionStatusSignal(BaseModel):
+    """A session tells its pool what became of it (ready, failed, terminated)."""
+
+    session: SessionView
+    error: str | None = None

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         WaitReadyInput,
         WatchAgentInput,
         RecordBatch,
+        SessionStatusSignal,
         WatchAgentResult,
     )
 
@@ -85,6 +86,8 @@ class SessionWorkflow:
         self.cols: int | None = None
         self._row_dirty = True
         self._recorded_version = -1
+        #: a status the office pool has not been told yet
+        self._pool_notice: SessionStatus | None = None
         #: set when the main loop must re-read its deadlines (a job started or ended)
         self._replan = False
 
@@ -121,6 +124,12 @@ class SessionWorkflow:
     def monitor(self, ev: MonitorSignal) -> None:
         if ev.generation == self.s.generation:
             self.events.append(ev)
+
+    @workflow.signal
+    def request_terminate(self, inp: TerminateInput) -> None:
+        """Terminate without waiting (how the office pool reaps idle sessions)."""
+        if self.terminate_req is None:
+            self.terminate_req = inp
 
     @workflow.update
     async def wait_ready(self, inp: WaitReadyInput) -> SessionView:
@@ -499,6 +508,11 @@ class SessionWorkflow:
         """Change status: search attribute now, Postgres row with the next `_record`."""
         if status != self.s.status:
             workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, status)])
+            if self.inp.pool_workflow_id and (
+                status in ("failed", "terminated")
+                or (status == "ready" and self.s.status in ("starting", "restarting", "failed"))
+            ):
+                self._pool_notice = status
         self.s.status = status
         self.s.version += 1
         self._row_dirty = True
@@ -530,6 +544,13 @@ class SessionWorkflow:
         )
         if session is not None:
             self._recorded_version = max(self._recorded_version, session.version)
+        if self._pool_notice is not None and self.inp.pool_workflow_id:
+            self._pool_notice = None
+            try:
+                await workflow.get_external_workflow_handle(self.inp.pool_workflow_id).signal(
+                    "session_status", SessionStatusSignal(session=self._view(), error=self.last_error))
+            except Exception as err:  # the pool is gone (office deleted): nothing to tell
+                workflow.logger.info("pool %s not told: %s", self.inp.pool_workflow_id, err)
 
     async def _send(self, inp: SendInput) -> None:
         await workflow.execute_activity(

@@ -36,9 +36,16 @@ async def list_offices(state: State, user: CurrentUser):
 
 @router.get("/{office_id}", response_model=schemas.Office)
 async def get_office(office: OfficeRow, state: State):
+    """The office with its pool: capacity, sessions in use, and each live session's state."""
     sessions = await reads.list_sessions(state.pool, office["office_id"], live_only=True)
-    return {**office, "pool": {"capacity": office["max_sessions"], "in_use": len(sessions),
-                               "sessions": sessions}}
+    view = await state.executor.pool_view(office["office_id"])
+    pooled = {p.session_id: p for p in view.sessions} if view else {}
+    rows = [{**s, "pool_state": pooled[s["session_id"]].state if s["session_id"] in pooled else None,
+             "warm": pooled[s["session_id"]].warm if s["session_id"] in pooled else None}
+            for s in sessions]
+    in_use = view.in_use if view else sum(1 for s in sessions if s["status"] != "failed")
+    return {**office, "pool": {"capacity": office["max_sessions"], "in_use": in_use,
+                               "live": len(sessions), "sessions": rows}}
 
 
 @router.delete("/{office_id}", response_model=schemas.OfficeDeleted)

@@ -53,6 +53,14 @@ async def terminate_session(session: SessionRow, state: State, user: CurrentUser
     return await _command(state, session, user, response, "terminate", Empty(), idempotency_key)
 
 
+@router.post("/{session_id}/release", response_model=schemas.Released)
+async def release(session: SessionRow, state: State, user: CurrentUser, response: Response,
+                  idempotency_key: IdempotencyKey = None):
+    """Hand the session back to the office pool, idle, for the next acquire of its role."""
+    return await _command(state, session, user, response, "release_session", Empty(),
+                          idempotency_key)
+
+
 @router.post("/{session_id}/prompt", response_model=schemas.PromptSent)
 async def prompt(body: PromptBody, session: SessionRow, state: State, user: CurrentUser,
                  response: Response, idempotency_key: IdempotencyKey = None):

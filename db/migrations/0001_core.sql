@@ -8,6 +8,8 @@ create table if not exists offices (
     machine_id      text not null,
     workspace_root  text,
     warm_roles      text[] not null default '{}',
+    -- the roles sessions may have; null: any role
+    roles           text[],
     max_sessions    integer not null default 6,
     idle_timeout_s  integer not null default 600,
     agent           text not null default 'claude',
