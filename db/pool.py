@@ -17,7 +17,9 @@ async def open_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
         # a connection that died with a Postgres restart is replaced, not handed out
         check=AsyncConnectionPool.check_connection,
         kwargs={"autocommit": True, "connect_timeout": 10,
-                "application_name": f"semo-{name}"},
+                "application_name": f"semo-{name}",
+                # no query or open transaction may hang a process forever
+                "options": "-c statement_timeout=30s -c idle_in_transaction_session_timeout=60s"},
     )
     await pool.open(wait=True, timeout=30.0)
     return pool
