@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import Principal, TokenVerifier
@@ -32,8 +33,14 @@ def _state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(_state)]
 
 
-async def _principal(state: State, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    return state.verifier.verify(authorization)
+#: declares the bearer scheme in the OpenAPI schema; the header itself is checked by the verifier
+_bearer = HTTPBearer(auto_error=False, bearerFormat="JWT",
+                     description="A Supabase-style JWT (`semo token` mints one)")
+
+
+async def _principal(state: State, request: Request,
+                     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    return await state.verifier.verify_async(request.headers.get("authorization"))
 
 
 CurrentUser = Annotated[Principal, Depends(_principal)]
@@ -49,9 +56,13 @@ async def can_open(state: AppState, user: Principal, office_id: str) -> bool:
 
 
 async def _office(state: State, user: CurrentUser, office_id: OfficeIdPath) -> dict:
-    """The office, or 404 alike for one that does not exist and one the token does not open."""
-    office = await reads.get_office(state.pool, office_id)
-    if office is None or office["status"] == "deleted" or not await can_open(state, user, office_id):
+    """The office, or 404 alike for one that does not exist and one the token does not open.
+
+    Access is decided first, from the token and `office_members` alone, so that a stranger's
+    request takes the same path whether the office exists or not."""
+    office = await reads.get_office(state.pool, office_id) \
+        if await can_open(state, user, office_id) else None
+    if office is None or office["status"] == "deleted":
         raise NotFound(f"office {office_id!r} not found")
     return office
 

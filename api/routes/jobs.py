@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/api/offices/{office_id}", tags=["jobs", "commands"])
 
 @router.get("/jobs/{job_id}", response_model=schemas.Job)
 async def get_job(office: OfficeRow, state: State,
-                  job_id: Annotated[str, Path(max_length=100)]):
+                  job_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]):
     job = await reads.get_job(state.pool, office["office_id"], job_id)
     if job is None:
         raise NotFound(f"job {job_id!r} not found in office {office['office_id']!r}")
@@ -23,8 +24,8 @@ async def get_job(office: OfficeRow, state: State,
 
 @router.get("/commands/{command_id}", response_model=schemas.Command)
 async def get_command(office: OfficeRow, state: State,
-                      command_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")]):
-    cmd = await reads.get_command(state.pool, office["office_id"], command_id)
+                      command_id: uuid.UUID):
+    cmd = await reads.get_command(state.pool, office["office_id"], str(command_id))
     if cmd is None:
-        raise NotFound(f"command {command_id!r} not found in office {office['office_id']!r}")
+        raise NotFound(f"command {str(command_id)!r} not found in office {office['office_id']!r}")
     return cmd

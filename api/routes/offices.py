@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Response
 
 from api import schemas
-from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State
+from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open
 from api.routes import answer
 from db import reads
 from semo.errors import Conflict
@@ -19,7 +19,9 @@ async def create_office(body: OfficeCreate, state: State, user: CurrentUser, res
                         idempotency_key: IdempotencyKey = None):
     office_id = body.office_id or f"office-{uuid.uuid4().hex[:10]}"
     existing = await reads.get_office(state.pool, office_id)
-    if existing is not None and idempotency_key is None:
+    # a retry may replay its first answer, but only to someone the office is open to
+    if existing is not None and (idempotency_key is None
+                                 or not await can_open(state, user, office_id)):
         raise Conflict(f"office {office_id!r} already exists")
     outcome = await state.executor.submit(
         office_id=office_id, type="create_office", payload=body, created_by=user.sub,
