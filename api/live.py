@@ -30,6 +30,11 @@ class LiveNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def listen(self, key: str) -> asyncio.Event:
+        """The event the next notification of `key` sets. Take it before reading, then wait
+        on it, so that a notification landing in between is not missed."""
+        return self._conds.setdefault(key, asyncio.Event())
+
     async def wait(self, key: str, timeout: float) -> None:
         """Wait until `key` (a session id) is notified, or `timeout` passes."""
         ev = self._conds.setdefault(key, asyncio.Event())
@@ -50,10 +55,11 @@ class LiveNotifier:
                         self.database_url, autocommit=True, connect_timeout=10) as conn:
                     await conn.execute("listen session_output")
                     await conn.execute("listen job_events")
+                    await conn.execute("listen session_status")
                     for key in list(self._conds):  # we may have missed some while away
                         self._wake(key)
                     async for note in conn.notifies():
-                        if note.channel == "session_output":
+                        if note.channel in ("session_output", "session_status"):
                             self._wake(note.payload.split(":", 1)[0])
                         else:
                             self._wake("jobs")

@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.auth import TokenVerifier
+from api.auth import TokenVerifier, redact_tokens_in_logs
 from api.deps import AppState
 from api.live import LiveNotifier
-from api.routes import health, jobs, offices, sessions
+from api.routes import attach, health, jobs, metrics, offices, sessions
 from db.pool import open_pool
 from semo.commands import CommandExecutor
+from semo.observability import ApiMetrics, RequestContext
 from semo.settings import Settings
 from semo.temporal import connect
 
@@ -20,6 +21,7 @@ from semo.temporal import connect
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     verifier = TokenVerifier(settings)  # refuses to build without a secret: fail at start
+    redact_tokens_in_logs()  # a WebSocket's `?token=` would otherwise be in request log lines
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -34,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await live.close()
+            await app.state.semo.executor.claimant.close()
             await pool.close()
 
     app = FastAPI(
@@ -44,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (health.router, offices.router, sessions.router, jobs.router):
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(RequestContext, metrics=app.state.metrics)  # ids on log lines, counts
+    for router in (health.router, offices.router, sessions.router, jobs.router, attach.router,
+                   metrics.router):
         app.include_router(router)
     return app

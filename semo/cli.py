@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Annotated
 
 import typer
 
+from semo import cli_office, cli_session
+from semo.cli_common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
 from semo.settings import Settings
 
 app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, supervised by Temporal.",
-                  no_args_is_help=True, add_completion=False)
+                  epilog=EXIT_CODES_HELP, no_args_is_help=True, add_completion=False)
 worker_app = typer.Typer(help="Run one worker process.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+app.add_typer(cli_office.app, name="office", rich_help_panel="Using the API")
+app.add_typer(cli_session.app, name="session", rich_help_panel="Using the API")
+app.add_typer(cli_session.job_app, name="job", rich_help_panel="Using the API")
+app.add_typer(cli_session.command_app, name="command", rich_help_panel="Using the API")
+
+
+
+@app.callback()
+def main_options(api_url: ApiUrl = None, token: Token = None) -> None:
+    """semo-sessions: AI coding agents in real terminals, supervised by Temporal."""
+    # `semo --api-url URL office list` works as well as `semo office list --api-url URL`
+    set_root_options(api_url=api_url, token=token)
+
+
+MetricsAddress = Annotated[str | None, typer.Option(
+    "--metrics-address", envvar="SEMO_METRICS_ADDRESS", metavar="HOST:PORT",
+    help="Serve Prometheus metrics (Temporal SDK and semo's) at http://HOST:PORT/metrics")]
 
 
 @app.command()
@@ -49,34 +69,35 @@ def api() -> None:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="warning",
+                log_config=None,  # uvicorn's own lines go through the structured logs too
                 timeout_graceful_shutdown=5)
 
 
 @worker_app.command("server")
-def worker_server() -> None:
+def worker_server(metrics_address: MetricsAddress = None) -> None:
     """The server worker: session workflows and their database writes (queue semo-server)."""
     from semo.runner import run_component
     from worker.server import run_server_worker
 
-    run_component("server-worker", run_server_worker)
+    run_component("server-worker", run_server_worker, metrics_address=metrics_address)
 
 
 @worker_app.command("client")
-def worker_client() -> None:
+def worker_client(metrics_address: MetricsAddress = None) -> None:
     """This machine's client worker: terminals (queue semo-machine-{machine_id})."""
     from semo.runner import run_component
     from worker.client import run_client_worker
 
-    run_component("client-worker", run_client_worker)
+    run_component("client-worker", run_client_worker, metrics_address=metrics_address)
 
 
 @worker_app.command("intake")
-def worker_intake() -> None:
+def worker_intake(metrics_address: MetricsAddress = None) -> None:
     """The command intake: carries out rows inserted into agent_commands."""
     from semo.runner import run_component
     from worker.intake import run_intake
 
-    run_component("intake", run_intake)
+    run_component("intake", run_intake, metrics_address=metrics_address)
 
 
 @app.command()

@@ -27,6 +27,7 @@ from db.migrate import migrate
 from semo.embedded import (
     EmbeddedError,
     die_with_parent,
+    free_port,
     port_is_open,
     start_postgres,
     start_temporal,
@@ -35,7 +36,7 @@ from semo.embedded import (
 )
 from semo.settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no line breaks inside URLs and paths
 
 #: started in this order, stopped in the reverse
 COMPONENTS = ("server_worker", "client_worker", "intake", "api")
@@ -144,12 +145,17 @@ def _run(settings: Settings, home: Path) -> int:
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
 
+    # each worker serves Prometheus metrics on a port of its own (the API on /metrics)
+    metrics = {name: f"127.0.0.1:{free_port()}" for name in COMPONENTS if name != "api"}
+
     def launcher(name: str):
+        args = [*COMMANDS[name], *(["--metrics-address", metrics[name]] if name in metrics else [])]
+
         def start() -> subprocess.Popen:
             out = open(logs / f"{name}.log", "ab")
             try:
                 return subprocess.Popen(
-                    [sys.executable, "-m", "semo.cli", *COMMANDS[name]], env=env,
+                    [sys.executable, "-m", "semo.cli", *args], env=env,
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, preexec_fn=die_with_parent)
             finally:
@@ -172,6 +178,8 @@ def _run(settings: Settings, home: Path) -> int:
         "jwt_secret": jwt_secret,
         "pids": {},
         "logs": str(logs),
+        "metrics": {"api": f"http://{settings.api_host}:{settings.api_port}/metrics",
+                    **{name: f"http://{address}/metrics" for name, address in metrics.items()}},
     }
 
     try:
@@ -268,5 +276,6 @@ def _print_summary(info: dict) -> None:
   Temporal       {info['temporal_address']}
   Postgres       {info['database_url']}
   machine        {info['machine_id']} (workspace roots: {', '.join(info['workspace_roots'])})
+  metrics        {info['metrics']['api']} (workers: dev.json)
   token, pids    in .semo/dev.json; logs in {info['logs']}
 Press Ctrl+C to stop everything.""")

@@ -1,27 +1,24 @@
-"""Running one component as a process: logging, and SIGINT/SIGTERM as a stop event."""
+"""Running one component as a process: logging, metrics, and SIGINT/SIGTERM as a stop event."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
+from semo.observability import configure_logging, install_worker_runtime
 from semo.settings import Settings
 
 
 def setup_logging(name: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """Structured logs (semo/observability.py): JSON lines to a file, console to a terminal."""
+    configure_logging(name)
 
 
-def run_component(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+def run_component(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]],
+                  *, metrics_address: str | None = None) -> None:
     setup_logging(name)
+    install_worker_runtime(name, metrics_address)  # before anything connects to Temporal
     settings = Settings()
 
     async def runner() -> None:

@@ -1,0 +1,385 @@
+"""`semo session attach` on the server: a WebSocket that makes a terminal the session's own.
+
+`GET /api/offices/{office_id}/sessions/{session_id}/attach` (WebSocket upgrade)
+
+The API has no network path to the client machine, so attach uses the same two channels as
+everything else: output comes from Postgres as the client worker saves it (woken by the
+`session_output` NOTIFY), and input goes out as `send_keys` commands (recorded in
+`agent_commands`, carried out through Temporal like a `POST .../keys`). A resize is a `resize`
+update of the session workflow, whose activity sets the PTY's size on the machine.
+
+Protocol
+    server -> client
+        text    {"type": "hello", "session_id", "office_id", "status", "rows", "cols",
+                 "offset", "read_only"}: first; raw output follows from `offset`
+        binary  raw output bytes, in order
+        text    {"type": "status", "status", "current_job_id"}: when it changes
+        text    {"type": "error", "status", "detail"}: input or a resize that was refused
+        close   1000 "session terminated" when the session ends
+    client -> server
+        binary  what the keyboard typed (UTF-8); or text {"type": "input", "data": "..."}
+        text    {"type": "resize", "rows": R, "cols": C}
+
+Authentication happens before the upgrade, with the REST routes' rules: a bearer token in
+`Authorization` or a `token` query parameter (browsers cannot set headers on a WebSocket);
+missing or bad: 401, an office the token does not open or an unknown session: 404, answered
+as the same problem+json as REST (a WebSocket denial response).
+
+Input is batched: while one keys command is in flight, what is typed meanwhile queues and
+goes in the next, so a fast typist or a paste costs a few commands, not one per byte. A
+command writes its named keys, then its text. Control sequences that have a name (Enter,
+Ctrl+C, Esc, the arrows...) at the start of a batch go as named keys (byte for byte what was
+typed, and readable in `agent_commands`); after text they stay characters of the text, so
+the order is kept and a batch stays one command. `text` travels as JSON and is stored in
+jsonb, which cannot hold U+0000: NUL (Ctrl+Space) is always the named key `ctrl+space`, which
+starts a new command. Bytes that are not UTF-8 become U+FFFD; a paste over TEXT_PER_COMMAND
+goes as several commands, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+from starlette.websockets import WebSocketState
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from api.deps import can_open
+from api.errors import problem_response
+from db import reads
+from semo.errors import NotFound, SemoError
+from semo.payloads import KeysBody
+from semo.screen import replay_start
+from workflows.contracts import MAX_KEYS, NAMED_KEYS, ResizeInput
+from workflows.session import SessionWorkflow
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["sessions"])
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: output sent per frame, and how much of the tail a fresh attach replays
+FRAME_BYTES = 64 * 1024
+REPLAY_BYTES = 64 * 1024
+#: text per keys command (a paste larger than this goes as several, in order)
+TEXT_PER_COMMAND = 16 * 1024
+#: how often the session row is re-read for a status change when no output wakes us
+STATUS_POLL_S = 2.0
+
+#: control sequences that have a key name, longest first (each maps to exactly its own bytes)
+_NAMED_SEQUENCES = sorted(
+    ((seq, name) for name, seq in NAMED_KEYS.items()
+     if seq and (seq[0] < " " or seq[0] == "\x7f")),
+    key=lambda item: -len(item[0]))
+
+
+@dataclass
+class KeysCommand:
+    keys: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+def to_commands(typed: str) -> list[KeysCommand]:
+    """Typed input as keys commands that, carried out in order, write exactly `typed`."""
+    commands: list[KeysCommand] = []
+    current = KeysCommand()
+    text: list[str] = []
+    text_bytes = 0
+
+    def flush() -> None:
+        nonlocal current, text, text_bytes
+        current.text = "".join(text)
+        if current.keys or current.text:
+            commands.append(current)
+        current, text, text_bytes = KeysCommand(), [], 0
+
+    i = 0
+    while i < len(typed):
+        piece, name = typed[i], None
+        if piece < " " or piece == "\x7f":
+            for seq, key in _NAMED_SEQUENCES:
+                if typed.startswith(seq, i):
+                    piece, name = seq, key
+                    break
+        i += len(piece)
+        if name == "ctrl+space" and (text or len(current.keys) >= MAX_KEYS):
+            flush()  # NUL cannot be text: it starts a command of its own
+        if name is not None and not text and len(current.keys) < MAX_KEYS:
+            current.keys.append(name)
+            continue
+        size = len(piece.encode("utf-8", "surrogatepass"))
+        if text_bytes + size > TEXT_PER_COMMAND:
+            flush()
+        text.append(piece)
+        text_bytes += size
+    flush()
+    return commands
+
+
+@router.websocket("/api/offices/{office_id}/sessions/{session_id}/attach")
+async def attach(websocket: WebSocket, office_id: str, session_id: str,
+                 token: str | None = None, since: int | None = None, read_only: bool = False):
+    state = websocket.app.state.semo
+    try:
+        user, session = await _authorize(state, websocket, office_id, session_id, token)
+    except SemoError as err:
+        await _deny(websocket, err)
+        return
+    await websocket.accept()
+    bridge = AttachBridge(state, websocket, user, session, read_only,
+                          getattr(websocket.app.state, "metrics", None))
+    await bridge.run(since)
+
+
+async def _authorize(state, websocket: WebSocket, office_id: str, session_id: str,
+                     token: str | None):
+    header = websocket.headers.get("authorization")
+    user = await state.verifier.verify_async(header or (f"Bearer {token}" if token else None))
+    if not _ID.fullmatch(office_id) or not _ID.fullmatch(session_id):
+        raise NotFound("no such session")
+    office = await reads.get_office(state.pool, office_id)
+    if office is None or office["status"] == "deleted" \
+            or not await can_open(state, user, office_id):
+        raise NotFound(f"office {office_id!r} not found")
+    session = await reads.get_session(state.pool, office_id, session_id)
+    if session is None:
+        raise NotFound(f"session {session_id!r} not found in office {office_id!r}")
+    return user, session
+
+
+async def _deny(websocket: WebSocket, err: SemoError) -> None:
+    p = err.problem()
+    response = problem_response(p.pop("status"), p.pop("title"), p.pop("detail"), **p)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:  # a server without the denial extension: close before accepting (the client sees 403)
+        await websocket.close(code=4000 + err.status, reason=err.detail[:120])
+
+
+class AttachBridge:
+    """One attached terminal: output out, keys and resizes in."""
+
+    def __init__(self, state, websocket: WebSocket, user, session: dict, read_only: bool,
+                 metrics) -> None:
+        self.state = state
+        self.ws = websocket
+        self.user = user
+        self.session = session
+        self.sid = session["session_id"]
+        self.office_id = session["office_id"]
+        self.read_only = read_only
+        self.metrics = metrics
+        self._send_lock = asyncio.Lock()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._typed: list[str] = []
+        self._typed_ready = asyncio.Event()
+        self._size: tuple[int, int] | None = None
+        self._size_applied: tuple[int, int] | None = None
+        self._size_ready = asyncio.Event()
+        self._told_read_only = False
+
+    async def run(self, since: int | None) -> None:
+        if self.metrics:
+            self.metrics.attached.inc()
+        tasks: list[asyncio.Task] = []
+        try:
+            offset = await self._start_offset(since)
+            await self._send_json({"type": "hello", "session_id": self.sid,
+                                   "office_id": self.office_id, "status": self.session["status"],
+                                   "rows": self.session["rows"], "cols": self.session["cols"],
+                                   "offset": offset, "read_only": self.read_only})
+            tasks = [asyncio.create_task(self._pump_output(offset), name=f"attach-out-{self.sid}"),
+                     asyncio.create_task(self._receive(), name=f"attach-in-{self.sid}"),
+                     asyncio.create_task(self._send_keys(), name=f"attach-keys-{self.sid}"),
+                     asyncio.create_task(self._resize(), name=f"attach-resize-{self.sid}")]
+            done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                err = None if task.cancelled() else task.exception()
+                if isinstance(err, (WebSocketDisconnect, OSError)):  # the client went away
+                    log.debug("attach to %s: client gone (%s)", self.sid, err)
+                elif err is not None:
+                    log.error("attach to %s failed", self.sid, exc_info=err)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.metrics:
+                self.metrics.attached.dec()
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=1000)
+
+    # --- output -------------------------------------------------------------------------------
+
+    async def _start_offset(self, since: int | None) -> int:
+        """Where output starts: `since`, or the tail: from the last full-screen clear in the
+        last REPLAY_BYTES (a TUI's current screen), else from the first line start in them."""
+        async with self.state.pool.connection() as conn:
+            row = await (await conn.execute(
+                "select coalesce(min(start_offset), 0), coalesce(max(end_offset), 0)"
+                " from session_output where session_id = %s", (self.sid,))).fetchone()
+        kept_from, end = row
+        if since is not None:
+            return max(since, kept_from)
+        window = max(kept_from, end - REPLAY_BYTES)
+        if window == end:
+            return end
+        _, _, data, _ = await reads.read_output(self.state.pool, self.sid, window, end - window)
+        clear = replay_start(data)
+        if clear > 0:
+            return window + clear
+        if window == kept_from:
+            return window
+        newline = data.find(b"\n")
+        return window + newline + 1 if newline >= 0 else window
+
+    async def _pump_output(self, offset: int) -> None:
+        status = self.session["status"]
+        while True:
+            woken = self.state.live.listen(self.sid)  # before reading: no wake-up is missed
+            _, next_offset, data, _ = await reads.read_output(self.state.pool, self.sid, offset,
+                                                              FRAME_BYTES)
+            if data:
+                async with self._send_lock:
+                    await self.ws.send_bytes(data)
+                offset = next_offset
+                continue
+            row = await reads.get_session(self.state.pool, self.office_id, self.sid)
+            if row is not None and row["status"] == "terminated":
+                # all its output has been sent: say so, and end (also for one already gone)
+                await self._send_json({"type": "status", "status": "terminated",
+                                       "current_job_id": None})
+                async with self._send_lock:
+                    await self.ws.close(code=1000, reason="session terminated")
+                return
+            if row is not None and row["status"] != status:
+                before, status = status, row["status"]
+                await self._send_json({"type": "status", "status": status,
+                                       "current_job_id": row["current_job_id"]})
+                if before in ("starting", "restarting", "failed") and status == "ready":
+                    self._size_applied = None  # a restarted agent has the default size again
+                    if self._size:
+                        self._size_ready.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(woken.wait(), STATUS_POLL_S)
+
+    # --- input --------------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await self._typed_in(self._decoder.decode(message["bytes"]), len(message["bytes"]))
+                continue
+            try:
+                msg = json.loads(message.get("text") or "")
+                kind = msg.get("type") if isinstance(msg, dict) else None
+            except ValueError:
+                kind = None
+            if kind == "input" and isinstance(msg.get("data"), str):
+                await self._typed_in(msg["data"], len(msg["data"].encode("utf-8", "surrogatepass")))
+            elif kind == "resize":
+                self._resize_to(msg.get("rows"), msg.get("cols"))
+            elif kind != "ping":
+                await self._error(422, "unknown message: send binary input, or JSON with type "
+                                       "input, resize or ping")
+
+    async def _typed_in(self, text: str, size: int) -> None:
+        if self.read_only:
+            if not self._told_read_only:
+                self._told_read_only = True
+                await self._error(403, "attached read-only: input is not sent")
+            return
+        if self.metrics:
+            self.metrics.attach_input.inc(size)
+        if text:
+            self._typed.append(text)
+            self._typed_ready.set()
+
+    async def _send_keys(self) -> None:
+        """One keys command at a time; what is typed meanwhile goes in the next batch."""
+        while True:
+            await self._typed_ready.wait()
+            self._typed_ready.clear()
+            typed, self._typed = "".join(self._typed), []
+            for cmd in to_commands(typed):
+                if not await self._submit(cmd):
+                    break  # refused (not ready, gone): the rest of this batch would be too
+
+    async def _submit(self, cmd: KeysCommand) -> bool:
+        try:
+            body = KeysBody(keys=cmd.keys, text=cmd.text or None)
+            outcome = await self.state.executor.submit(
+                office_id=self.office_id, session_id=self.sid, type="send_keys", payload=body,
+                created_by=self.user.sub)
+        except ValidationError as err:
+            await self._error(422, f"input refused: {err.errors()[0]['msg']}")
+            return False
+        except SemoError as err:
+            await self._error(err.status, err.detail)
+            return False
+        if not outcome.ok:
+            await self._error(outcome.status_code, str(outcome.body.get("detail", "refused")))
+            return False
+        return True
+
+    # --- resize -------------------------------------------------------------------------------
+
+    def _resize_to(self, rows, cols) -> None:
+        if self.read_only:
+            return  # a watcher does not change the size of someone else's terminal
+        if not isinstance(rows, int) or not isinstance(cols, int):
+            return
+        self._size = (rows, cols)
+        self._size_ready.set()
+
+    async def _resize(self) -> None:
+        """Latest size wins: a window dragged through fifty sizes costs a few updates."""
+        while True:
+            await self._size_ready.wait()
+            self._size_ready.clear()
+            size = self._size
+            if size is None or size == self._size_applied:
+                continue
+            rows, cols = size
+            handle = self.state.executor.client.get_workflow_handle(self.session["workflow_id"])
+            try:
+                await handle.execute_update(
+                    SessionWorkflow.resize,
+                    ResizeInput(command_id=f"resize-{uuid.uuid4()}", rows=rows, cols=cols),
+                    id=f"resize-{uuid.uuid4()}", rpc_timeout=timedelta(seconds=15))
+                self._size_applied = size
+            except WorkflowUpdateFailedError as err:
+                cause = err.cause
+                while cause is not None and not isinstance(cause, ApplicationError):
+                    cause = cause.cause
+                await self._error(409, f"resize refused: {cause.message if cause else err}")
+            except RPCError as err:
+                await self._error(503, f"resize not delivered: {err.message}")
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _send_json(self, payload: dict) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps(payload))
+
+    async def _error(self, status: int, detail: str) -> None:
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self._send_json({"type": "error", "status": status, "detail": detail})
