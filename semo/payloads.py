@@ -32,7 +32,7 @@ class OfficeCreate(_Body):
     max_sessions: int = Field(default=6, ge=1, le=200)
     idle_timeout_s: int = Field(default=600, ge=1, le=30 * 24 * 3600)
     agent: AgentName = "claude"
-    personas: dict[Role, Persona] = Field(default_factory=dict)
+    personas: dict[Role, Persona] = Field(default_factory=dict, max_length=32)
     repository: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
@@ -68,6 +68,8 @@ class PromptBody(_Body):
             raise ValueError(f"prompt is larger than {MAX_PROMPT_BYTES} bytes")
         if not value.strip():
             raise ValueError("prompt is blank")
+        if "\x00" in value:
+            raise ValueError("prompt contains a NUL character; it cannot be typed")
         return value
 
 
@@ -82,6 +84,13 @@ class KeysBody(_Body):
         if unknown:
             raise ValueError(f"unknown key names {unknown}; known: {', '.join(NAMED_KEYS)}")
         return [k.lower() for k in value]
+
+    @field_validator("text")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("text contains a NUL character; send the key 'ctrl+space' instead")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> "KeysBody":

@@ -18,6 +18,18 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+class StartupDialogs(BaseModel):
+    """How a Claude Code profile answers the dialogs Claude Code may show when it starts.
+    "fail": leave the dialog alone; the session's start fails, naming it."""
+
+    #: "Is this a project you created or one you trust?": a session's folder is always
+    #: inside this machine's workspace roots, so the default trusts it
+    trust_folder: Literal["accept", "fail"] = "accept"
+    #: "Detected a custom API key in your environment. Do you want to use this API key?":
+    #: which credentials (and bill) to use is the machine owner's call, so no default answer
+    api_key: Literal["accept", "decline", "fail"] = "fail"
+
+
 class AgentProfile(BaseModel):
     """A program the client worker is willing to run. The server only ever names one."""
 
@@ -27,10 +39,17 @@ class AgentProfile(BaseModel):
     monitor: str = "shell"
     #: whether the agent speaks Claude Code's hooks (deterministic completion)
     hooks: bool = False
+    #: extra arguments for a restart after a crash, to resume the conversation
+    #: (e.g. ["--continue"] for Claude Code); empty: a restart starts afresh
+    resume_args: list[str] = Field(default_factory=list)
     #: how a prompt is typed: "line" (text, then Enter) or "paste" (bracketed paste, a
     #: pause of `submit_delay_s`, then Enter: what full-screen TUIs such as Claude Code need)
     input_mode: Literal["line", "paste"] = "line"
     submit_delay_s: float = 0.15
+    #: Claude Code profiles (`hooks`): start-up dialog answers, and how long a start may take
+    #: to show the input box before it fails
+    dialogs: StartupDialogs = Field(default_factory=StartupDialogs)
+    ready_timeout_s: float = Field(default=60.0, gt=0, le=85)
 
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
@@ -78,6 +97,8 @@ class Settings(BaseSettings):
     )
     jwt_audience: str = "authenticated"
     jwks_url: str | None = None
+    #: how long one fetch of the JWKS may take (a request waiting on it then answers 503)
+    jwks_timeout_s: float = 5.0
     #: set by `semo dev`; outside dev mode the API refuses to start without a JWT secret
     dev_mode: bool = False
 
@@ -95,6 +116,15 @@ class Settings(BaseSettings):
         default_factory=lambda: [Path(".semo/workspaces")]
     )
     agent_profiles: Annotated[dict[str, AgentProfile], NoDecode] = Field(default_factory=dict)
+    #: where offices' `repository` may be besides the workspace roots (session worktrees are
+    #: always made inside the workspace roots)
+    repository_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    #: terminating a session also removes its git worktree when it has no uncommitted changes
+    #: (its branch stays); default: the worktree stays, the work in it is the user's
+    remove_worktrees: bool = False
+    #: directory of the client worker's Unix socket for Claude Code hooks (default: `home/run`,
+    #: or a private folder under /tmp when that path is too long for a socket)
+    hook_socket_dir: Path | None = None
     output_retention_bytes: int = 16 * 1024 * 1024
     output_flush_interval_s: float = 0.1
     output_flush_bytes: int = 64 * 1024
@@ -102,16 +132,24 @@ class Settings(BaseSettings):
     terminal_cols: int = 120
     #: a session's PTY whose supervising activity went away is killed after this long
     orphan_grace_s: float = 120.0
+    #: a running job with no output for this long is reported as a `stall` event (None: never)
+    stall_after_s: float | None = 300.0
 
     # --- sessions -------------------------------------------------------------------------
     default_job_timeout_s: float = 3600.0
     heartbeat_timeout_s: float = 20.0
+    #: how long a session's start may wait for its machine's worker before it counts as failed
+    start_timeout_s: float = 120.0
+    #: the restart circuit breaker: this many failures within the window open the circuit
+    breaker_max_failures: int = 3
+    breaker_window_s: float = 600.0
+    breaker_cooldown_s: float = 300.0
 
     # --- command intake -------------------------------------------------------------------
     intake_poll_interval_s: float = 2.0
     command_max_age_s: float = 3600.0
 
-    @field_validator("workspace_roots", mode="before")
+    @field_validator("workspace_roots", "repository_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -186,3 +186,44 @@ async def test_requests_without_a_valid_token_are_refused(api_url, office):
         mine = {"Authorization": f"Bearer {token_for([office], sub='stranger')}"}
         assert (await anon.get(f"/api/offices/{office}", headers=mine)).status_code == 200
         assert (await anon.get("/healthz")).status_code == 200
+
+
+async def test_nul_characters_are_refused_not_a_500(http, office):
+    sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})).json()["session_id"]
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "echo \u0000"})
+    assert r.status_code == 422 and "NUL" in r.json()["detail"]
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/keys", json={"text": "a\u0000b"})
+    assert r.status_code == 422 and "ctrl+space" in r.json()["detail"]
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_output_stream_pushes_output_and_status_live(http, office):
+    import json as _json
+    sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})).json()["session_id"]
+    seen: list[tuple[str, dict]] = []
+
+    async def follow():
+        async with http.stream("GET", f"/api/offices/{office}/sessions/{sid}/output/stream",
+                               params={"format": "text"}) as r:
+            assert r.status_code == 200
+            event = None
+            async for line in r.aiter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event:
+                    seen.append((event, _json.loads(line.split(":", 1)[1])))
+                    if event == "status" and seen[-1][1]["status"] == "terminated":
+                        return
+
+    import asyncio
+    reader = asyncio.create_task(follow())
+    await wait_for(lambda: _has(seen, "status"), what="the first status event")
+    await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "echo streamed-$((3*3))"})
+    await wait_for(lambda: _has(seen, "output", "streamed-9"), what="the output event")
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+    await asyncio.wait_for(reader, 20)  # the terminated status ends the stream
+    assert seen[-1] == ("status", {"status": "terminated", "current_job_id": None})
+
+
+async def _has(seen, kind, text=None):
+    return any(k == kind and (text is None or text in d.get("data", "")) for k, d in seen)

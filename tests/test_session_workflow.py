@@ -18,6 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from conftest import replay_and_maybe_record
 from semo.embedded import SEARCH_ATTRIBUTES, venv_bin
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -142,6 +143,7 @@ async def test_job_timeout_sends_ctrl_c_and_ends_timed_out(temporal_client):
         assert machine.sent[0].prompt == "work forever" and machine.sent[0].job_id == res.job_id
         await handle.execute_update(SessionWorkflow.terminate, TerminateInput(command_id="c2"))
         assert (await handle.result()).status == "terminated"
+    await replay_and_maybe_record(temporal_client, handle.id, "session_job_timeout")
 
 
 async def test_repeated_crashes_open_the_circuit_and_a_probe_closes_it(env):

@@ -21,6 +21,7 @@ from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager
 from db.pool import open_pool
+from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
 from semo.temporal import connect
 
@@ -52,27 +53,35 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                           flush_bytes=settings.output_flush_bytes,
                           retention_bytes=settings.output_retention_bytes)
     store.start()
-    manager = SessionManager(settings.profiles, store,
+    meter = meter_of(client)
+    manager = SessionManager(settings.profiles, OutputCounter(store, meter),
                              transcripts_dir=(settings.home / "transcripts").resolve(),
-                             rows=settings.terminal_rows, cols=settings.terminal_cols)
+                             rows=settings.terminal_rows, cols=settings.terminal_cols,
+                             stall_after_s=settings.stall_after_s)
     acts = ClientActivities(settings, manager, client)
     await register_machine(pool, settings)
     worker = Worker(
         client,
         task_queue=settings.machine_task_queue,
-        activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent],
+        activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent,
+                    acts.resize_terminal],
+        interceptors=[ContextInterceptor()],
         max_concurrent_activities=2000,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
     housekeeping = asyncio.create_task(_housekeeping(acts, pool, settings))
+    gauges = asyncio.create_task(report_terminals(manager, meter))
     try:
         async with worker:
             yield acts
-            # stop agents first: their watch activities then finish and the worker can drain
-            await manager.close_all()
+            # stop agents first, telling their sessions it is a drain: their watch activities
+            # then finish and the worker can shut down
+            await manager.close_all(drain=True)
     finally:
         housekeeping.cancel()
+        gauges.cancel()
         await manager.close_all()
+        await acts.aclose()
         await store.close()
 
 

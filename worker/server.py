@@ -11,6 +11,7 @@ from temporalio.worker import Worker
 
 from activities.records import RecordActivities
 from db.pool import open_pool
+from semo.observability import ContextInterceptor
 from semo.settings import Settings
 from semo.temporal import connect
 from workflows.pool import OfficePoolWorkflow
@@ -27,6 +28,7 @@ def build_server_worker(client: Client, settings: Settings, records: RecordActiv
         task_queue=settings.server_task_queue,
         workflows=WORKFLOWS,
         activities=[records.record],
+        interceptors=[ContextInterceptor()],
         max_concurrent_local_activities=200,
     )
 

@@ -42,6 +42,8 @@ NAMED_KEYS: dict[str, str] = {
     "pageup": "\x1b[5~",
     "pagedown": "\x1b[6~",
     "space": " ",
+    #: NUL, what Ctrl+Space and Ctrl+@ type (a `text` cannot carry it: jsonb has no \u0000)
+    "ctrl+space": "\x00",
     "y": "y",
     "n": "n",
     **{str(i): str(i) for i in range(10)},
@@ -110,6 +112,8 @@ class SessionInput(BaseModel):
     state: SessionState | None = None
     #: the office pool workflow to tell when the session is ready, failed or terminated
     pool_workflow_id: str | None = None
+    #: the office's git repository on the machine: the session works in a worktree of it
+    repository: str | None = None
 
 
 # --- updates -------------------------------------------------------------------------------
@@ -162,6 +166,24 @@ class CommandAck(BaseModel):
     job_id: str | None = None
 
 
+#: the terminal sizes a resize may ask for
+MIN_ROWS, MAX_ROWS, MIN_COLS, MAX_COLS = 2, 500, 10, 1000
+
+
+class ResizeInput(BaseModel):
+    """An attached terminal's size; the session's PTY takes it (TIOCSWINSZ, then SIGWINCH)."""
+
+    command_id: str
+    rows: int
+    cols: int
+
+
+class ResizeResult(BaseModel):
+    session_id: str
+    rows: int
+    cols: int
+
+
 class TerminateInput(BaseModel):
     command_id: str
     reason: str = "requested"
@@ -193,6 +215,8 @@ class StartAgentInput(BaseModel):
     generation: int
     persona: Persona | None = None
     role: str = ""
+    #: a git repository on the machine: `working_dir` becomes a worktree of it
+    repository: str | None = None
 
 
 class StartAgentResult(BaseModel):
@@ -212,7 +236,8 @@ class WatchAgentResult(BaseModel):
 
     exit_code: int | None
     signal: int | None
-    reason: Literal["exited", "terminated", "lost"]
+    #: drained: the client worker is shutting down gracefully and stopped the agent
+    reason: Literal["exited", "terminated", "lost", "drained"]
 
 
 class SendInput(BaseModel):
@@ -229,6 +254,13 @@ class SendInput(BaseModel):
 class StopAgentInput(BaseModel):
     session_id: str
     reason: str = "terminated"
+
+
+class ResizeTerminalInput(BaseModel):
+    session_id: str
+    generation: int
+    rows: int
+    cols: int
 
 
 # --- activities: server (Postgres) --------------------------------------------------------
@@ -311,6 +343,8 @@ class OfficeConfig(BaseModel):
     workspace_root: str | None = None
     personas: dict[str, Persona] = Field(default_factory=dict)
     session_config: SessionConfig = Field(default_factory=SessionConfig)
+    #: a git repository on the office's machine (offices.settings.repository)
+    repository: str | None = None
 
 
 class PoolEntry(BaseModel):

@@ -216,6 +216,7 @@ class OfficePoolWorkflow:
             machine_id=(inp.machine_id if inp else None) or office.machine_id,
             working_dir=working_dir, persona=persona, source="warm" if entry.warm else "cold",
             config=office.session_config, pool_workflow_id=workflow.info().workflow_id,
+            repository=office.repository,
         )
         try:
             await workflow.start_child_workflow(

@@ -30,8 +30,12 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 with workflow.unsafe.imports_passed_through():
     from workflows.contracts import (
+        MAX_COLS,
         MAX_KEYS,
         MAX_PROMPT_BYTES,
+        MAX_ROWS,
+        MIN_COLS,
+        MIN_ROWS,
         NAMED_KEYS,
         CommandAck,
         EventRecord,
@@ -42,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
         MonitorSignal,
         PromptInput,
         PromptResult,
+        ResizeInput,
+        ResizeResult,
+        ResizeTerminalInput,
         SendInput,
         SessionInput,
         SessionRecord,
@@ -64,7 +71,7 @@ SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 NO_RETRY = RetryPolicy(maximum_attempts=1)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 APPLIED_KEEP = 500
-ACTIVE = ("ready", "busy", "waiting_input")
+DRAINED = "client worker shut down (drained)"
 
 
 def machine_queue(machine_id: str) -> str:
@@ -254,6 +261,36 @@ class SessionWorkflow:
         return CommandAck(command_id=inp.command_id, session_id=self.inp.session_id,
                           status="terminated")
 
+    @workflow.update
+    async def resize(self, inp: ResizeInput) -> ResizeResult:
+        """An attached terminal's size for the PTY (`semo session attach`). The row keeps it,
+        so that `/screen` renders at that size; a restarted agent starts at the default."""
+        self._check_alive()
+        await workflow.execute_activity(
+            "resize_terminal",
+            ResizeTerminalInput(session_id=self.inp.session_id, generation=self.s.generation,
+                                rows=inp.rows, cols=inp.cols),
+            task_queue=machine_queue(self.inp.machine_id),
+            schedule_to_start_timeout=timedelta(seconds=10),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(maximum_attempts=2),  # setting a size twice is harmless
+            summary=f"resize terminal to {inp.rows}x{inp.cols}",
+        )
+        if (self.rows, self.cols) != (inp.rows, inp.cols):
+            self.rows, self.cols = inp.rows, inp.cols
+            self.s.version += 1
+            self._row_dirty = True
+            await self._record()
+        return ResizeResult(session_id=self.inp.session_id, rows=inp.rows, cols=inp.cols)
+
+    @resize.validator
+    def _validate_resize(self, inp: ResizeInput) -> None:
+        if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
+            raise ApplicationError(
+                f"terminal size {inp.rows}x{inp.cols} is out of range "
+                f"({MIN_ROWS}-{MAX_ROWS} rows, {MIN_COLS}-{MAX_COLS} columns)", type="InvalidInput")
+        self._check_alive()
+
     # --- the supervision loop -------------------------------------------------------------
 
     async def _start_agent(self) -> bool:
@@ -266,6 +303,7 @@ class SessionWorkflow:
                     workflow_id=workflow.info().workflow_id, agent=self.inp.agent,
                     working_dir=self.s.working_dir, generation=self.s.generation,
                     persona=self.inp.persona, role=self.inp.role,
+                    repository=self.inp.repository,
                 ),
                 result_type=StartAgentResult,
                 task_queue=machine_queue(self.inp.machine_id),
@@ -284,6 +322,9 @@ class SessionWorkflow:
                 return False
             self.last_error = _failure_reason(err, starting=True)
             return False
+        if res.working_dir != self.s.working_dir and workflow.patched("memo-working-dir"):
+            # the pool's memo has the directory it asked for (or none): show where it runs
+            workflow.upsert_memo({"working_dir": res.working_dir})
         self.s.working_dir = res.working_dir
         self.rows, self.cols = res.rows, res.cols
         if self.s.circuit == "half_open":
@@ -335,10 +376,13 @@ class SessionWorkflow:
             if watch.done():
                 try:
                     res = watch.result()
-                    return f"agent exited (code {res.exit_code})" if res.signal is None else \
-                        f"agent killed by signal {res.signal}"
                 except ActivityError as err:
                     return _failure_reason(err, starting=False)
+                if res.reason == "drained":
+                    return DRAINED
+                return f"agent exited (code {res.exit_code})" if res.signal is None else \
+                    f"agent killed by signal {res.signal}"
+                
             if self._should_continue_as_new():
                 watch.cancel()
                 return None
@@ -367,6 +411,7 @@ class SessionWorkflow:
         if self.s.status in ("busy", "waiting_input"):
             self._set_status("ready")
         kind, data = event or (f"job_{status}", completion or ({"reason": error} if error else {}))
+        self._count("semo_jobs_finished_total", "jobs that ended, by outcome", outcome=status)
         await self._record(job=JobRecord(
             job_id=job.job_id, office_id=self.inp.office_id, session_id=self.inp.session_id,
             status=status, completion=completion, error=error, final=True,
@@ -401,6 +446,16 @@ class SessionWorkflow:
         if self.s.job is not None:
             await self._end_job("failed", error="interrupted",
                                 event=("interrupted", {"reason": reason}))
+        if reason == DRAINED:
+            # the machine's worker stopped on purpose: restart when it is back, no strike
+            self.s.generation += 1
+            self.s.restarts += 1
+            self._count("semo_session_restarts_total", "session restarts, by cause",
+                        cause=_failure_kind(reason))
+            self._set_status("restarting")
+            await self._record(event=self._event("restarting", {"reason": reason,
+                                                                 "restarts": self.s.restarts}))
+            return
         now = workflow.now()
         policy = self.inp.config.breaker
         window = timedelta(seconds=policy.window_s)
@@ -408,11 +463,14 @@ class SessionWorkflow:
         self.s.generation += 1
         if len(self.s.failures) >= policy.max_failures or self.s.circuit == "half_open":
             self.s.circuit = "open"
+            self._count("semo_circuit_opens_total", "circuits opened by repeated failures")
             self._set_status("failed")
             await self._record(event=self._event("circuit_open", {"reason": reason,
                                                                    "failures": len(self.s.failures)}))
             return
         self.s.restarts += 1
+        self._count("semo_session_restarts_total", "session restarts, by cause",
+                    cause=_failure_kind(reason))
         self._set_status("restarting")
         await self._record(event=self._event("restarting", {"reason": reason,
                                                              "restarts": self.s.restarts}))
@@ -516,6 +574,25 @@ class SessionWorkflow:
         self.s.status = status
         self.s.version += 1
         self._row_dirty = True
+        workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        """What the Temporal UI shows as the session's current details (markdown)."""
+        job = self.s.job
+        lines = [f"**{self.s.status}** · {self.inp.role} · `{self.inp.agent}` on "
+                 f"`{self.inp.machine_id}`", f"working dir: `{self.s.working_dir or '-'}`"]
+        if job is not None:
+            preview = " ".join(job.prompt_preview.split())[:120]
+            lines.append(f"job `{job.job_id}` since {job.started_at:%H:%M:%S} UTC: {preview}")
+        if self.s.restarts or self.s.circuit != "closed":
+            lines.append(f"restarts: {self.s.restarts} · circuit: {self.s.circuit}")
+        if self.last_error and self.s.status in ("restarting", "failed"):
+            lines.append(f"last error: {self.last_error[:200]}")
+        return "\n\n".join(lines)
+
+    def _count(self, name: str, description: str, **attrs: str) -> None:
+        """A counter on the worker's metrics; the SDK does not record it while replaying."""
+        workflow.metric_meter().create_counter(name, description).add(1, attrs)
 
     def _event(self, kind: str, data: dict, job: JobState | None = None) -> EventRecord:
         return EventRecord(office_id=self.inp.office_id, session_id=self.inp.session_id,
@@ -576,6 +653,16 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, ActivityError) and err.cause is not None:
         return _reason(err.cause)
     return getattr(err, "message", None) or str(err) or type(err).__name__
+
+
+def _failure_kind(reason: str) -> str:
+    """A restart's cause as a bounded metric label."""
+    for kind, words in (("drained", DRAINED), ("machine_offline", "machine offline"),
+                        ("worker_lost", "worker lost"), ("agent_exited", "agent exited"),
+                        ("agent_killed", "agent killed"), ("timeout", "timed out")):
+        if reason.startswith(words) or words in reason:
+            return kind
+    return "other"
 
 
 def _failure_reason(err: ActivityError, *, starting: bool) -> str:

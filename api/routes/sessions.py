@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import json
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,6 +21,8 @@ from semo.screen import render
 router = APIRouter(prefix="/api/offices/{office_id}/sessions", tags=["sessions"])
 
 SCREEN_REPLAY_BYTES = 1024 * 1024
+#: byte offsets are Postgres bigints
+MAX_OFFSET = 2**63 - 1
 
 
 @router.post("", status_code=201, response_model=schemas.SessionCreated)
@@ -79,6 +83,28 @@ async def keys(body: KeysBody, session: SessionRow, state: State, user: CurrentU
     return await _command(state, session, user, response, "send_keys", body, idempotency_key)
 
 
+#: an escape sequence that the end of a page cuts off (CSI, OSC/DCS/..., or ESC + intermediates)
+_CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b]*|[ -/]*)\Z")
+
+
+def _text_end(data: bytes) -> int:
+    """How much of a page `format=text` may show: not an escape sequence or UTF-8 character
+    cut off at its end (the next page, which starts there, shows it whole). May be 0."""
+    end = len(data)
+    esc = data.rfind(b"\x1b", max(0, end - 4200))
+    if esc >= 0 and _CUT_ESCAPE.match(data, esc):
+        end = esc
+    for back in range(1, min(4, end + 1)):
+        lead = data[end - back]
+        if lead & 0xC0 != 0x80:  # the last character's first byte
+            need = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else \
+                4 if lead >> 3 == 0b11110 else 1
+            if need > back:
+                end -= back
+            break
+    return end
+
+
 def _encode(data: bytes, fmt: str) -> str:
     if fmt == "raw":
         return data.decode("utf-8", errors="surrogateescape").encode(
@@ -88,19 +114,24 @@ def _encode(data: bytes, fmt: str) -> str:
 
 @router.get("/{session_id}/output", response_model=schemas.Output)
 async def output(session: SessionRow, state: State,
-                 since: Annotated[int, Query(ge=0)] = 0,
+                 since: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1024 * 1024)] = 65536,
                  format: Literal["text", "raw"] = "text"):
     start, next_offset, data, kept_from = await reads.read_output(
         state.pool, session["session_id"], since, limit)
+    if format == "text":
+        data = data[:_text_end(data) or len(data)]  # a page must move on, even if cut
+        next_offset = start + len(data)
     return {"session_id": session["session_id"], "since": start, "next_offset": next_offset,
             "data": _encode(data, format), "format": format,
             "truncated_before": kept_from if kept_from > since else None}
 
 
-@router.get("/{session_id}/output/stream")
+@router.get("/{session_id}/output/stream", response_class=EventSourceResponse, responses={
+    200: {"description": "`output` and `status` events",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def output_stream(session: SessionRow, state: State, request: Request,
-                        since: Annotated[int, Query(ge=0)] = 0,
+                        since: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                         format: Literal["text", "raw"] = "raw"):
     """Server-sent events: `output` (data from the raw stream) and `status` (on change)."""
     sid, office_id = session["session_id"], session["office_id"]
@@ -108,10 +139,15 @@ async def output_stream(session: SessionRow, state: State, request: Request,
     async def events():
         offset, status = since, None
         while not await request.is_disconnected():
-            _, next_offset, data, _ = await reads.read_output(state.pool, sid, offset, 256 * 1024)
+            woken = state.live.listen(sid)  # before reading: no wake-up is missed
+            start, next_offset, data, _ = await reads.read_output(state.pool, sid, offset,
+                                                                  256 * 1024)
+            if format == "text":  # wait for the rest of a character or escape sequence
+                data = data[:_text_end(data)]
+                next_offset = start + len(data)
             if data:
                 yield {"event": "output", "id": str(next_offset),
-                       "data": json.dumps({"offset": offset, "next_offset": next_offset,
+                       "data": json.dumps({"offset": start, "next_offset": next_offset,
                                            "data": _encode(data, format)})}
                 offset = next_offset
                 continue
@@ -122,7 +158,9 @@ async def output_stream(session: SessionRow, state: State, request: Request,
                     {"status": status, "current_job_id": row["current_job_id"]})}
                 if status == "terminated":
                     return
-            await state.live.wait(sid, timeout=5.0)
+            # output and status changes both notify; the timeout only bounds a lost connection
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(woken.wait(), 15.0)
 
     return EventSourceResponse(events(), ping=15)
 
