@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import timedelta
 
@@ -16,15 +17,26 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.claude import ClaudeIntegration, ClaudeSetupError, StartupError
 from activities.output_monitor import MonitorEvent
+from activities.persona import PersonaError, PersonaInjector
 from activities.session_manager import SessionManager, Terminal, TerminalError
 from activities.workspace import WorkspaceError, resolve_working_dir
+from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
 from semo.settings import Settings
 from workflows.contracts import (
+    MAX_KEYS,
+    MAX_PROMPT_BYTES,
+    NAMED_KEYS,
     MonitorSignal,
     SendInput,
     StartAgentInput,
     StartAgentResult,
+    MAX_COLS,
+    MAX_ROWS,
+    MIN_COLS,
+    MIN_ROWS,
+    ResizeTerminalInput,
     StopAgentInput,
     WatchAgentInput,
     WatchAgentResult,
@@ -33,6 +45,24 @@ from workflows.contracts import (
 log = logging.getLogger(__name__)
 
 _RPC_TIMEOUT = timedelta(seconds=10)
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: for agents with hooks (Claude Code) these come from the hooks and the screen driver
+#: (activities/claude.py), not from the output regexes
+_HOOKS_DECIDE = ("completion", "error", "waiting_input")
+
+
+def input_problem(inp: SendInput) -> str | None:
+    """Why this machine refuses to type `inp`: bounded sizes, named keys only."""
+    if inp.prompt is not None and len(inp.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+        return f"prompt exceeds {MAX_PROMPT_BYTES} bytes"
+    if inp.text is not None and len(inp.text.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+        return f"text exceeds {MAX_PROMPT_BYTES} bytes"
+    if len(inp.keys) > MAX_KEYS:
+        return f"{len(inp.keys)} keys; at most {MAX_KEYS} at once"
+    unknown = [k[:40] for k in inp.keys if not isinstance(k, str) or k.lower() not in NAMED_KEYS]
+    if unknown:
+        return f"unknown key names {unknown[:5]}; known: {', '.join(NAMED_KEYS)}"
+    return None
 
 
 class ClientActivities:
@@ -42,6 +72,9 @@ class ClientActivities:
         self.client = client
         self.roots = settings.resolved_workspace_roots
         self.workflow_ids: dict[str, str] = {}
+        self.personas = PersonaInjector(self.roots)
+        self.claude = ClaudeIntegration(settings, manager, self._signal)
+        self.worktrees: dict[str, Worktree] = {}
         manager.on_event = self._on_monitor_event
 
     @activity.defn(name="start_agent")
@@ -49,6 +82,10 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is not None and term.alive and term.generation == inp.generation:
             return self._started(term)  # a continued-as-new run taking over
+        for name, value in (("office_id", inp.office_id), ("session_id", inp.session_id)):
+            if not _ID_RE.fullmatch(value):  # they name files and folders on this machine
+                raise ApplicationError(f"{name} {value[:100]!r} is not a valid id",
+                                       type="InvalidInput", non_retryable=True)
         if inp.agent not in self.manager.profiles:
             raise ApplicationError(
                 f"agent {inp.agent!r} is not a profile on machine {self.settings.machine_id} "
@@ -57,14 +94,44 @@ class ClientActivities:
         try:
             working_dir = resolve_working_dir(inp.working_dir, self.roots, inp.office_id,
                                               inp.session_id)
-        except WorkspaceError as err:
-            raise ApplicationError(str(err), type="InvalidWorkingDir", non_retryable=True) from err
+        except (WorkspaceError, OSError) as err:  # OSError: a name too long, a file in the way
+            raise ApplicationError(f"working_dir refused: {err}" if isinstance(err, OSError)
+                                   else str(err), type="InvalidWorkingDir",
+                                   non_retryable=True) from err
+        profile = self.manager.profiles[inp.agent]
+        try:  # the worktree, the persona, Claude Code's hooks (activities/claude.py)
+            if inp.repository:
+                wt = await session_worktree(
+                    inp.repository, working_dir, office_id=inp.office_id, role=inp.role,
+                    session_id=inp.session_id, workspace_roots=self.roots,
+                    repository_roots=self.settings.repository_roots)
+                self.worktrees[inp.session_id] = wt
+            if profile.hooks or inp.persona is not None:
+                await asyncio.to_thread(self.personas.inject_persona, working_dir, inp.persona)
+            driver, hook_env = (await self.claude.prepare(inp.session_id, inp.generation,
+                                                          working_dir, profile)
+                                if profile.hooks else (None, {}))
+        except (WorktreeError, WorkspaceError, PersonaError, ClaudeSetupError, OSError) as err:
+            raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
+                                   type="InvalidWorkingDir", non_retryable=True) from err
         self.workflow_ids[inp.session_id] = inp.workflow_id
         try:
+            resume = profile.resume_args if inp.generation > 0 else []
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
+                                             extra_args=resume, extra_env=hook_env,
                                              generation=inp.generation)
         except (OSError, TerminalError) as err:
+            await self.claude.release(inp.session_id)
             raise ApplicationError(f"could not start {inp.agent}: {err}", type="SpawnFailed") from err
+        if driver is not None:  # returns once Claude Code's input box is up
+            driver.attach(term)
+            try:
+                await driver.wait_ready(profile.ready_timeout_s)
+            except StartupError as err:
+                await self.manager.terminate(inp.session_id)
+                await self.claude.release(inp.session_id)
+                raise ApplicationError(f"{inp.agent} did not start: {err}", type="SpawnFailed",
+                                       non_retryable=err.permanent) from err
         return self._started(term)
 
     @activity.defn(name="watch_agent")
@@ -88,7 +155,8 @@ class ClientActivities:
             if term.leases == 0:
                 term.unleased_since = time.monotonic()
         return WatchAgentResult(exit_code=term.exit_code, signal=term.exit_signal,
-                                reason="terminated" if term.stopping else "exited")
+                                reason="drained" if self.manager.draining else
+                                "terminated" if term.stopping else "exited")
 
     @activity.defn(name="send_input")
     async def send_input(self, inp: SendInput) -> None:
@@ -96,22 +164,61 @@ class ClientActivities:
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
                                    type="NoTerminal", non_retryable=True)
+        problem = input_problem(inp)  # the workflow checked too; this machine does not rely on it
+        if problem:
+            raise ApplicationError(problem, type="InvalidInput", non_retryable=True)
+        driver = self.claude.get(inp.session_id, inp.generation)  # Claude Code: it types
         try:
             if inp.keys or inp.text:
+                if driver is not None:
+                    await driver.before_keys()
                 await self.manager.send_keystrokes(inp.session_id, inp.keys, inp.text)
+                if driver is not None:
+                    driver.note_keys()
             if inp.prompt is not None:
-                await self.manager.execute(inp.session_id, inp.prompt, job_id=inp.job_id)
+                if driver is not None:
+                    await driver.submit(inp.prompt, inp.job_id)
+                else:
+                    await self.manager.execute(inp.session_id, inp.prompt, job_id=inp.job_id)
         except TerminalError as err:
             raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
 
     @activity.defn(name="stop_agent")
     async def stop_agent(self, inp: StopAgentInput) -> None:
         await self.manager.terminate(inp.session_id)
+        await self.claude.release(inp.session_id)
         self.workflow_ids.pop(inp.session_id, None)
+        wt = self.worktrees.pop(inp.session_id, None)
+        if wt is not None and self.settings.remove_worktrees:  # by default the work stays
+            try:
+                if not await remove_worktree(wt.repository, wt.path):
+                    log.info("worktree %s has uncommitted changes: kept", wt.path)
+            except WorktreeError as err:
+                log.warning("could not remove worktree %s: %s", wt.path, err)
+
+    @activity.defn(name="resize_terminal")
+    async def resize_terminal(self, inp: ResizeTerminalInput) -> None:
+        """Set the PTY's size (TIOCSWINSZ); the kernel tells the agent with SIGWINCH."""
+        term = self.manager.get(inp.session_id)
+        if term is None or not term.alive or term.generation != inp.generation:
+            raise ApplicationError(f"session {inp.session_id} has no live terminal here",
+                                   type="NoTerminal", non_retryable=True)
+        if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
+            raise ApplicationError(f"terminal size {inp.rows}x{inp.cols} is out of range",
+                                   type="InvalidInput", non_retryable=True)
+        try:
+            self.manager.resize(inp.session_id, inp.rows, inp.cols)
+        except (TerminalError, OSError) as err:
+            raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
 
     # --- events to the workflow --------------------------------------------------------------
 
     async def _on_monitor_event(self, term: Terminal, ev: MonitorEvent) -> None:
+        if term.profile.hooks and ev.kind in _HOOKS_DECIDE:
+            return
+        await self._signal(term, ev)
+
+    async def _signal(self, term: Terminal, ev: MonitorEvent) -> None:
         workflow_id = self.workflow_ids.get(term.session_id)
         if workflow_id is None:
             return
@@ -132,7 +239,12 @@ class ClientActivities:
                 log.warning("terminal %s has been unsupervised for %.0fs: stopping it", sid,
                             now - term.unleased_since)
                 await self.manager.terminate(sid)
+                await self.claude.release(sid)
                 self.workflow_ids.pop(sid, None)
+
+    async def aclose(self) -> None:
+        """Stop listening for hooks (the worker is shutting down)."""
+        await self.claude.close()
 
     def _started(self, term: Terminal) -> StartAgentResult:
         return StartAgentResult(working_dir=str(term.working_dir), pid=term.pid,

@@ -1,0 +1,59 @@
+"""The program a Claude Code hook runs: hand the hook's event to this machine's client worker.
+
+Claude Code runs it (`python -I -S hook_relay.py`, set up by activities/claude.py) with the
+event as one JSON object on stdin and the agent's environment, which carries:
+
+    SEMO_HOOK_SOCKET   the client worker's Unix socket
+    SEMO_HOOK_TOKEN    this session's secret (one session cannot speak for another)
+    SEMO_SESSION_ID    the session
+
+It sends one line, `{"session_id", "token", "event"}`, waits for the worker's one-line answer
+and exits 0 without printing anything, whatever happens: a hook's output and exit code steer
+Claude Code (stdout of UserPromptSubmit becomes context, exit 2 of Stop keeps it going), and
+supervision must never change what the agent does. Outside a semo session (the variables
+missing, someone running `claude` in the worktree by hand) it does nothing.
+
+Standard library only, no imports from this project: it starts in a few milliseconds.
+"""
+
+import json
+import os
+import socket
+import sys
+
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+TIMEOUT_S = 10.0
+
+
+def main() -> int:
+    path = os.environ.get("SEMO_HOOK_SOCKET")
+    token = os.environ.get("SEMO_HOOK_TOKEN")
+    session_id = os.environ.get("SEMO_SESSION_ID")
+    raw = sys.stdin.buffer.read(MAX_EVENT_BYTES + 1)
+    if not (path and token and session_id):
+        return 0
+    try:
+        event = json.loads(raw[:MAX_EVENT_BYTES].decode("utf-8", "replace"))
+    except ValueError:
+        event = {"_unparsed": raw[:4096].decode("utf-8", "replace")}
+    if len(raw) > MAX_EVENT_BYTES and isinstance(event, dict):
+        event["_truncated"] = True
+    message = json.dumps({"session_id": session_id, "token": token, "event": event},
+                         separators=(",", ":")).encode() + b"\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT_S)
+            sock.connect(path)
+            sock.sendall(message)
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(64)  # "ok" or "denied": wait, so the event is taken before we exit
+    except OSError:
+        pass  # the worker is gone or busy: the agent goes on regardless
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BaseException:  # never a non-zero exit: that would change what the agent does
+        sys.exit(0)
