@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager
+from activities.session_manager import SessionManager, become_subreaper
 from db.pool import open_pool
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
@@ -98,6 +98,8 @@ async def _housekeeping(acts: ClientActivities, pool: AsyncConnectionPool, setti
 
 
 async def run_client_worker(settings: Settings, stop: asyncio.Event) -> None:
+    # this process owns the agents: their orphans (double-forked daemons, ...) come here
+    become_subreaper()
     client = await connect(settings)
     pool = await open_pool(settings.effective_database_url(), max_size=10, name="client-worker")
     try:
