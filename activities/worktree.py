@@ -16,6 +16,8 @@ for anything on a terminal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import os
 import re
 from dataclasses import dataclass
@@ -76,17 +78,23 @@ async def git(*args: str, cwd: Path | None = None, timeout_s: float = GIT_TIMEOU
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except asyncio.TimeoutError:
-        proc.kill()
+        _kill_group(proc)
         await proc.wait()
         raise WorktreeError(f"git {' '.join(args[:2])} took longer than {timeout_s:g}s") from None
     except asyncio.CancelledError:
-        proc.kill()
+        _kill_group(proc)
         raise
     code = proc.returncode or 0
     stdout, stderr = out.decode(errors="replace").strip(), err.decode(errors="replace").strip()
     if check and code != 0:
         raise WorktreeError(f"git {' '.join(args)} failed: {stderr or stdout or f'exit {code}'}")
     return code, stdout, stderr
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL git and whatever it started (it leads its own session); it may be gone already."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def check_repository(repository: str, workspace_roots: list[Path],
