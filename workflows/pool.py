@@ -144,7 +144,7 @@ class OfficePoolWorkflow:
                     timeout=timedelta(seconds=inp.wait_s))
             except asyncio.TimeoutError:
                 raise self._at_capacity() from None
-            self._check_open()
+            self._refuse_if_closing()
             entry = self._take_idle(inp)
         if entry is not None:
             return self._remember(inp.command_id, AcquireResult(session=entry.view, source="warm"))
@@ -160,7 +160,7 @@ class OfficePoolWorkflow:
     @acquire.validator
     def _validate_acquire(self, inp: AcquireInput) -> None:
         if inp.command_id not in self.s.applied:
-            self._check_open()
+            self._refuse_if_closing()
 
     @workflow.update
     async def release(self, inp: ReleaseInput) -> PoolSessionView:
@@ -262,7 +262,7 @@ class OfficePoolWorkflow:
     def _has_room(self) -> bool:
         return len(self.s.entries) < self.office.max_sessions
 
-    def _check_open(self) -> None:
+    def _refuse_if_closing(self) -> None:
         if self.s.closing:
             raise ApplicationError("the office is being deleted", type="SessionGone")
 
