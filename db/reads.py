@@ -95,10 +95,11 @@ async def read_output(pool, session_id: str, since: int, limit: int) -> tuple[in
     were dropped by retention (then `truncated_before` says from where output is kept).
     """
     async with pool.connection() as conn:
+        # the primary key (session_id, start_offset) answers this from the index
         first = await (await conn.execute(
-            "select min(start_offset), max(end_offset) from session_output where session_id = %s",
+            "select min(start_offset) from session_output where session_id = %s",
             (session_id,))).fetchone()
-        kept_from, end = (first[0] or 0), (first[1] or 0)
+        kept_from = first[0] or 0
         start = max(since, kept_from)
         rows = await (await conn.execute(
             """select start_offset, data from session_output

@@ -51,7 +51,6 @@ from semo.errors import (
     NotFound,
     SemoError,
     Unavailable,
-    from_problem,
 )
 from semo.payloads import (
     Empty,

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import base64
 import json
 import re
 from typing import Annotated, Literal
