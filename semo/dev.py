@@ -47,6 +47,8 @@ COMMANDS = {
     "api": ["api"],
 }
 RESTART_BACKOFF_MAX_S = 30.0
+#: a component up this long before it dies restarts without waiting out earlier backoff
+HEALTHY_S = 60.0
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start_at: float = 0.0
+    started_at: float = 0.0
     stop: callable = field(default=stop_process)
 
 
@@ -188,6 +191,7 @@ def _run(settings: Settings, home: Path) -> int:
                 if name in children and not stopping:
                     status.update(f"starting {name}…")
                     children[name].proc = children[name].start()
+                    children[name].started_at = time.monotonic()
             if not stopping:
                 status.update("applying migrations…")
                 migrate(database_url)
@@ -196,6 +200,7 @@ def _run(settings: Settings, home: Path) -> int:
                     break
                 status.update(f"starting {name.replace('_', ' ')}…")
                 children[name].proc = children[name].start()
+                children[name].started_at = time.monotonic()
             if not stopping:
                 status.update("waiting for the API…")
                 _wait_api(settings, children["api"], lambda: stopping)
@@ -227,6 +232,8 @@ def _supervise(children: dict[str, Child]) -> bool:
     for child in children.values():
         if child.proc is None or child.proc.poll() is None:
             continue
+        if child.next_start_at == 0.0 and child.started_at and now - child.started_at > HEALTHY_S:
+            child.restarts = 0  # it had been running fine: a new failure starts the backoff over
         if child.next_start_at == 0.0:
             delay = min(2.0 ** child.restarts * 0.5, RESTART_BACKOFF_MAX_S)
             child.next_start_at = now + delay
@@ -236,6 +243,7 @@ def _supervise(children: dict[str, Child]) -> bool:
             child.proc.wait()
             try:
                 child.proc = child.start()
+                child.started_at = time.monotonic()
                 child.restarts += 1
                 changed = True
             except EmbeddedError as err:
