@@ -54,6 +54,14 @@ async def get_session(pool, office_id: str, session_id: str) -> dict | None:
                       " where office_id = %s and id = %s", (office_id, session_id))
 
 
+async def get_live_office_session(pool, office_id: str, session_id: str) -> dict | None:
+    """The session, in one round trip, if its office exists and is not deleted."""
+    cols = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLS.split(","))
+    return await _one(pool, f"select {cols} from agent_sessions s join offices o on o.id = s.office_id"
+                      " where s.office_id = %s and s.id = %s and o.status <> 'deleted'",
+                      (office_id, session_id))
+
+
 async def list_sessions(pool, office_id: str, *, live_only: bool = False) -> list[dict]:
     where = " and status <> 'terminated'" if live_only else ""
     return await _all(pool, f"select {_SESSION_COLS} from agent_sessions where office_id = %s"

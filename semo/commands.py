@@ -496,9 +496,10 @@ class CommandExecutor:
         return office
 
     async def _session(self, cmd: Command) -> dict:
-        await self._office(cmd.office_id)
-        session = await reads.get_session(self.pool, cmd.office_id, cmd.session_id)
+        # one round trip on the hot path; the office is looked up alone only to explain a miss
+        session = await reads.get_live_office_session(self.pool, cmd.office_id, cmd.session_id)
         if session is None:
+            await self._office(cmd.office_id)
             raise NotFound(f"session {cmd.session_id!r} not found in office {cmd.office_id!r}")
         return session
 
