@@ -67,8 +67,8 @@ class PgOutputStore:
         self.peak_pending = 0
         self._sessions: dict[str, _Session] = {}
         self._total = 0
-        self._wake = asyncio.Event()
-        self._urgent = asyncio.Event()
+        self._due = asyncio.Event()  # the writer should write now
+        self._timer: asyncio.TimerHandle | None = None  # makes it due, interval_s after a byte
         self._saved = asyncio.Event()  # set (and replaced) after every successful write
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -93,9 +93,10 @@ class PgOutputStore:
         self._total += n
         if self._total > self.peak_pending:
             self.peak_pending = self._total
-        self._wake.set()
         if s.pending >= self.flush_bytes:
-            self._urgent.set()
+            self._due.set()
+        elif self._timer is None and not self._due.is_set():
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._due.set)
 
     def pending(self, session_id: str) -> int:
         s = self._sessions.get(session_id)
@@ -112,8 +113,7 @@ class PgOutputStore:
         while self.pending(session_id) > self.session_cap // 2 or \
                 self._total > self.total_cap * 3 // 4:
             saved = self._saved
-            self._wake.set()
-            self._urgent.set()
+            self._due.set()
             if self._task is None:  # no writer running: write ourselves
                 await self.flush()
                 continue
@@ -164,6 +164,9 @@ class PgOutputStore:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
             await self.flush()
         finally:
@@ -171,19 +174,17 @@ class PgOutputStore:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
-            try:
-                await asyncio.wait_for(self._urgent.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            self._urgent.clear()
+            await self._due.wait()
+            self._due.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             try:
                 await self.flush()
             except Exception:  # Postgres away: keep the bytes, try again
                 log.exception("output flush failed; retrying")
-                self._wake.set()
                 await asyncio.sleep(1.0)
+                self._due.set()
 
     def _take(self, only: str | None) -> list[tuple[str, int, bytes]]:
         if only is not None:

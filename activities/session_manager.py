@@ -58,8 +58,12 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 #: reads are gathered and handed on (monitor, sink, tail) once this many bytes wait ...
 PROCESS_BYTES = 64 * 1024
-#: ... or this long after the first of them: a flood arrives in reads of ~1 KiB
+#: ... or this long after the first of them: a flood arrives in reads of ~4 KiB
 PROCESS_DELAY_S = 0.004
+#: reads per wake-up at most (Linux hands a PTY's output over ~4 KiB per read; reading on
+#: while there is more saves a trip through the event loop per read, without letting one
+#: flooding terminal starve the others)
+READS_PER_WAKEUP = 16
 #: the in-memory tail of each session (get_output); trimmed in steps of TAIL_SLACK
 TAIL_BYTES = 256 * 1024
 TAIL_SLACK = 64 * 1024
@@ -414,23 +418,26 @@ class SessionManager:
             asyncio.get_running_loop().remove_reader(term.fd)
 
     def _on_readable(self, term: Terminal) -> None:
-        try:
-            data = os.read(term.fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as err:  # EIO: every slave fd closed (Linux's EOF for a PTY)
-            if err.errno not in (errno.EIO, errno.EBADF):
-                log.warning("read error on %s: %s", term.session_id, err)
-            data = b""
-        if not data:
-            self._stop_reading(term)
-            term.eof = True
-            self._process(term)
-            return
-        term.inbuf += data
-        if len(term.inbuf) >= PROCESS_BYTES:
-            self._process(term)
-        elif term.process_handle is None:
+        inbuf = term.inbuf
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data = os.read(term.fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as err:  # EIO: every slave fd closed (Linux's EOF for a PTY)
+                if err.errno not in (errno.EIO, errno.EBADF):
+                    log.warning("read error on %s: %s", term.session_id, err)
+                data = b""
+            if not data:
+                self._stop_reading(term)
+                term.eof = True
+                self._process(term)
+                return
+            inbuf += data
+            if len(inbuf) >= PROCESS_BYTES:
+                self._process(term)  # may pause reading
+                return
+        if inbuf and term.process_handle is None:
             term.process_handle = asyncio.get_running_loop().call_later(
                 PROCESS_DELAY_S, self._process, term)
 
