@@ -117,6 +117,10 @@ def temporal_command(db_file: Path, port: int, ui_port: int | None,
         "--ip", "127.0.0.1",
         "--port", str(port),
         "--log-level", "warn",
+        # WAL, and fsync at checkpoints rather than every commit: a killed server loses
+        # nothing, a power cut the last moments; prompts/s under load went from 24 to 40
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", "synchronous=normal",
     ]
     if ui_port is None:
         cmd.append("--headless")
