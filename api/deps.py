@@ -70,10 +70,18 @@ async def _office(state: State, user: CurrentUser, office_id: OfficeIdPath) -> d
 OfficeRow = Annotated[dict, Depends(_office)]
 
 
-async def _session(state: State, office: OfficeRow, session_id: SessionIdPath) -> dict:
-    session = await reads.get_session(state.pool, office["office_id"], session_id)
+async def _session(state: State, user: CurrentUser, office_id: OfficeIdPath,
+                   session_id: SessionIdPath) -> dict:
+    """The session of a live office the token opens: one round trip when it exists (the
+    office is looked up alone only to tell which of the two is missing)."""
+    if not await can_open(state, user, office_id):
+        raise NotFound(f"office {office_id!r} not found")
+    session = await reads.get_live_office_session(state.pool, office_id, session_id)
     if session is None:
-        raise NotFound(f"session {session_id!r} not found in office {office['office_id']!r}")
+        office = await reads.get_office(state.pool, office_id)
+        if office is None or office["status"] == "deleted":
+            raise NotFound(f"office {office_id!r} not found")
+        raise NotFound(f"session {session_id!r} not found in office {office_id!r}")
     return session
 
 

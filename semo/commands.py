@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -121,12 +121,15 @@ class Command:
     source: str
     created_at: datetime
     created_by: str | None = None
+    #: the session's row as the API read it for this request, a moment ago (not stored)
+    session_row: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_row(cls, row: dict) -> "Command":
+    def from_row(cls, row: dict, session_row: dict | None = None) -> "Command":
         return cls(id=row["id"], office_id=row["office_id"], session_id=row["session_id"],
                    type=row["type"], payload=row["payload"] or {}, source=row["source"],
-                   created_at=row["created_at"], created_by=row.get("created_by"))
+                   created_at=row["created_at"], created_by=row.get("created_by"),
+                   session_row=session_row)
 
 
 @dataclass(frozen=True)
@@ -160,14 +163,17 @@ class CommandExecutor:
 
     async def submit(self, *, office_id: str, type: str, payload: BaseModel | dict,
                      session_id: str | None = None, idempotency_key: str | None = None,
-                     created_by: str | None = None, timeout_s: float | None = None) -> Outcome:
+                     created_by: str | None = None, timeout_s: float | None = None,
+                     session_row: dict | None = None) -> Outcome:
+        """Record a command, carry it out and return its outcome. `session_row`: the
+        session as the caller has just read it (saves reading it again)."""
         body = payload.model_dump(mode="json", exclude_none=True) if isinstance(payload, BaseModel) \
             else payload
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
         if idempotency_key is None or await self._idempotent_row(office_id, idempotency_key) is None:
             await self.precheck(type, office_id, payload)  # bad input: 4xx, nothing recorded
         cmd, existing = await self._insert(office_id, session_id, type, body, idempotency_key,
-                                           created_by)
+                                           created_by, session_row)
         if existing:
             return await self.wait_result(cmd.id, timeout_s)
         task = asyncio.create_task(self._run_bounded(cmd))
@@ -195,7 +201,8 @@ class CommandExecutor:
                 "select * from agent_commands where office_id = %s and idempotency_key = %s",
                 (office_id, key))).fetchone()
 
-    async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by):
+    async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by,
+                      session_row=None):
         lock = await self.claimant.ensure()
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             try:
@@ -207,7 +214,7 @@ class CommandExecutor:
                        returning *""",
                     (office_id, session_id, type, Jsonb(body), idempotency_key, created_by,
                      self.instance, lock))).fetchone()
-                return Command.from_row(row), False
+                return Command.from_row(row, session_row), False
             except psycopg.errors.UniqueViolation:
                 row = await self._idempotent_row(office_id, idempotency_key)
                 if row["type"] != type or row["session_id"] != session_id:
@@ -273,16 +280,19 @@ class CommandExecutor:
     async def record(self, cmd: Command, outcome: Outcome, status: str | None = None) -> Outcome:
         """Write the result (first writer wins) and return the one that stands."""
         status = status or ("ok" if outcome.ok else "error")
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                """insert into agent_command_results (command_id, status, result, error)
-                   values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id""",
+        async with self.pool.connection() as conn:
+            # one statement (atomic, one round trip): the result, and the command's status
+            won = (await (await conn.execute(
+                """with result as (
+                       insert into agent_command_results (command_id, status, result, error)
+                       values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id),
+                   command as (
+                       update agent_commands set status = %s, updated_at = now() where id = %s)
+                   select exists (select from result)""",
                 (cmd.id, status, Jsonb(outcome.body),
-                 None if outcome.ok else outcome.body.get("detail")))
-            won = await cur.fetchone() is not None
-            await conn.execute(
-                "update agent_commands set status = %s, updated_at = now() where id = %s",
-                ({"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id))
+                 None if outcome.ok else outcome.body.get("detail"),
+                 {"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id),
+            )).fetchone())[0]
         if won:
             return outcome
         return await self.stored_outcome(cmd.id) or outcome
@@ -496,6 +506,8 @@ class CommandExecutor:
         return office
 
     async def _session(self, cmd: Command) -> dict:
+        if cmd.session_row is not None:
+            return cmd.session_row
         # one round trip on the hot path; the office is looked up alone only to explain a miss
         session = await reads.get_live_office_session(self.pool, cmd.office_id, cmd.session_id)
         if session is None:

@@ -46,7 +46,8 @@ async def get_session(session: SessionRow):
 async def _command(state, session, user, response, type_, payload, idempotency_key):
     outcome = await state.executor.submit(
         office_id=session["office_id"], session_id=session["session_id"], type=type_,
-        payload=payload, created_by=user.sub, idempotency_key=idempotency_key)
+        payload=payload, created_by=user.sub, idempotency_key=idempotency_key,
+        session_row=session)
     return answer(outcome, response)
 
 
