@@ -1,7 +1,8 @@
 """One LISTEN connection per API process that wakes live readers (SSE streams, waits).
 
 The client worker NOTIFYs `session_output` with `{session_id}:{end_offset}` when it saves
-output; the session workflow's record activity NOTIFYs `job_events` when a job ends.
+output; the session workflow's record activity NOTIFYs `job_events` when a job ends; a
+command's result is NOTIFYed on `command_results` with its id (the key woken).
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ class LiveNotifier:
                     await conn.execute("listen session_output")
                     await conn.execute("listen job_events")
                     await conn.execute("listen session_status")
+                    await conn.execute("listen command_results")
                     for key in list(self._conds):  # we may have missed some while away
                         self._wake(key)
                     async for note in conn.notifies():
                         if note.channel in ("session_output", "session_status"):
                             self._wake(note.payload.split(":", 1)[0])
+                        elif note.channel == "command_results":
+                            self._wake(note.payload)
                         else:
                             self._wake("jobs")
             except asyncio.CancelledError:

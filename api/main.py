@@ -29,8 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = await connect(settings)
         live = LiveNotifier(settings.effective_database_url())
         live.start()
-        app.state.semo = AppState(settings=settings, pool=pool,
-                                  executor=CommandExecutor(client, pool, settings),
+        executor = CommandExecutor(client, pool, settings)
+        executor.result_listener = live.listen
+        app.state.semo = AppState(settings=settings, pool=pool, executor=executor,
                                   verifier=verifier, live=live)
         try:
             yield

@@ -11,9 +11,11 @@ id for creations), so running a command again, after any crash, changes nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -158,6 +160,9 @@ class CommandExecutor:
         self.claimant = claimant or Claimant(settings.effective_database_url(),
                                              name=f"claims-{os.getpid()}")
         self._background: set[asyncio.Task] = set()
+        #: the event the next `command_results` NOTIFY of a command id sets (the API's
+        #: LiveNotifier.listen); without one, waiting for a result polls
+        self.result_listener: Callable[[str], asyncio.Event] | None = None
 
     # --- the API's path -------------------------------------------------------------------
 
@@ -224,18 +229,27 @@ class CommandExecutor:
                 return Command.from_row(row), True
 
     async def wait_result(self, command_id: uuid.UUID, timeout_s: float) -> Outcome:
-        """The stored outcome of a command, waiting up to `timeout_s` for it to appear."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        """The stored outcome of a command, waiting up to `timeout_s` for it to appear:
+        woken by its NOTIFY where there is a listener (read again every second all the
+        same, in case the LISTEN connection was away), else polling."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         delay = 0.02
         while True:
+            woken = self.result_listener(str(command_id)) if self.result_listener else None
             outcome = await self.stored_outcome(command_id)
             if outcome is not None:
                 return outcome
-            if asyncio.get_running_loop().time() >= deadline:
+            left = deadline - loop.time()
+            if left <= 0:
                 raise CommandTimeout(f"command {command_id} has no result yet",
                                      command_id=str(command_id))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            if woken is None:
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 0.5)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(1.0, left))
 
     async def stored_outcome(self, command_id: uuid.UUID) -> Outcome | None:
         async with self.pool.connection() as conn:
@@ -281,17 +295,19 @@ class CommandExecutor:
         """Write the result (first writer wins) and return the one that stands."""
         status = status or ("ok" if outcome.ok else "error")
         async with self.pool.connection() as conn:
-            # one statement (atomic, one round trip): the result, and the command's status
+            # one statement (atomic, one round trip): the result, the command's status, and a
+            # NOTIFY for whoever waits on it (an idempotent retry of the same request)
             won = (await (await conn.execute(
                 """with result as (
                        insert into agent_command_results (command_id, status, result, error)
                        values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id),
                    command as (
                        update agent_commands set status = %s, updated_at = now() where id = %s)
-                   select exists (select from result)""",
+                   select exists (select from result), pg_notify('command_results', %s)""",
                 (cmd.id, status, Jsonb(outcome.body),
                  None if outcome.ok else outcome.body.get("detail"),
-                 {"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id),
+                 {"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id,
+                 str(cmd.id)),
             )).fetchone())[0]
         if won:
             return outcome

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
 from conftest import live_pids_with_env, replay_and_maybe_record, wait_for
+
+from api.live import LiveNotifier
+from semo.commands import CommandExecutor, Outcome
 
 MARKER_PROMPT = "printf '[SEMO:%s]\\n' DONE"
 
@@ -130,6 +134,42 @@ async def test_idempotency_key_returns_first_result(http, office):
     out = await wait_for(typed_once, what="prompt output")
     assert out.count("once-42") == 1, "the prompt must have been typed exactly once"
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_a_retry_while_the_first_request_runs_gets_its_result(http, office, pool):
+    """Two requests with one Idempotency-Key at once (a client retrying on a slow network):
+    one session is created, and both answers name it."""
+    headers = {"Idempotency-Key": "create-once"}
+    a, b = await asyncio.gather(*(
+        http.post(f"/api/offices/{office}/sessions", json={"role": "QA"}, headers=headers)
+        for _ in range(2)))
+    assert a.status_code == b.status_code == 201, (a.text, b.text)
+    assert a.json()["session_id"] == b.json()["session_id"]
+    async with pool.connection() as conn:
+        created = (await (await conn.execute(
+            "select count(*) from agent_sessions where office_id = %s and role = 'QA'",
+            (office,))).fetchone())[0]
+    assert created == 1
+    await http.delete(f"/api/offices/{office}/sessions/{a.json()['session_id']}")
+
+
+async def test_a_recorded_result_wakes_its_waiters(settings, pool, temporal_client):
+    """What lets a retry in flight wait without polling: recording a command's result
+    NOTIFYs its id, and the API's LiveNotifier wakes whoever listens for it."""
+    executor = CommandExecutor(temporal_client, pool, settings)
+    live = LiveNotifier(settings.effective_database_url())
+    live.start()
+    try:
+        # LISTEN is up once a first (re)connect has woken what waited before it
+        await asyncio.wait_for(live.listen("before-listening").wait(), 30)
+        cmd, _ = await executor._insert("no-such-office", None, "create_office", {}, None, "t")
+        woken = live.listen(str(cmd.id))
+        await executor.record(cmd, Outcome(cmd.id, 200, {"ok": True}))
+        await asyncio.wait_for(woken.wait(), 30)
+        assert (await executor.wait_result(cmd.id, 1)).body == {"ok": True}
+    finally:
+        await live.close()
+        await executor.claimant.close()
 
 
 async def test_bad_input_is_a_clear_4xx_and_changes_nothing(http, office, pool, settings):
