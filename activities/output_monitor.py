@@ -414,7 +414,7 @@ class _Hints:
     Case-sensitive hints go into one Aho-Corasick automaton (the Rust `aho-corasick` crate,
     whose SIMD prefilter scans at GB/s, outside the GIL); case-insensitive ones into a byte
     regex (slower; only configured patterns have them). When some pattern has no hints,
-    every line is a candidate: `starts` gives the start of every line then.
+    `every` line is a candidate: `starts` gives where each CR/LF-delimited stretch starts.
     """
 
     __slots__ = ("_automaton", "_fold", "every", "longest")
@@ -738,6 +738,7 @@ class OutputMonitor:
         """The screen lines in batch[start:end], which batch[end:term] ends (CR/LF; nothing
         at the end of the batch); the one at 0 is `forced` (a prompt was found in it while
         it was unfinished). `hits`: where hints start in the batch."""
+        every = self.patterns._hints.every
         bounds = [(start, start)]
         if batch.find(b"\x1b[", start, end) >= 0:
             bounds += [(m.start(), m.end()) for m in _LINE_ESC_RE.finditer(batch, start, end)]
@@ -747,7 +748,7 @@ class OutputMonitor:
                 continue
             window = max(s, e - LINE_CAP)
             first = forced and s == 0
-            if first or _any_between(hits, window, e):
+            if first or every or _any_between(hits, window, e):
                 self._finish_line(batch, at, s, window, e, after, first, events)
 
     def _finish_line(self, batch: bytes, at: int, start: int, window: int, end: int,

@@ -494,6 +494,9 @@ def test_from_config_replace_and_hintless_patterns():
     assert kinds(run(b"[SEMO:DONE]\nShipped!\n", patterns=ps)) == [
         ("completion", {"kind": "marker", "text": "Shipped!"})]
     assert run(b"API Error: 500\n", patterns=ps)[0][0] == "error"  # errors kept
+    # a line that a TUI starts by erasing the one before, inside one CR/LF line
+    assert kinds(run(b"working...\x1b[2K\x1b[GShipped!\n", patterns=ps)) == [
+        ("completion", {"kind": "marker", "text": "Shipped!"})]
     assert PatternSet.from_config({"base": "none"}).completion == ()
 
 
