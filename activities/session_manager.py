@@ -396,6 +396,30 @@ class SessionManager:
             self.sink.forget(session_id)
         return term
 
+    def prune_transcripts(self, max_age_s: float, now: float | None = None) -> list[str]:
+        """Delete the transcripts of sessions not live here that nothing has written to for
+        `max_age_s`; returns their session ids. (A session resumed later starts a new one.)"""
+        if self.transcripts_dir is None:
+            return []
+        cutoff = (time.time() if now is None else now) - max_age_s
+        pruned = []
+        try:
+            entries = list(os.scandir(self.transcripts_dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            session_id = entry.name.removesuffix(".log")
+            if session_id == entry.name or session_id in self.terminals:
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and \
+                        entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    pruned.append(session_id)
+            except FileNotFoundError:  # gone meanwhile
+                pass
+        return pruned
+
     async def close_all(self, *, drain: bool = False) -> None:
         """Stop every agent; `drain`: the worker is shutting down on purpose (sessions are
         told so, and restart without counting it as a failure)."""

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     #: or a private folder under /tmp when that path is too long for a socket)
     hook_socket_dir: Path | None = None
     output_retention_bytes: int = 16 * 1024 * 1024
+    #: a transcript (`home/transcripts/{session}.log`, on the client machine) is deleted once
+    #: its session is not live and it has not been written for this long (0: kept forever)
+    transcript_retention_days: float = Field(default=14.0, ge=0)
     output_flush_interval_s: float = 0.1
     output_flush_bytes: int = 64 * 1024
     terminal_rows: int = 40

@@ -420,6 +420,28 @@ async def test_offsets_continue_when_a_session_restarts(make_manager, tmp_path, 
         await store.close()
 
 
+async def test_old_transcripts_of_sessions_gone_are_pruned(make_manager, tmp_path):
+    m = make_manager()
+    await m.create("live-1", tmp_path, "shell")
+    await m.execute("live-1", "echo kept")
+    await output_contains(m, "live-1", b"kept")
+    folder = tmp_path / "transcripts"
+    (folder / "old-1.log").write_bytes(b"weeks ago")
+    (folder / "recent-1.log").write_bytes(b"an hour ago")
+    (folder / "notes.txt").write_bytes(b"not a transcript")
+    month, hour = time.time() - 30 * 86400, time.time() - 3600
+    for name, when in (("old-1.log", month), ("recent-1.log", hour), ("notes.txt", month),
+                       ("live-1.log", month)):  # a live session that has been quiet long
+        os.utime(folder / name, (when, when))
+
+    assert m.prune_transcripts(14 * 86400) == ["old-1"]
+    assert sorted(p.name for p in folder.iterdir()) == ["live-1.log", "notes.txt", "recent-1.log"]
+    await m.terminate("live-1")
+    assert m.prune_transcripts(14 * 86400) == []  # its last words were just written
+    os.utime(folder / "live-1.log", (month, month))
+    assert m.prune_transcripts(14 * 86400) == ["live-1"]  # gone, and quiet long enough
+
+
 async def test_transcript_file_holds_everything_and_is_closed(make_manager, tmp_path):
     m = make_manager()
     await m.create("tx-1", tmp_path, "shell")

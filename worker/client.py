@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from datetime import timedelta
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,8 @@ from semo.temporal import connect
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 15.0
+#: how often old transcripts are looked for (a directory scan)
+PRUNE_EVERY_S = 3600.0
 
 
 async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> None:
@@ -86,6 +89,7 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
 
 
 async def _housekeeping(acts: ClientActivities, pool: AsyncConnectionPool, settings: Settings) -> None:
+    next_prune = 0.0
     while True:
         await asyncio.sleep(HOUSEKEEPING_S)
         try:
@@ -93,6 +97,11 @@ async def _housekeeping(acts: ClientActivities, pool: AsyncConnectionPool, setti
             async with pool.connection() as conn:
                 await conn.execute("update client_machines set last_seen_at = now() where id = %s",
                                    (settings.machine_id,))
+            if settings.transcript_retention_days and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+                pruned = acts.manager.prune_transcripts(settings.transcript_retention_days * 86400)
+                if pruned:
+                    log.info("deleted %d old transcripts", len(pruned))
         except Exception:
             log.exception("client housekeeping failed")
 
