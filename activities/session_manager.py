@@ -67,6 +67,8 @@ READS_PER_WAKEUP = 16
 #: the in-memory tail of each session (get_output); trimmed in steps of TAIL_SLACK
 TAIL_BYTES = 256 * 1024
 TAIL_SLACK = 64 * 1024
+#: a write waiting for a terminal that does not read checks this often whether it closed
+WRITE_RECHECK_S = 0.5
 #: the one timer: stall checks and adopting orphans, for every session at once
 TICK_S = 1.0
 #: monitor events waiting for delivery per session beyond which new ones are dropped
@@ -846,8 +848,8 @@ class SessionManager:
             try:
                 n = os.write(term.fd, view)
                 view = view[n:]
-            except BlockingIOError:
-                await asyncio.sleep(0.005)
+            except BlockingIOError:  # the agent is not reading: wait until it has room
+                await _writable(term.fd, WRITE_RECHECK_S)
             except OSError as err:
                 raise TerminalError(f"session {term.session_id}'s terminal is closed") from err
 
@@ -856,6 +858,19 @@ class SessionManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+async def _writable(fd: int, timeout: float) -> None:
+    """Return once `fd` can take more bytes, or after `timeout` (the caller checks again)."""
+    loop = asyncio.get_running_loop()
+    room = loop.create_future()
+    loop.add_writer(fd, lambda: room.done() or room.set_result(None))
+    try:
+        await asyncio.wait_for(room, timeout)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        loop.remove_writer(fd)
 
 
 # --- processes (Linux) ------------------------------------------------------------------------

@@ -420,6 +420,17 @@ async def test_offsets_continue_when_a_session_restarts(make_manager, tmp_path, 
         await store.close()
 
 
+async def test_input_larger_than_the_terminal_buffers_waits_for_the_agent(make_manager, tmp_path):
+    """300 KB typed to an agent that starts reading only later: the PTY's input buffer fills,
+    the write waits until the agent reads, and nothing is lost."""
+    m = make_manager(profiles=profiles(late=["sh", "-c", "sleep 1; wc -l"]))
+    await m.create("late-1", tmp_path, "late")
+    lines = "".join(f"{i:07d} {'x' * 90}\n" for i in range(3000))
+    await asyncio.wait_for(m.send_keystrokes("late-1", [], lines), 60)
+    await m.send_keystrokes("late-1", ["ctrl+d"])
+    await output_contains(m, "late-1", re.compile(rb"^3000\r$", re.M), timeout=60)
+
+
 async def test_old_transcripts_of_sessions_gone_are_pruned(make_manager, tmp_path):
     m = make_manager()
     await m.create("live-1", tmp_path, "shell")
