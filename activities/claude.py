@@ -35,6 +35,7 @@ that arrive within ~0.1 s of drawing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -71,6 +72,8 @@ SETTINGS_LOCAL = Path(".claude") / "settings.local.json"
 RELAY = Path(__file__).with_name("hook_relay.py")
 
 POLL_S = 0.05
+#: a quiet screen without a dialog is looked at again after this long even without output
+IDLE_WAKE_S = 1.0
 #: a dialog on screen this long is reported as waiting_input
 DIALOG_REPORT_S = 0.3
 #: keys reach a dialog no sooner than this after it was drawn (earlier ones are dropped)
@@ -514,6 +517,7 @@ class ClaudeDriver:
         self.screen = pyte.Screen(cols, rows)
         self._stream = pyte.ByteStream(self.screen)
         self._fed = 0
+        self._lines: list[str] | None = None  # the screen's lines, until it changes
         #: a job's turn is under way (cleared once its completion or error is sent)
         self.job_open = False
         #: the input box has been shown: start-up is over, dialogs from now on are questions
@@ -530,8 +534,7 @@ class ClaudeDriver:
 
     def attach(self, term: Terminal) -> None:
         self.term = term
-        if (self.screen.lines, self.screen.columns) != (term.rows, term.cols):
-            self.screen.resize(term.rows, term.cols)
+        self._fit(term)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
 
     async def close(self) -> None:
@@ -547,7 +550,15 @@ class ClaudeDriver:
     # --- the screen ---------------------------------------------------------------------
 
     def lines(self) -> list[str]:
-        return [line.rstrip() for line in self.screen.display]
+        """The screen as text lines (rendered once per change: rendering costs ~1.5 ms)."""
+        if self._lines is None:
+            self._lines = [line.rstrip() for line in self.screen.display]
+        return self._lines
+
+    def _fit(self, term: Terminal) -> None:
+        if (self.screen.lines, self.screen.columns) != (term.rows, term.cols):
+            self.screen.resize(term.rows, term.cols)
+            self._lines = None
 
     def text(self) -> str:
         return "\n".join(line for line in self.lines() if line.strip())
@@ -561,16 +572,19 @@ class ClaudeDriver:
                       self.session_id, start - self._fed)
         self._stream.feed(data)
         self._fed = start + len(data)
+        self._lines = None
         return True
 
     async def _watch(self) -> None:
+        """Feed the screen and follow its dialogs: every POLL_S while output comes or a dialog
+        is open (how long it has been shown matters), else asleep until the next output."""
         term = self.term
         assert term is not None
         while True:
+            term.output.clear()  # before feeding: output handed on after this wakes us
             try:
-                if (term.rows, term.cols) != (self.screen.lines, self.screen.columns):
-                    self.screen.resize(term.rows, term.cols)
-                self._feed()
+                self._fit(term)
+                changed = self._feed()
             except TerminalError:
                 return  # terminated and forgotten by the manager
             self._check_dialog(time.monotonic())
@@ -581,7 +595,11 @@ class ClaudeDriver:
                     pass
                 self._on_exit()
                 return
-            await asyncio.sleep(POLL_S)
+            if changed or self._episode is not None:
+                await asyncio.sleep(POLL_S)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(term.output.wait(), IDLE_WAKE_S)
 
     def _check_dialog(self, now: float) -> None:
         dialog = find_dialog(self.lines())

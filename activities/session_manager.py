@@ -176,6 +176,8 @@ class Terminal:
     exit_code: int | None = None
     exit_signal: int | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set whenever output is handed on and when the terminal closes (cleared by a reader)
+    output: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     paused: bool = False
     reading: bool = False
@@ -494,6 +496,7 @@ class SessionManager:
             events = []
         for ev in events:
             self._queue_event(term, ev)
+        term.output.set()
         if not term.paused and self.sink.congested(term.session_id):
             term.paused = True
             self._stop_reading(term)
@@ -715,6 +718,7 @@ class SessionManager:
             term.transcript = None
         term.events.put_nowait(None)
         term.exited.set()
+        term.output.set()
 
     # --- the session's processes -----------------------------------------------------------
 

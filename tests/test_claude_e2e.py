@@ -166,6 +166,7 @@ class FakeTerminal:
         self.stopping = self.busy = self.waiting = False
         self.exit_code = self.exit_signal = None
         self.exited = asyncio.Event()
+        self.output = asyncio.Event()  # set when output is handed on, as the manager does
         self.echoed: list[str] = []
         self.monitor = self
 
@@ -189,12 +190,42 @@ class FakeManager:
     def show(self, text: str) -> None:
         self.output += b"\x1b[2J\x1b[H" + text.replace("\n", "\r\n").encode()
         self.term.offset = len(self.output)
+        self.term.output.set()
 
     def get_output(self, session_id: str, since: int = 0) -> tuple[int, bytes]:
         return since, bytes(self.output[since:])
 
     async def send_keystrokes(self, session_id: str, keys: list[str], text: str | None = None) -> None:
         self.keys.append((keys, text))
+
+
+async def test_a_quiet_screen_is_not_rendered_again(monkeypatch) -> None:
+    """Rendering a pyte screen costs ~1.5 ms: a watcher that rendered each of its 20 looks
+    a second made 50 idle Claude sessions take a whole core. It renders when output came."""
+    import pyte
+
+    from activities.claude import ClaudeDriver
+    renders = []
+    display = pyte.Screen.display
+    monkeypatch.setattr(pyte.Screen, "display", property(
+        lambda screen: renders.append(1) or display.fget(screen)))
+
+    async def signal(term, ev) -> None:
+        pass
+
+    term = FakeTerminal()
+    manager = FakeManager(term)
+    manager.show("╭───╮\n│ > │\n╰───╯\n  ? for shortcuts")
+    driver = ClaudeDriver(manager, "s1", 0, AgentProfile(argv=["claude"], hooks=True), signal)
+    driver.attach(term)
+    await wait_for(lambda: _ready(renders), timeout=5, what="the first render")
+    seen = len(renders)
+    await asyncio.sleep(1.5)  # thirty looks' worth of a quiet screen, and one idle wake-up
+    assert len(renders) == seen
+    manager.show("● Working…")
+    await wait_for(lambda: _ready(len(renders) > seen), timeout=5, what="a render of new output")
+    assert "● Working…" in driver.lines()
+    await driver.close()
 
 
 async def test_hook_events_and_the_screen_become_job_events(tmp_path: Path) -> None:
