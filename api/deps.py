@@ -74,13 +74,10 @@ async def _session(state: State, user: CurrentUser, office_id: OfficeIdPath,
                    session_id: SessionIdPath) -> dict:
     """The session of a live office the token opens: one round trip when it exists (the
     office is looked up alone only to tell which of the two is missing)."""
-    if not await can_open(state, user, office_id):
-        raise NotFound(f"office {office_id!r} not found")
-    session = await reads.get_live_office_session(state.pool, office_id, session_id)
+    session = await reads.get_live_office_session(state.pool, office_id, session_id) \
+        if await can_open(state, user, office_id) else None
     if session is None:
-        office = await reads.get_office(state.pool, office_id)
-        if office is None or office["status"] == "deleted":
-            raise NotFound(f"office {office_id!r} not found")
+        await _office(state, user, office_id)  # an office that is missing says so
         raise NotFound(f"session {session_id!r} not found in office {office_id!r}")
     return session
 

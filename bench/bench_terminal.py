@@ -147,6 +147,13 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+async def cpu_pct_over(seconds: float) -> float:
+    """This process's CPU use, in percent of one core, while the event loop runs `seconds`."""
+    c0, w0 = cpu_s(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (cpu_s() - c0) / (time.perf_counter() - w0) * 100
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of `pid` and its children (Postgres: the postmaster and its backends)."""
     ticks = 0
@@ -216,9 +223,7 @@ async def sessions(pool, count: int, workdir: Path, idle_s: float) -> dict:
     live = sum(await asyncio.gather(*(answered(i) for i in range(count))))
     await asyncio.sleep(1.0)  # let the output settle and be saved
     rss1 = rss_mb()
-    c0, w0 = cpu_s(), time.perf_counter()
-    await asyncio.sleep(idle_s)
-    idle_cpu = (cpu_s() - c0) / (time.perf_counter() - w0) * 100
+    idle_cpu = await cpu_pct_over(idle_s)
     t0 = time.perf_counter()
     await manager.close_all()
     stop_s = time.perf_counter() - t0
@@ -265,9 +270,7 @@ async def claude_idle_cpu(pool, count: int, workdir: Path, idle_s: float) -> flo
 
     assert all(await asyncio.gather(*(drawn(d) for d in drivers))), "a screen was not drawn"
     await asyncio.sleep(1.0)
-    c0, w0 = cpu_s(), time.perf_counter()
-    await asyncio.sleep(idle_s)
-    cpu = (cpu_s() - c0) / (time.perf_counter() - w0) * 100
+    cpu = await cpu_pct_over(idle_s)
     for driver in drivers:
         await driver.close()
     await manager.close_all()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import uuid
@@ -127,11 +128,10 @@ class Command:
     session_row: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_row(cls, row: dict, session_row: dict | None = None) -> "Command":
+    def from_row(cls, row: dict) -> "Command":
         return cls(id=row["id"], office_id=row["office_id"], session_id=row["session_id"],
                    type=row["type"], payload=row["payload"] or {}, source=row["source"],
-                   created_at=row["created_at"], created_by=row.get("created_by"),
-                   session_row=session_row)
+                   created_at=row["created_at"], created_by=row.get("created_by"))
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,10 @@ class CommandExecutor:
         if idempotency_key is None or await self._idempotent_row(office_id, idempotency_key) is None:
             await self.precheck(type, office_id, payload)  # bad input: 4xx, nothing recorded
         cmd, existing = await self._insert(office_id, session_id, type, body, idempotency_key,
-                                           created_by, session_row)
+                                           created_by)
         if existing:
             return await self.wait_result(cmd.id, timeout_s)
+        cmd = dataclasses.replace(cmd, session_row=session_row)
         task = asyncio.create_task(self._run_bounded(cmd))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -206,8 +207,7 @@ class CommandExecutor:
                 "select * from agent_commands where office_id = %s and idempotency_key = %s",
                 (office_id, key))).fetchone()
 
-    async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by,
-                      session_row=None):
+    async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by):
         lock = await self.claimant.ensure()
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             try:
@@ -219,7 +219,7 @@ class CommandExecutor:
                        returning *""",
                     (office_id, session_id, type, Jsonb(body), idempotency_key, created_by,
                      self.instance, lock))).fetchone()
-                return Command.from_row(row, session_row), False
+                return Command.from_row(row), False
             except psycopg.errors.UniqueViolation:
                 row = await self._idempotent_row(office_id, idempotency_key)
                 if row["type"] != type or row["session_id"] != session_id:
