@@ -26,7 +26,7 @@ class AppState:
     live: LiveNotifier
 
 
-def _state(request: Request) -> AppState:
+async def _state(request: Request) -> AppState:
     return request.app.state.semo
 
 
