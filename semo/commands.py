@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import structlog
@@ -45,6 +45,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from db import reads
+from db.writes import write_batch
 from db.claims import Claimant
 from semo.errors import (
     CapacityExceeded,
@@ -71,6 +72,7 @@ from workflows.contracts import (
     PoolInput,
     PoolView,
     PromptInput,
+    RecordBatch,
     ReleaseInput,
     SessionConfig,
     ShutdownInput,
@@ -134,6 +136,15 @@ class Command:
                    created_at=row["created_at"], created_by=row.get("created_by"))
 
 
+class Reply(NamedTuple):
+    """What a command's handler returns (a plain `(status, body)` tuple will do)."""
+
+    status_code: int
+    body: dict[str, Any]
+    #: rows the workflow handed back, to be written with the result (see PromptResult.rows)
+    rows: RecordBatch | None = None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A command's answer: an HTTP status and a body (a result, or a problem)."""
@@ -141,6 +152,9 @@ class Outcome:
     command_id: uuid.UUID
     status_code: int
     body: dict[str, Any]
+    #: written in the transaction that records this outcome, so that whoever hears the
+    #: answer can read them (a prompt's job and the session it made busy)
+    rows: RecordBatch | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -274,8 +288,9 @@ class CommandExecutor:
             command_id=str(cmd.id), command_type=cmd.type, office_id=cmd.office_id,
             **({"session_id": cmd.session_id} if cmd.session_id else {}))
         try:
-            status_code, body = await self.execute(cmd)
-            outcome = Outcome(cmd.id, status_code, to_jsonable_python(body))
+            reply = Reply(*await self.execute(cmd))
+            outcome = Outcome(cmd.id, reply.status_code, to_jsonable_python(reply.body),
+                              rows=reply.rows)
         except SemoError as err:
             outcome = Outcome(cmd.id, err.status, err.problem())
         except Exception as err:  # a bug or an outage: answer it, never leave it pending
@@ -295,25 +310,28 @@ class CommandExecutor:
         """Write the result (first writer wins) and return the one that stands."""
         status = status or ("ok" if outcome.ok else "error")
         async with self.pool.connection() as conn:
-            # one statement (atomic, one round trip): the result, the command's status, and a
-            # NOTIFY for whoever waits on it (an idempotent retry of the same request)
-            won = (await (await conn.execute(
-                """with result as (
-                       insert into agent_command_results (command_id, status, result, error)
-                       values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id),
-                   command as (
-                       update agent_commands set status = %s, updated_at = now() where id = %s)
-                   select exists (select from result), pg_notify('command_results', %s)""",
-                (cmd.id, status, Jsonb(outcome.body),
-                 None if outcome.ok else outcome.body.get("detail"),
-                 {"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id,
-                 str(cmd.id)),
-            )).fetchone())[0]
+            # one round trip, one transaction: the rows the command made (if any), its
+            # result, its status, and a NOTIFY for whoever waits on it (an idempotent retry)
+            async with conn.pipeline(), conn.transaction():
+                if outcome.rows is not None:
+                    await write_batch(conn, outcome.rows)
+                cur = await conn.execute(
+                    """with result as (
+                           insert into agent_command_results (command_id, status, result, error)
+                           values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id),
+                       command as (
+                           update agent_commands set status = %s, updated_at = now() where id = %s)
+                       select exists (select from result), pg_notify('command_results', %s)""",
+                    (cmd.id, status, Jsonb(outcome.body),
+                     None if outcome.ok else outcome.body.get("detail"),
+                     {"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id,
+                     str(cmd.id)))
+            won = (await cur.fetchone())[0]
         if won:
             return outcome
         return await self.stored_outcome(cmd.id) or outcome
 
-    async def execute(self, cmd: Command) -> tuple[int, dict]:
+    async def execute(self, cmd: Command) -> Reply | tuple[int, dict]:
         model = PAYLOADS.get(cmd.type)
         if model is None:
             raise InvalidInput(f"unknown command type {cmd.type!r}; known: {', '.join(PAYLOADS)}")
@@ -467,7 +485,10 @@ class CommandExecutor:
         res = await self._update(session, SessionWorkflow.prompt, PromptInput(
             command_id=str(cmd.id), prompt=p.prompt, job_id=p.job_id, timeout_s=p.timeout_s,
             notify_workflow_id=p.notify_workflow_id), str(cmd.id))
-        return 200, res.model_dump(mode="json")
+        rows = res.rows
+        if rows is not None and rows.job is not None:  # the workflow leaves the prompt to us
+            rows = rows.model_copy(update={"job": rows.job.model_copy(update={"prompt": p.prompt})})
+        return Reply(200, res.model_dump(mode="json", exclude={"rows"}), rows)
 
     async def _do_send_keys(self, cmd: Command, p: KeysBody) -> tuple[int, dict]:
         session = await self._session(cmd)

@@ -389,3 +389,23 @@ async def test_two_intakes_at_once_never_both_apply_a_command(settings, pool, te
     for k, path in enumerate(files):
         assert lines_in(path) == [f"L{i:04d}" for i in range(60)], \
             f"session {k}: once each, in order"
+
+
+async def test_a_table_prompt_s_job_is_there_with_its_result(settings, pool, temporal_client,
+                                                            workers, office, http):
+    """A prompt from the table: the job row is written in the transaction that writes the
+    result, so whoever sees the result can read the job."""
+    sid = (await shell_sessions(http, office, 1))[0]
+    [cmd_id] = await insert_rows(pool, [{"office_id": office, "session_id": sid,
+                                         "type": "send_prompt", "payload": {"prompt": "sleep 30"}}])
+    async with running_intake(settings, temporal_client):
+        await wait_for(lambda: _at_least(pool, [cmd_id], 1), timeout=60, what="the result")
+    async with pool.connection() as conn:
+        row = await (await conn.execute(
+            """select r.status, j.status, j.prompt, j.command_id from agent_command_results r
+               left join jobs j on j.id = r.result->>'job_id' where r.command_id = %s""",
+            (cmd_id,))).fetchone()
+    assert row == ("ok", "running", "sleep 30", cmd_id), row
+    session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+    assert session["status"] == "busy"
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")

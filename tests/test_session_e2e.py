@@ -118,6 +118,31 @@ async def test_busy_session_answers_409_and_keys_cancel(http, office, temporal_c
     await replay_and_maybe_record(temporal_client, f"session/{office}/{sid}", "session_cancel")
 
 
+async def test_an_answered_prompt_can_be_read_back_at_once(http, office, pool):
+    """The answer to a prompt comes after its job and the session's busy state are in
+    Postgres (written with the command's result): a client reading right after sees them."""
+    sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})).json()["session_id"]
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                        json={"prompt": "sleep 30", "timeout_s": 120})
+    assert r.status_code == 200, r.text
+    sent = r.json()
+    assert set(sent) == {"command_id", "job_id", "status"}, sent
+    job = await job_status(http, office, sent["job_id"])  # no waiting: it must be there
+    assert job["status"] == "running" and job["prompt"] == "sleep 30"
+    session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+    assert session["status"] == "busy" and session["current_job_id"] == sent["job_id"]
+    async with pool.connection() as conn:
+        timeout_s, command_id = await (await conn.execute(
+            "select timeout_s, command_id::text from jobs where id = %s", (sent["job_id"],))).fetchone()
+    assert timeout_s == 120 and command_id == sent["command_id"]
+
+    await http.post(f"/api/offices/{office}/sessions/{sid}/cancel")
+    assert (await job_status(http, office, sent["job_id"]))["status"] == "cancelled"
+    session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+    assert session["status"] == "ready" and session["current_job_id"] is None
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
 async def test_idempotency_key_returns_first_result(http, office):
     sid = (await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})).json()["session_id"]
     headers = {"Idempotency-Key": "prompt-once"}

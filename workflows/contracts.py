@@ -151,6 +151,11 @@ class PromptResult(BaseModel):
     command_id: str
     job_id: str
     status: Literal["sent"] = "sent"
+    #: the job's and the session's rows as the prompt left them, for whoever answers the
+    #: command to write with its result, before the caller hears back (not in the HTTP
+    #: answer; absent when a command is answered again from memory). The job's prompt is
+    #: left out: the answerer has it.
+    rows: RecordBatch | None = None
 
 
 class KeysInput(BaseModel):
@@ -423,3 +428,6 @@ class SessionStatusSignal(BaseModel):
 
     session: SessionView
     error: str | None = None
+
+
+PromptResult.model_rebuild()  # it names RecordBatch, defined below it

@@ -71,6 +71,8 @@ SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 NO_RETRY = RetryPolicy(maximum_attempts=1)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 APPLIED_KEEP = 500
+#: patch: a prompt's job and session rows are written by whoever answers the update
+ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 DRAINED = "client worker shut down (drained)"
 
 
@@ -97,6 +99,8 @@ class SessionWorkflow:
         self._pool_notice: SessionStatus | None = None
         #: set when the main loop must re-read its deadlines (a job started or ended)
         self._replan = False
+        #: the SessionStatus search attribute as last upserted (a continued run inherits it)
+        self._published_status: SessionStatus = self.s.status
 
     # --- entry point ----------------------------------------------------------------------
 
@@ -169,16 +173,25 @@ class SessionWorkflow:
         )
         self.s.job = job
         self._replan = True
-        self._set_status("busy")
-        record = self._record(job=JobRecord(
+        # Rows written by whoever answers (see PromptResult.rows): a local activity here
+        # would hold this workflow task, and the prompt with it, for a Postgres round trip.
+        # The search attribute follows once the prompt is typed, off the prompt's path.
+        answer_writes = workflow.patched(ANSWER_WRITES_ROWS)
+        self._set_status("busy", search_attribute=not answer_writes)
+        job_row = JobRecord(
             job_id=job.job_id, office_id=self.inp.office_id, session_id=self.inp.session_id,
             status="running", prompt=inp.prompt, timeout_s=job.timeout_s, command_id=inp.command_id,
-        ))
-        send = self._send(SendInput(
-            session_id=self.inp.session_id, generation=self.s.generation, job_id=job.job_id,
-            prompt=inp.prompt,
-        ))
-        results = await asyncio.gather(record, send, return_exceptions=True)
+        )
+        # (the prompt is left out of these: the update's input has it, history need not twice)
+        rows = RecordBatch(session=self._session_record(),
+                           job=job_row.model_copy(update={"prompt": None})) if answer_writes else None
+        typed = SendInput(session_id=self.inp.session_id, generation=self.s.generation,
+                          job_id=job.job_id, prompt=inp.prompt)
+        if answer_writes:
+            results = await asyncio.gather(self._send(typed), return_exceptions=True)
+        else:
+            results = await asyncio.gather(self._record(job=job_row), self._send(typed),
+                                           return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             if self.s.job and self.s.job.job_id == job.job_id:
@@ -187,9 +200,10 @@ class SessionWorkflow:
                 f"the prompt could not be delivered to the terminal: {_reason(failure)}",
                 type="Unavailable", non_retryable=True,
             )
+        self._publish_status()
         result = PromptResult(command_id=inp.command_id, job_id=job.job_id)
-        self._remember(inp.command_id, result.model_dump())
-        return result
+        self._remember(inp.command_id, result.model_dump(exclude={"rows"}))
+        return result.model_copy(update={"rows": rows})
 
     @prompt.validator
     def _validate_prompt(self, inp: PromptInput) -> None:
@@ -562,10 +576,10 @@ class SessionWorkflow:
         while len(self.s.applied) > APPLIED_KEEP:
             del self.s.applied[next(iter(self.s.applied))]
 
-    def _set_status(self, status: SessionStatus) -> None:
-        """Change status: search attribute now, Postgres row with the next `_record`."""
+    def _set_status(self, status: SessionStatus, *, search_attribute: bool = True) -> None:
+        """Change status: search attribute now (unless told it will be published later),
+        Postgres row with the next `_record`."""
         if status != self.s.status:
-            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, status)])
             if self.inp.pool_workflow_id and (
                 status in ("failed", "terminated")
                 or (status == "ready" and self.s.status in ("starting", "restarting", "failed"))
@@ -574,7 +588,15 @@ class SessionWorkflow:
         self.s.status = status
         self.s.version += 1
         self._row_dirty = True
+        if search_attribute:
+            self._publish_status()
         workflow.set_current_details(self._details())
+
+    def _publish_status(self) -> None:
+        """The SessionStatus search attribute, if it is not the status already."""
+        if self.s.status != self._published_status:
+            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, self.s.status)])
+            self._published_status = self.s.status
 
     def _details(self) -> str:
         """What the Temporal UI shows as the session's current details (markdown)."""
