@@ -12,7 +12,8 @@ _OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles,
     idle_timeout_s, agent, personas, settings, status, created_at, updated_at,
     command_id::text as command_id"""
 
-_SESSION_COLS = """id as session_id, office_id, role, agent, machine_id, working_dir, status,
+#: a session row as the API shows it (also how the command executor reads one)
+SESSION_COLS = """id as session_id, office_id, role, agent, machine_id, working_dir, status,
     current_job_id, restarts, circuit, source, workflow_id, last_error, rows, cols,
     created_at, last_activity_at"""
 
@@ -50,13 +51,13 @@ async def get_machine(pool, machine_id: str) -> dict | None:
 
 
 async def get_session(pool, office_id: str, session_id: str) -> dict | None:
-    return await _one(pool, f"select {_SESSION_COLS} from agent_sessions"
+    return await _one(pool, f"select {SESSION_COLS} from agent_sessions"
                       " where office_id = %s and id = %s", (office_id, session_id))
 
 
 async def get_live_office_session(pool, office_id: str, session_id: str) -> dict | None:
     """The session, in one round trip, if its office exists and is not deleted."""
-    cols = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLS.split(","))
+    cols = ", ".join(f"s.{c.strip()}" for c in SESSION_COLS.split(","))
     return await _one(pool, f"select {cols} from agent_sessions s join offices o on o.id = s.office_id"
                       " where s.office_id = %s and s.id = %s and o.status <> 'deleted'",
                       (office_id, session_id))
@@ -64,7 +65,7 @@ async def get_live_office_session(pool, office_id: str, session_id: str) -> dict
 
 async def list_sessions(pool, office_id: str, *, live_only: bool = False) -> list[dict]:
     where = " and status <> 'terminated'" if live_only else ""
-    return await _all(pool, f"select {_SESSION_COLS} from agent_sessions where office_id = %s"
+    return await _all(pool, f"select {SESSION_COLS} from agent_sessions where office_id = %s"
                       f"{where} order by created_at", (office_id,))
 
 

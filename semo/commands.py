@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import uuid
@@ -101,6 +100,20 @@ PAYLOADS: dict[str, type[BaseModel]] = {
 CREATED = {"create_office", "create_session"}
 NEEDS_SESSION = {"send_prompt", "send_keys", "cancel", "terminate", "release_session"}
 
+_COLUMNS = """office_id, session_id, type, payload, status, source, idempotency_key, created_by,
+    claimed_by, claimed_at, attempts, claim_lock, started_at"""
+_VALUES = """%(office_id)s, %(session_id)s, %(type)s, %(payload)s, 'running', 'api', %(key)s,
+    %(created_by)s, %(instance)s, now(), 1, %(lock)s, now()"""
+_INSERT = f"insert into agent_commands ({_COLUMNS}) values ({_VALUES}) returning *"
+#: nothing is inserted for a session that is not there (or whose office was deleted)
+_INSERT_FOR_SESSION = f"""
+with session as (
+    select {reads.SESSION_COLS} from agent_sessions
+    where office_id = %(office_id)s and id = %(session_id)s
+      and exists (select from offices where id = %(office_id)s and status <> 'deleted'))
+insert into agent_commands ({_COLUMNS}) select {_VALUES} from session
+returning *, (select to_jsonb(session) from session) as session"""
+
 #: ApplicationError types raised by workflows, and what they mean to a caller
 WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
     "CapacityExceeded": CapacityExceeded,
@@ -126,14 +139,15 @@ class Command:
     source: str
     created_at: datetime
     created_by: str | None = None
-    #: the session's row as the API read it for this request, a moment ago (not stored)
+    #: the session's row as the API read it when it recorded the command (not stored)
     session_row: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row: dict) -> "Command":
         return cls(id=row["id"], office_id=row["office_id"], session_id=row["session_id"],
                    type=row["type"], payload=row["payload"] or {}, source=row["source"],
-                   created_at=row["created_at"], created_by=row.get("created_by"))
+                   created_at=row["created_at"], created_by=row.get("created_by"),
+                   session_row=row.get("session"))
 
 
 class Reply(NamedTuple):
@@ -182,10 +196,9 @@ class CommandExecutor:
 
     async def submit(self, *, office_id: str, type: str, payload: BaseModel | dict,
                      session_id: str | None = None, idempotency_key: str | None = None,
-                     created_by: str | None = None, timeout_s: float | None = None,
-                     session_row: dict | None = None) -> Outcome:
-        """Record a command, carry it out and return its outcome. `session_row`: the
-        session as the caller has just read it (saves reading it again)."""
+                     created_by: str | None = None, timeout_s: float | None = None) -> Outcome:
+        """Record a command, carry it out and return its outcome (404 for a session that
+        is not there, in the statement that records the command)."""
         body = payload.model_dump(mode="json", exclude_none=True) if isinstance(payload, BaseModel) \
             else payload
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
@@ -195,7 +208,6 @@ class CommandExecutor:
                                            created_by)
         if existing:
             return await self.wait_result(cmd.id, timeout_s)
-        cmd = dataclasses.replace(cmd, session_row=session_row)
         task = asyncio.create_task(self._run_bounded(cmd))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -222,25 +234,31 @@ class CommandExecutor:
                 (office_id, key))).fetchone()
 
     async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by):
+        """Record the command, claimed by this process: (command, False); or the command
+        recorded earlier under the same Idempotency-Key: (command, True). A session's command
+        is recorded only if the session is there, in a live office, and brings its row along
+        (one round trip for both)."""
         lock = await self.claimant.ensure()
+        params = {"office_id": office_id, "session_id": session_id, "type": type,
+                  "payload": Jsonb(body), "key": idempotency_key, "created_by": created_by,
+                  "instance": self.instance, "lock": lock}
+        row = None
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             try:
                 row = await (await cur.execute(
-                    """insert into agent_commands (office_id, session_id, type, payload, status,
-                           source, idempotency_key, created_by, claimed_by, claimed_at, attempts,
-                           claim_lock, started_at)
-                       values (%s, %s, %s, %s, 'running', 'api', %s, %s, %s, now(), 1, %s, now())
-                       returning *""",
-                    (office_id, session_id, type, Jsonb(body), idempotency_key, created_by,
-                     self.instance, lock))).fetchone()
-                return Command.from_row(row), False
+                    _INSERT if session_id is None else _INSERT_FOR_SESSION, params)).fetchone()
             except psycopg.errors.UniqueViolation:
-                row = await self._idempotent_row(office_id, idempotency_key)
-                if row["type"] != type or row["session_id"] != session_id:
-                    raise Conflict(
-                        f"Idempotency-Key {idempotency_key!r} was already used for a different "
-                        f"request ({row['type']}); use a new key") from None
-                return Command.from_row(row), True
+                pass
+        if row is not None:
+            return Command.from_row(row), False
+        existing = await self._idempotent_row(office_id, idempotency_key) if idempotency_key else None
+        if existing is None:  # nothing inserted, and not for a taken key: no such session
+            await self._office(office_id)  # an office that is missing says so
+            raise NotFound(f"session {session_id!r} not found in office {office_id!r}")
+        if existing["type"] != type or existing["session_id"] != session_id:
+            raise Conflict(f"Idempotency-Key {idempotency_key!r} was already used for a different "
+                           f"request ({existing['type']}); use a new key")
+        return Command.from_row(existing), True
 
     async def wait_result(self, command_id: uuid.UUID, timeout_s: float) -> Outcome:
         """The stored outcome of a command, waiting up to `timeout_s` for it to appear:

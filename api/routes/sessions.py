@@ -11,9 +11,19 @@ from sse_starlette.sse import EventSourceResponse
 
 from activities.output_monitor import strip_terminal_escapes
 from api import schemas
-from api.deps import CurrentUser, IdempotencyKey, OfficeRow, SessionRow, State
+from api.deps import (
+    CurrentUser,
+    IdempotencyKey,
+    OfficeIdPath,
+    OfficeRow,
+    SessionIdPath,
+    SessionRow,
+    State,
+    can_open,
+)
 from api.routes import answer
 from db import reads
+from semo.errors import NotFound
 from semo.payloads import Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 
@@ -43,44 +53,54 @@ async def get_session(session: SessionRow):
     return session
 
 
-async def _command(state, session, user, response, type_, payload, idempotency_key):
+async def _command(state, user, office_id, session_id, response, type_, payload, idempotency_key):
+    """A session's command. The executor finds the session in the statement that records
+    the command (a 404 records nothing); access is decided first, from the token, as for
+    any office route."""
+    if not await can_open(state, user, office_id):
+        raise NotFound(f"office {office_id!r} not found")
     outcome = await state.executor.submit(
-        office_id=session["office_id"], session_id=session["session_id"], type=type_,
-        payload=payload, created_by=user.sub, idempotency_key=idempotency_key,
-        session_row=session)
+        office_id=office_id, session_id=session_id, type=type_, payload=payload,
+        created_by=user.sub, idempotency_key=idempotency_key)
     return answer(outcome, response)
 
 
 @router.delete("/{session_id}", response_model=schemas.Terminated)
-async def terminate_session(session: SessionRow, state: State, user: CurrentUser,
-                            response: Response, idempotency_key: IdempotencyKey = None):
-    return await _command(state, session, user, response, "terminate", Empty(), idempotency_key)
-
-
-@router.post("/{session_id}/release", response_model=schemas.Released)
-async def release(session: SessionRow, state: State, user: CurrentUser, response: Response,
-                  idempotency_key: IdempotencyKey = None):
-    """Hand the session back to the office pool, idle, for the next acquire of its role."""
-    return await _command(state, session, user, response, "release_session", Empty(),
+async def terminate_session(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
+                            user: CurrentUser, response: Response,
+                            idempotency_key: IdempotencyKey = None):
+    return await _command(state, user, office_id, session_id, response, "terminate", Empty(),
                           idempotency_key)
 
 
+@router.post("/{session_id}/release", response_model=schemas.Released)
+async def release(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
+                  user: CurrentUser, response: Response, idempotency_key: IdempotencyKey = None):
+    """Hand the session back to the office pool, idle, for the next acquire of its role."""
+    return await _command(state, user, office_id, session_id, response, "release_session",
+                          Empty(), idempotency_key)
+
+
 @router.post("/{session_id}/prompt", response_model=schemas.PromptSent)
-async def prompt(body: PromptBody, session: SessionRow, state: State, user: CurrentUser,
-                 response: Response, idempotency_key: IdempotencyKey = None):
-    return await _command(state, session, user, response, "send_prompt", body, idempotency_key)
+async def prompt(body: PromptBody, office_id: OfficeIdPath, session_id: SessionIdPath,
+                 state: State, user: CurrentUser, response: Response,
+                 idempotency_key: IdempotencyKey = None):
+    return await _command(state, user, office_id, session_id, response, "send_prompt", body,
+                          idempotency_key)
 
 
 @router.post("/{session_id}/cancel", response_model=schemas.Ack)
-async def cancel(session: SessionRow, state: State, user: CurrentUser, response: Response,
-                 idempotency_key: IdempotencyKey = None):
-    return await _command(state, session, user, response, "cancel", Empty(), idempotency_key)
+async def cancel(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
+                 user: CurrentUser, response: Response, idempotency_key: IdempotencyKey = None):
+    return await _command(state, user, office_id, session_id, response, "cancel", Empty(),
+                          idempotency_key)
 
 
 @router.post("/{session_id}/keys", response_model=schemas.Ack)
-async def keys(body: KeysBody, session: SessionRow, state: State, user: CurrentUser,
-               response: Response, idempotency_key: IdempotencyKey = None):
-    return await _command(state, session, user, response, "send_keys", body, idempotency_key)
+async def keys(body: KeysBody, office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
+               user: CurrentUser, response: Response, idempotency_key: IdempotencyKey = None):
+    return await _command(state, user, office_id, session_id, response, "send_keys", body,
+                          idempotency_key)
 
 
 #: an escape sequence that the end of a page cuts off (CSI, OSC/DCS/..., or ESC + intermediates)
