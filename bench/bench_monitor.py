@@ -5,7 +5,7 @@ erase/cursor-up sequences, words placed with cursor-to-column as Claude Code 2.x
 24-bit colour, box drawing, spinners, tool output, hyperlinks, an occasional prompt, PR URL
 and marker) and prints a JSON dict whose `monitor_mb_s` is the best-of-3 throughput in MB/s
 (10^6 bytes) of `OutputMonitor.feed`, fed as the SessionManager feeds it under a flood: in
-batches of `PROCESS_BYTES` (64 KiB; it gathers a terminal's reads for up to 4 ms). For
+batches of `PROCESS_BYTES` (128 KiB; it gathers a terminal's reads for up to 4 ms). For
 comparison, `monitor_4k_mb_s` feeds it every single PTY-sized read (4 KiB) instead.
 """
 

@@ -9,7 +9,7 @@ acting as the client worker:
                       OutputMonitor scanning, PgOutputStore persisting to Postgres, timed
                       until the last byte is committed
   pipeline_ratio      pipeline_mb_s / pty_raw_mb_s (goal >= 0.8)
-  monitor_mb_s        bench_monitor's scan rate, measured in this run (in the 64 KiB batches
+  monitor_mb_s        bench_monitor's scan rate, measured in this run (in the 128 KiB batches
                       the SessionManager feeds it under a flood; monitor_4k_mb_s: 4 KiB)
   monitor_vs_pty      monitor_mb_s / pty_raw_mb_s (goal >= 10)
   concurrent_sessions shell sessions live at once on one SessionManager, each answering a
