@@ -409,3 +409,23 @@ async def test_a_table_prompt_s_job_is_there_with_its_result(settings, pool, tem
     session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
     assert session["status"] == "busy"
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_only_rows_left_for_the_intake_wake_it(settings, pool, http, office):
+    """The API claims its commands as it records them, so they do not NOTIFY the intake
+    (which would run a claim query for nothing, on every request); rows others insert do."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(settings.effective_database_url(),
+                                                     autocommit=True) as listener:
+        await listener.execute("listen agent_commands")
+        r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
+        assert r.status_code == 201, r.text  # an API command, recorded before this row
+        [row_id] = await insert_rows(pool, [{"office_id": office, "type": "no_such_type"}])
+        try:
+            first = await asyncio.wait_for(anext(listener.notifies()), 30)
+        finally:
+            async with pool.connection() as conn:
+                await conn.execute("delete from agent_commands where id = %s", (row_id,))
+    assert first.payload == str(row_id), "the API's own command woke the intake"
+    await http.delete(f"/api/offices/{office}/sessions/{r.json()['session_id']}")
