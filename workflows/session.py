@@ -11,7 +11,9 @@ machine's task queue (`semo-machine-{machine_id}`):
 
 The client worker reports what its OutputMonitor sees as `monitor` signals. Prompts, keys,
 cancel and terminate are updates whose update id is the command id. Postgres rows are
-written by local activities (`record`) carrying a version, so an older write never wins.
+written by local activities (`record`) carrying a version, so an older write never wins;
+a prompt hands its rows back in its result instead, for the command executor to write with
+the command's result (db/writes.py, the same statements).
 
 Restarts are a circuit breaker: a failure (agent exited, worker lost, machine offline) is
 recorded; `max_failures` within `window_s` opens the circuit (status `failed`, prompts
