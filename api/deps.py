@@ -55,6 +55,16 @@ async def can_open(state: AppState, user: Principal, office_id: str) -> bool:
     return office_id in await reads.member_office_ids(state.pool, user.sub)
 
 
+def office_not_found(office_id: str) -> NotFound:
+    """What a missing office, a deleted one and one the token does not open all answer."""
+    return NotFound(f"office {office_id!r} not found")
+
+
+async def check_access(state: AppState, user: Principal, office_id: str) -> None:
+    if not await can_open(state, user, office_id):
+        raise office_not_found(office_id)
+
+
 async def _office(state: State, user: CurrentUser, office_id: OfficeIdPath) -> dict:
     """The office, or 404 alike for one that does not exist and one the token does not open.
 
@@ -63,7 +73,7 @@ async def _office(state: State, user: CurrentUser, office_id: OfficeIdPath) -> d
     office = await reads.get_office(state.pool, office_id) \
         if await can_open(state, user, office_id) else None
     if office is None or office["status"] == "deleted":
-        raise NotFound(f"office {office_id!r} not found")
+        raise office_not_found(office_id)
     return office
 
 

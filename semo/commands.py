@@ -44,8 +44,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from db import reads
-from db.writes import write_batch
 from db.claims import Claimant
+from db.writes import write_batch
 from semo.errors import (
     CapacityExceeded,
     CommandTimeout,

@@ -55,7 +55,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from api.deps import can_open
+from api.deps import can_open, office_not_found
 from api.errors import problem_response
 from db import reads
 from semo.errors import NotFound, SemoError
@@ -151,7 +151,7 @@ async def _authorize(state, websocket: WebSocket, office_id: str, session_id: st
     office = await reads.get_office(state.pool, office_id)
     if office is None or office["status"] == "deleted" \
             or not await can_open(state, user, office_id):
-        raise NotFound(f"office {office_id!r} not found")
+        raise office_not_found(office_id)
     session = await reads.get_session(state.pool, office_id, session_id)
     if session is None:
         raise NotFound(f"session {session_id!r} not found in office {office_id!r}")

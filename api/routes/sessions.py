@@ -19,11 +19,10 @@ from api.deps import (
     SessionIdPath,
     SessionRow,
     State,
-    can_open,
+    check_access,
 )
 from api.routes import answer
 from db import reads
-from semo.errors import NotFound
 from semo.payloads import Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 
@@ -57,8 +56,7 @@ async def _command(state, user, office_id, session_id, response, type_, payload,
     """A session's command. The executor finds the session in the statement that records
     the command (a 404 records nothing); access is decided first, from the token, as for
     any office route."""
-    if not await can_open(state, user, office_id):
-        raise NotFound(f"office {office_id!r} not found")
+    await check_access(state, user, office_id)
     outcome = await state.executor.submit(
         office_id=office_id, session_id=session_id, type=type_, payload=payload,
         created_by=user.sub, idempotency_key=idempotency_key)
