@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import time
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,15 +29,19 @@ async def _check(conn: PooledConnection) -> None:
     One in use a moment ago is only tested for what the server may have sent since (a
     restart closes its socket, which then reads as ready): a readable idle socket, or a
     connection idle for over RECENT_S, gets a round trip (HikariCP's "alive bypass window")."""
-    if time.monotonic() - conn.returned_at < RECENT_S and not _readable(conn.pgconn.socket):
+    if time.monotonic() - conn.returned_at < RECENT_S and not _readable(conn):
         return
     await AsyncConnectionPool.check_connection(conn)
 
 
-def _readable(fd: int) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+def _readable(conn: AsyncConnection) -> bool:
+    """Has the server sent anything to this idle connection (or has it no socket left)?"""
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True  # then the round trip decides
 
 
 async def open_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
