@@ -50,6 +50,7 @@ from typing import Protocol
 from ptyprocess import PtyProcess
 
 from activities.output_monitor import MonitorEvent, OutputMonitor, PatternSet
+from semo import procfs
 from semo.settings import AgentProfile
 from workflows.contracts import NAMED_KEYS
 
@@ -1035,18 +1036,15 @@ def _children(pid: int) -> set[int]:
 
 def _stat(pid: int) -> tuple[bytes, int, int, int] | None:
     """(state, ppid, process group, session) of a process, or None when it is gone."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
+    f = procfs.stat(pid)
+    if f is None:
         return None
-    f = data[data.rindex(b")") + 2:].split()
-    return f[0], int(f[1]), int(f[2]), int(f[3])
+    return f[procfs.STATE], int(f[procfs.PPID]), int(f[procfs.PGRP]), int(f[procfs.SESSION])
 
 
 def _start_time(pid: int) -> int | None:
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    f = procfs.stat(pid)
+    return None if f is None else int(f[procfs.STARTTIME])
 
 
 def _marked(session_id: str, token: str) -> list[int]:

@@ -45,6 +45,7 @@ from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager
 from db.migrate import migrate
 from db.pool import open_pool
+from semo import procfs
 from semo.embedded import free_port, start_postgres, stop_postgres
 from semo.settings import BUILTIN_PROFILES, AgentProfile
 
@@ -156,38 +157,18 @@ async def cpu_pct_over(seconds: float) -> float:
 
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of `pid` and its children (Postgres: the postmaster and its backends)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            ticks += int(fields[11]) + int(fields[12])
+    ticks = sum(int(f[procfs.UTIME]) + int(f[procfs.STIME]) for p, f in procfs.processes()
+                if p == pid or int(f[procfs.PPID]) == pid)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def leftovers(prefix: str) -> int:
     """Live processes whose SEMO_SESSION_ID starts with `prefix`, plus our zombie children."""
     needle = f"SEMO_SESSION_ID={prefix}".encode()
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        zombie_child = fields[0] == b"Z" and int(fields[1]) == os.getpid()
-        if zombie_child or any(v.startswith(needle) for v in env.split(b"\0")):
-            count += 1
-    return count
+    me = os.getpid()
+    return sum(1 for pid, f in procfs.processes()
+               if (f[procfs.STATE] == b"Z" and int(f[procfs.PPID]) == me)
+               or any(v.startswith(needle) for v in procfs.environ(pid)))
 
 
 async def sessions(pool, count: int, workdir: Path, idle_s: float) -> dict:

@@ -21,6 +21,7 @@ from api.auth import mint_token
 from api.main import create_app
 from db.migrate import migrate
 from db.pool import open_pool
+from semo import procfs
 from semo.embedded import free_port, start_postgres, start_temporal, stop_postgres, stop_process
 from semo.settings import Settings
 from semo.temporal import connect
@@ -141,20 +142,8 @@ async def wait_for(probe, *, timeout: float = 30.0, interval: float = 0.05, what
 def live_pids_with_env(key: str, value: str) -> list[int]:
     """Processes on this machine whose environment has key=value (agents carry SEMO_SESSION_ID)."""
     needle = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != b"Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, f in procfs.processes()
+            if f[procfs.STATE] != b"Z" and needle in procfs.environ(pid)]
 
 
 HISTORIES = Path(__file__).parent / "histories"

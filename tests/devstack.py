@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from semo import procfs
 from semo.embedded import die_with_parent, free_port, venv_bin
 
 COMPONENTS = {"api", "server_worker", "client_worker", "intake", "temporal", "postgres"}
@@ -29,11 +30,8 @@ def wait(predicate, timeout: float, what: str, interval: float = 0.1):
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
+    fields = procfs.stat(pid)
+    return fields is not None and fields[procfs.STATE] != b"Z"
 
 
 class DevStack:

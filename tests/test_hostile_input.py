@@ -24,6 +24,7 @@ from activities.client import ClientActivities
 from activities.output_monitor import OutputMonitor, PatternSet
 from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager
+from semo import procfs
 from semo.settings import AgentProfile
 from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
 from workflows.contracts import MAX_KEYS, MAX_PROMPT_BYTES, SendInput, StartAgentInput, StopAgentInput
@@ -33,18 +34,9 @@ MB = 1024 * 1024
 
 def children() -> set[int]:
     """Live child processes of this test process (the in-process client worker's agents)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and fields[0] != b"Z":
-            found.add(int(entry))
-    return found
+    me = os.getpid()
+    return {pid for pid, f in procfs.processes()
+            if int(f[procfs.PPID]) == me and f[procfs.STATE] != b"Z"}
 
 
 async def counts(pool) -> dict[str, int]:

@@ -23,6 +23,7 @@ from activities.output_store import PgOutputStore
 from activities.session_manager import (SessionManager, TerminalError, become_subreaper,
                                         sweep_strays)
 from conftest import live_pids_with_env, wait_for
+from semo import procfs
 from semo.settings import BUILTIN_PROFILES, AgentProfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,17 +128,9 @@ def gone(pid: int) -> bool:
 
 
 def zombie_children() -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] == b"Z" and int(fields[1]) == os.getpid():
-                out.append(int(entry))
-    return out
+    me = os.getpid()
+    return [pid for pid, f in procfs.processes()
+            if f[procfs.STATE] == b"Z" and int(f[procfs.PPID]) == me]
 
 
 # --- real programs ------------------------------------------------------------------------
@@ -241,7 +234,7 @@ async def _terminate_family(make_manager, tmp_path, script, adopting):
     members = set(live_pids_with_env("SEMO_SESSION_ID", "fam-1"))
     assert {term.pid, child, daemon} <= members and len(members) == 4, members
     # the daemon left its parent, its process group and its session: a subreaper adopts it
-    parent = int(Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    parent = int(procfs.stat(daemon)[procfs.PPID])
     assert (parent == os.getpid()) == adopting
 
     started = time.monotonic()
