@@ -63,8 +63,12 @@ from semo.settings import AgentProfile, Settings, StartupDialogs
 
 log = logging.getLogger(__name__)
 
-HOOK_EVENTS = ("UserPromptSubmit", "PermissionRequest", "Notification", "Stop", "StopFailure",
-               "SessionEnd")
+HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PermissionRequest", "Notification",
+               "Stop", "StopFailure", "SessionEnd")
+#: tool matchers of the hooks that take one (PreToolUse: only the tools that ask a person)
+HOOK_MATCHERS = {"PermissionRequest": "*", "PreToolUse": "AskUserQuestion|ExitPlanMode"}
+#: dialogs a profile's `dialogs` policy answers, whenever they show
+POLICY_DIALOGS = ("trust_folder", "api_key")
 #: in every hook command we write: how our entries are told from the user's
 HOOK_TAG = "semo-sessions hook"
 HOOK_TIMEOUT_S = 30
@@ -78,6 +82,13 @@ IDLE_WAKE_S = 1.0
 DIALOG_REPORT_S = 0.3
 #: keys reach a dialog no sooner than this after it was drawn (earlier ones are dropped)
 KEY_SETTLE_S = 0.5
+#: the input box up this long without the SessionStart hook counts as ready (hooks that do
+#: not fire: a relay that cannot reach the worker); the hook normally comes first
+SESSION_START_GRACE_S = 5.0
+#: a waiting_input the hooks reported makes the screen's report of the same dialog redundant
+HOOK_REPORT_COVERS_S = 30.0
+#: bytes of a tool's input an event carries
+MAX_TOOL_INPUT = 4000
 #: a dialog off screen this long is gone (not a redraw)
 DIALOG_GONE_S = 0.25
 #: after keys, a dialog still on screen this long is asked again
@@ -98,9 +109,20 @@ _DONE_RE = re.compile(r"^\s*(?:[⏺●•]\s*)?[`*_]*\[SEMO:DONE\][`*_]*\s*$")
 _ERROR_RE = re.compile(
     r"^\s*(?:[⏺●•]\s*)?[`*_]*\[SEMO:ERROR\](?:[`*_]*[\s:]+(?P<reason>.*?))?[`*_]*\s*$")
 PR_URL_RE = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/pull/\d+")
+_OPTION_NUMBER_RE = re.compile(r"^\d+[.)]\s+")
 _FOOTER_RE = re.compile(r"\b(?:esc to cancel|enter to (?:confirm|select|continue))\b", re.I)
 
 SignalFn = Callable[[Terminal, MonitorEvent], Awaitable[None]]
+
+
+class DialogOpen(TerminalError):
+    """A prompt arrived while Claude Code shows a dialog no policy answers: it is not typed."""
+
+    def __init__(self, dialog: "Dialog") -> None:
+        super().__init__(f"Claude Code shows a dialog ({dialog.kind()}): {dialog.question!r} "
+                         f"(options: {', '.join(dialog.options)}); answer it first "
+                         "(POST .../keys), then send the prompt")
+        self.dialog = dialog
 
 
 class ClaudeSetupError(Exception):
@@ -160,8 +182,8 @@ def merge_hooks(settings: dict, command: str) -> dict:
     for event in HOOK_EVENTS:
         entry: dict[str, Any] = {"hooks": [{"type": "command", "command": command,
                                             "timeout": HOOK_TIMEOUT_S}]}
-        if event == "PermissionRequest":
-            entry = {"matcher": "*", **entry}
+        if event in HOOK_MATCHERS:
+            entry = {"matcher": HOOK_MATCHERS[event], **entry}
         merged.setdefault(event, []).append(entry)
     out["hooks"] = merged
     permissions = out.setdefault("permissions", {})
@@ -323,6 +345,39 @@ class Dialog:
         if "do you want to" in words:
             return "permission"
         return "question"
+
+
+def option_label(option: str) -> str:
+    """An option without the number some versions put in front (`1. Yes` -> `Yes`)."""
+    return _OPTION_NUMBER_RE.sub("", option.strip())
+
+
+def policy_option(dialog: Dialog, answer: str) -> int | None:
+    """The option that gives a policy's answer ("accept" or "decline"), by its words, not
+    its place: versions order and number these menus differently."""
+    labels = [option_label(o).lower() for o in dialog.options]
+    if answer == "accept":
+        tests = (lambda o: o.startswith("yes"), lambda o: "trust" in o and not o.startswith("no"))
+    else:
+        tests = (lambda o: o.startswith("no"),)
+    for test in tests:
+        found = next((i for i, label in enumerate(labels) if test(label)), None)
+        if found is not None:
+            return found
+    return None
+
+
+def bounded_input(value: Any, limit: int = MAX_TOOL_INPUT) -> Any:
+    """A tool's input for an event (events go into workflow history): as it is when small,
+    else its string values clipped, else a clipped JSON text."""
+    if len(json.dumps(value, ensure_ascii=False, default=str)) <= limit:
+        return value
+    if isinstance(value, dict):
+        clipped = {str(k)[:100]: _clip(v, 500) if isinstance(v, str) else v
+                   for k, v in list(value.items())[:50]}
+        if len(json.dumps(clipped, ensure_ascii=False, default=str)) <= limit:
+            return clipped
+    return {"_truncated": _clip(json.dumps(value, ensure_ascii=False, default=str), limit)}
 
 
 def find_dialog(lines: list[str]) -> Dialog | None:
@@ -524,8 +579,16 @@ class ClaudeDriver:
         self.started = False
         self.session_end: str | None = None
         self.prompt_submitted = asyncio.Event()
+        #: the SessionStart hook came: Claude Code has loaded this folder's settings
+        self.session_started = asyncio.Event()
+        #: why start-up cannot succeed (a dialog the policy fails, or cannot answer)
+        self.startup_error: StartupError | None = None
         self._episode: _Episode | None = None
         self._permission: tuple[float, dict] | None = None
+        #: when the hooks last reported a waiting_input (the screen need not repeat it)
+        self._hook_waiting_at: float | None = None
+        #: answering a policy dialog (runs beside the watcher, which feeds the screen)
+        self._answering: asyncio.Task | None = None
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = [asyncio.get_running_loop().create_task(self._deliver())]
         self._closed = False
@@ -540,6 +603,8 @@ class ClaudeDriver:
     async def close(self) -> None:
         self._closed = True
         self._queue.put_nowait(None)
+        if self._answering is not None:
+            self._answering.cancel()
         for task in self._tasks[1:]:
             task.cancel()
         try:
@@ -587,7 +652,9 @@ class ClaudeDriver:
                 changed = self._feed()
             except TerminalError:
                 return  # terminated and forgotten by the manager
-            self._check_dialog(time.monotonic())
+            now = time.monotonic()
+            self._check_dialog(now)
+            self._police(now)
             if term.exited.is_set():
                 try:
                     self._feed()
@@ -613,8 +680,11 @@ class ClaudeDriver:
         if ep is None or ep.dialog.key != dialog.key:
             self._episode = ep = _Episode(dialog=dialog, first_seen=now)
         ep.dialog, ep.gone_at = dialog, None
-        if not self.started:
-            return  # start-up dialogs are answered by policy in wait_ready()
+        if not self.started or self._policy_answers(dialog):
+            return  # start-up dialogs, and those a policy answers: see _police()
+        if (not ep.reported and self._hook_waiting_at is not None
+                and now - self._hook_waiting_at < HOOK_REPORT_COVERS_S):
+            ep.reported = True  # the hooks told already (PermissionRequest, PreToolUse)
         if ep.keys_at is not None:
             if now - ep.keys_at < REASK_AFTER_KEYS_S:
                 return
@@ -630,6 +700,42 @@ class ClaudeDriver:
             data.update(self._permission[1])
         return data
 
+    def _policy_answers(self, dialog: Dialog) -> bool:
+        kind = dialog.kind()
+        return kind in POLICY_DIALOGS and getattr(self.policy, kind) != "fail"
+
+    def _police(self, now: float) -> None:
+        """Answer a dialog the profile's policy answers (trust, API key), whenever it shows:
+        during start-up or later (some versions draw the input box before the trust dialog).
+        During start-up, a dialog no policy answers is a start-up error."""
+        ep = self._episode
+        if ep is None or ep.gone_at is not None or now - ep.first_seen < KEY_SETTLE_S:
+            return
+        if self._answering is not None and not self._answering.done():
+            return
+        kind = ep.dialog.kind()
+        if kind not in POLICY_DIALOGS:
+            if not self.started and now - ep.first_seen > 3.0 and self.startup_error is None:
+                self.startup_error = StartupError(
+                    f"Claude Code shows a start-up dialog semo has no policy for: "
+                    f"{ep.dialog.summary()!r} (options: {', '.join(ep.dialog.options)})",
+                    permanent=True)
+            return
+        self._answering = asyncio.get_running_loop().create_task(self._answer_policy_dialog(ep))
+
+    async def _answer_policy_dialog(self, ep: _Episode) -> None:
+        try:
+            await self._answer_startup_dialog(ep, time.monotonic())
+        except StartupError as err:
+            if not self.started:
+                self.startup_error = self.startup_error or err
+            elif not ep.reported:  # after start-up: a person decides
+                ep.reported = True
+                self._emit("waiting_input", {**self._dialog_data(ep.dialog, time.monotonic()),
+                                             "kind": "dialog", "reason": str(err)})
+        except Exception:
+            log.exception("%s: answering a dialog failed", self.session_id)
+
     def dialog(self) -> Dialog | None:
         """The dialog open now, if any."""
         ep = self._episode
@@ -643,6 +749,7 @@ class ClaudeDriver:
         job_id = term.job_id if term is not None and self.job_open else None
         if kind in ("completion", "error"):
             self.job_open = False
+            self._hook_waiting_at = None
         if term is not None:  # what the manager's stall check goes by
             if kind in ("completion", "error"):
                 term.busy = False
@@ -676,7 +783,9 @@ class ClaudeDriver:
 
     async def _on_hook(self, event: dict) -> None:
         name = event.get("hook_event_name")
-        if name == "Stop":
+        if name == "SessionStart":
+            self.session_started.set()
+        elif name == "Stop":
             text = event.get("last_assistant_message")
             if not isinstance(text, str):
                 path = event.get("transcript_path")
@@ -691,19 +800,42 @@ class ClaudeDriver:
             self._emit("error", {"kind": "stop_failure", "error": code, "reason": _clip(reason),
                                  "source": "hook"})
         elif name == "PermissionRequest":
-            tool_input = event.get("tool_input")
+            # the moment Claude Code asks (the Notification hook comes ~6 s later)
+            tool, tool_input = str(event.get("tool_name") or "?")[:100], event.get("tool_input")
             detail = tool_input.get("command") if isinstance(tool_input, dict) else None
             if not isinstance(detail, str):
-                detail = json.dumps(tool_input, ensure_ascii=False)[:MAX_TEXT]
-            self._permission = (time.monotonic(), {"tool_name": str(event.get("tool_name"))[:100],
-                                                   "tool_input": _clip(detail, 500)})
+                detail = json.dumps(tool_input, ensure_ascii=False, default=str)
+            self._permission = (time.monotonic(), {"tool": tool,
+                                                   "input": bounded_input(tool_input)})
+            self._report_waiting({"kind": "permission", "tool": tool,
+                                  "input": bounded_input(tool_input),
+                                  "question": _clip(f"Claude Code asks to use {tool}: {detail}"),
+                                  "source": "hook"})
+        elif name == "PreToolUse":
+            tool, tool_input = str(event.get("tool_name") or ""), event.get("tool_input")
+            if tool == "AskUserQuestion" and isinstance(tool_input, dict):
+                questions = [q for q in tool_input.get("questions") or [] if isinstance(q, dict)]
+                first = questions[0] if questions else {}
+                options = [str(o.get("label") if isinstance(o, dict) else o)[:200]
+                           for o in first.get("options") or []][:20]
+                self._report_waiting({"kind": "question", "tool": tool,
+                                      "input": bounded_input(tool_input),
+                                      "question": _clip(str(first.get("question") or "")),
+                                      "options": options, "source": "hook"})
+            elif tool == "ExitPlanMode":
+                plan = tool_input.get("plan") if isinstance(tool_input, dict) else None
+                self._report_waiting({"kind": "plan", "tool": tool,
+                                      "input": bounded_input(tool_input),
+                                      "question": _clip(str(plan or "Claude Code has a plan")),
+                                      "source": "hook"})
         elif name == "Notification":
             ntype = str(event.get("notification_type") or "")
             if ntype not in ("permission_prompt", "elicitation_dialog"):
                 return  # idle_prompt: 60 s after a finished turn; not a question
             ep = self._episode
-            if ep is not None and ep.reported and ep.gone_at is None:
-                return  # the screen has told already
+            if self._hook_waiting_at is not None or (ep is not None and ep.reported
+                                                     and ep.gone_at is None):
+                return  # the screen or an earlier hook has told already
             data = {"question": _clip(str(event.get("message") or "Claude Code needs input")),
                     "kind": "permission" if ntype == "permission_prompt" else "question",
                     "notification_type": ntype, "source": "notification"}
@@ -718,6 +850,13 @@ class ClaudeDriver:
             if self.job_open and not self._stopping():
                 self._emit("error", {"kind": "exit", "source": "hook", "reason":
                                      f"Claude Code exited mid-job (session end: {reason})"})
+
+    def _report_waiting(self, data: dict[str, Any]) -> None:
+        self._hook_waiting_at = time.monotonic()
+        ep = self._episode
+        if ep is not None and ep.gone_at is None:
+            ep.reported = True  # the dialog on screen now is this question
+        self._emit("waiting_input", data)
 
     def _stopping(self) -> bool:
         """We are stopping it (terminate, worker drain): its exit is no job failure."""
@@ -741,8 +880,12 @@ class ClaudeDriver:
         return "\n".join([line for line in self.lines() if line.strip()][-n:])
 
     async def wait_ready(self, timeout_s: float) -> None:
-        """Return once the input box is shown, answering start-up dialogs by policy."""
+        """Return once Claude Code is ready for a prompt: its input box is up, no dialog is
+        open, and it has loaded this folder's settings (the SessionStart hook; after
+        SESSION_START_GRACE_S of a quiet box, the box alone). Start-up dialogs are answered
+        by policy meanwhile (_police, from the watcher)."""
         deadline = time.monotonic() + timeout_s
+        box_since: float | None = None
         while True:
             now = time.monotonic()
             lines = self.lines()
@@ -751,26 +894,28 @@ class ClaudeDriver:
                 code = self.term.exit_code if self.term else None
                 raise StartupError(f"Claude Code exited during start-up (code {code}); its "
                                    f"screen:\n{self._screen_tail()}")
-            if input_box_row(lines) is not None and find_dialog(lines) is None:
-                self.started = True
-                return
-            ep = self._episode
-            if ep is not None and ep.gone_at is None and now - ep.first_seen >= KEY_SETTLE_S:
-                await self._answer_startup_dialog(ep, now)
+            if self.startup_error is not None:
+                raise self.startup_error
+            if input_box_row(lines) is not None and find_dialog(lines) is None \
+                    and self.dialog() is None:
+                box_since = box_since or now
+                if self.session_started.is_set() or now - box_since >= SESSION_START_GRACE_S:
+                    if not self.session_started.is_set():
+                        log.warning("%s: no SessionStart hook; ready by the screen alone",
+                                    self.session_id)
+                    self.started = True
+                    return
+            else:
+                box_since = None
             if now > deadline:
-                raise StartupError(f"Claude Code's input box did not appear within {timeout_s:g}s; "
+                raise StartupError(f"Claude Code was not ready within {timeout_s:g}s; "
                                    f"its screen:\n{self._screen_tail()}")
             await asyncio.sleep(POLL_S)
 
     async def _answer_startup_dialog(self, ep: _Episode, now: float) -> None:
+        """Answer a POLICY_DIALOGS dialog as the profile says, or raise why it cannot be."""
         dialog = ep.dialog
         kind = dialog.kind()
-        if kind not in ("trust_folder", "api_key"):
-            if now - ep.first_seen > 3.0:  # not a passing frame
-                raise StartupError(f"Claude Code shows a start-up dialog semo has no policy for: "
-                                   f"{dialog.summary()!r} (options: {', '.join(dialog.options)})",
-                                   permanent=True)
-            return
         answer = getattr(self.policy, kind)
         if answer == "fail":
             raise StartupError(
@@ -782,8 +927,7 @@ class ClaudeDriver:
         if ep.actions >= 3:
             raise StartupError(f"Claude Code's {kind} dialog did not take our answer: "
                                f"{dialog.summary()!r}")
-        want = ("yes",) if answer == "accept" else ("no",)
-        target = next((i for i, o in enumerate(dialog.options) if o.lower().startswith(want)), None)
+        target = policy_option(dialog, answer)
         if target is None:
             raise StartupError(f"no {answer!r} option in Claude Code's {kind} dialog: "
                                f"{', '.join(dialog.options)}", permanent=True)
@@ -823,6 +967,7 @@ class ClaudeDriver:
                 await asyncio.sleep(wait)
 
     def note_keys(self) -> None:
+        self._hook_waiting_at = None  # an answer: what asks next is a new question
         ep = self._episode
         if ep is not None:
             ep.keys_at = time.monotonic()
@@ -860,6 +1005,11 @@ class ClaudeDriver:
         self.session_end = None
         self.prompt_submitted.clear()
 
+        dialog = self.dialog()
+        if dialog is not None and not self._policy_answers(dialog) \
+                and not (dialog.text and dialog.text[0].startswith("Rewind")):
+            self.job_open = False  # never typed into a dialog: a person answers it first
+            raise DialogOpen(dialog)
         if not await self._until(self._ready_for_prompt, SUBMIT_READY_TIMEOUT_S):
             dialog = self.dialog()
             if dialog is not None and dialog.text and dialog.text[0].startswith("Rewind"):

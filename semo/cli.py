@@ -10,7 +10,7 @@ import typer
 
 from semo import cli_office, cli_session
 from semo.cli_common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
-from semo.settings import Settings
+from semo.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, supervised by Temporal.",
                   epilog=EXIT_CODES_HELP, no_args_is_help=True, add_completion=False)
@@ -21,6 +21,15 @@ app.add_typer(cli_session.app, name="session", rich_help_panel="Using the API")
 app.add_typer(cli_session.job_app, name="job", rich_help_panel="Using the API")
 app.add_typer(cli_session.command_app, name="command", rich_help_panel="Using the API")
 
+
+
+def settings_or_exit() -> Settings:
+    """This process's settings, or exit 2 with what is wrong in the configuration."""
+    try:
+        return load_settings()
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -40,7 +49,7 @@ def dev() -> None:
     """Start the whole system on this machine (embedded Temporal and Postgres); Ctrl+C stops it."""
     from semo.dev import run_dev
 
-    raise typer.Exit(run_dev(Settings()))
+    raise typer.Exit(run_dev(settings_or_exit()))
 
 
 @app.command()
@@ -48,7 +57,7 @@ def migrate() -> None:
     """Apply pending database migrations (idempotent)."""
     from db.migrate import migrate as apply
 
-    settings = Settings()
+    settings = settings_or_exit()
     done = apply(settings.effective_database_url())
     typer.echo(f"applied: {', '.join(done)}" if done else "database is up to date")
 
@@ -62,7 +71,7 @@ def api() -> None:
     from semo.runner import setup_logging
 
     setup_logging("api")
-    settings = Settings()
+    settings = settings_or_exit()
     try:
         application = create_app(settings)
     except RuntimeError as err:
@@ -107,7 +116,7 @@ def token(office: list[str] = typer.Option(["*"], help="office ids the token ope
     """Mint an API token with this deployment's JWT secret."""
     from api.auth import mint_token
 
-    settings = Settings()
+    settings = settings_or_exit()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     if secret is None and settings.dev_json_path.exists():
         secret = json.loads(settings.dev_json_path.read_text()).get("jwt_secret")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from semo.observability import configure_logging, install_worker_runtime
-from semo.settings import Settings
+from semo.settings import ConfigError, Settings, load_settings
 
 
 def setup_logging(name: str) -> None:
@@ -19,7 +20,11 @@ def run_component(name: str, main: Callable[[Settings, asyncio.Event], Awaitable
                   *, metrics_address: str | None = None) -> None:
     setup_logging(name)
     install_worker_runtime(name, metrics_address)  # before anything connects to Temporal
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigError as err:  # at start, naming the setting: never a silently other agent
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     async def runner() -> None:
         stop = asyncio.Event()

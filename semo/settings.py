@@ -14,13 +14,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class StartupDialogs(BaseModel):
-    """How a Claude Code profile answers the dialogs Claude Code may show when it starts.
-    "fail": leave the dialog alone; the session's start fails, naming it."""
+    """How a Claude Code profile answers the dialogs Claude Code may show when it starts
+    (or later: the trust dialog can appear after the input box). "fail": leave the dialog
+    alone; a start fails naming it, a dialog later waits for a person."""
+
+    model_config = ConfigDict(extra="forbid")
 
     #: "Is this a project you created or one you trust?": a session's folder is always
     #: inside this machine's workspace roots, so the default trusts it
@@ -30,9 +33,19 @@ class StartupDialogs(BaseModel):
     api_key: Literal["accept", "decline", "fail"] = "fail"
 
 
-class AgentProfile(BaseModel):
-    """A program the client worker is willing to run. The server only ever names one."""
+AgentKind = Literal["claude", "shell"]
 
+
+class AgentProfile(BaseModel):
+    """A program the client worker is willing to run. The server only ever names one.
+
+    Configured profiles are merged field by field over the built-in of their kind (see
+    `merge_profile`); a field name that is not one of these is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: what the program is: "claude" (Claude Code: hooks, screen driver) or "shell"
+    kind: AgentKind = "shell"
     argv: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     #: pattern set the OutputMonitor uses for this agent ("claude" or "shell")
@@ -53,9 +66,44 @@ class AgentProfile(BaseModel):
 
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
-    "claude": AgentProfile(argv=["claude"], monitor="claude", hooks=True, input_mode="paste"),
+    "claude": AgentProfile(kind="claude", argv=["claude"], monitor="claude", hooks=True,
+                           input_mode="paste"),
     "shell": AgentProfile(argv=["bash", "--noprofile", "--norc"], env={"PS1": "$ "}),
 }
+#: fields whose value is an object: a configured one is merged key by key over the base's
+_NESTED_FIELDS = ("env", "dialogs")
+
+
+def profile_kind(name: str, fields: dict[str, Any]) -> AgentKind:
+    """A configured profile's kind: as it says, else the built-in of that name's, else
+    "claude" when its program is called `claude`, else "shell"."""
+    kind = fields.get("kind")
+    if kind is not None:
+        return kind  # checked by the model
+    if name in BUILTIN_PROFILES:
+        return BUILTIN_PROFILES[name].kind
+    argv = fields.get("argv")
+    if isinstance(argv, list) and argv and isinstance(argv[0], str) \
+            and Path(argv[0]).name.startswith("claude"):
+        return "claude"
+    return "shell"
+
+
+def merge_profile(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` (a configured profile) over the built-in profile it extends: the one of the
+    same name, else the built-in of its kind. What `fields` does not set is kept."""
+    kind = profile_kind(name, fields)
+    base = BUILTIN_PROFILES.get(name) or BUILTIN_PROFILES[kind]
+    if base.kind != kind:  # e.g. a profile named "shell" that says it is Claude Code
+        base = BUILTIN_PROFILES[kind]
+    merged: dict[str, Any] = base.model_dump()
+    for key, value in fields.items():
+        if key in _NESTED_FIELDS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    merged["kind"] = kind
+    return merged
 
 _MACHINE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -166,8 +214,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_profiles(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
-        return value
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError as err:
+                raise ValueError(f"not valid JSON: {err}") from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object: {"name": {"argv": [...], "env": {...}}}')
+        # profiles given as dicts (the environment, .env) extend the built-ins field by
+        # field; an AgentProfile object (built in code) is taken as it is
+        return {name: merge_profile(name, fields) if isinstance(fields, dict) else fields
+                for name, fields in value.items()}
 
     @field_validator("machine_id")
     @classmethod
@@ -205,6 +261,29 @@ class Settings(BaseSettings):
     @cached_property
     def pg_data_dir(self) -> Path:
         return (self.home / "postgres").resolve()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting and the problem."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """`Settings()`, with a validation error turned into one readable message per problem
+    (`SEMO_AGENT_PROFILES: claude.argv: Input should be a valid list`)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = [str(part) for part in e["loc"]]
+            field = loc[0] if loc else "?"
+            setting = f"SEMO_{field.upper()}" if field in Settings.model_fields else field
+            where = ".".join(loc[1:])
+            msg = e["msg"].removeprefix("Value error, ")
+            got = f" (got {e['input']!r:.80})" if e["type"] not in ("missing", "value_error") \
+                and loc[1:] else ""
+            problems.append(f"{setting}: {where + ': ' if where else ''}{msg}{got}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 
 def machine_task_queue(machine_id: str) -> str:

@@ -60,12 +60,14 @@ def test_merge_keeps_the_users_settings_and_is_idempotent() -> None:
         "hooks": {
             "Stop": [{"hooks": [{"type": "command", "command": "notify-send done"}]}],
             "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "audit"}]}],
+            "PostToolUse": [{"matcher": "Edit", "hooks": [{"type": "command", "command": "fmt"}]}],
         },
     }
     merged = merge_hooks(user, CMD)
     assert merged["model"] == "opus"
     assert merged["permissions"] == {"allow": ["Bash(npm test)"], "defaultMode": "default"}
-    assert merged["hooks"]["PreToolUse"] == user["hooks"]["PreToolUse"]
+    assert merged["hooks"]["PostToolUse"] == user["hooks"]["PostToolUse"], "not ours: untouched"
+    assert merged["hooks"]["PreToolUse"][0] == user["hooks"]["PreToolUse"][0], "the user's stays first"
     assert merged["hooks"]["Stop"][0] == user["hooks"]["Stop"][0], "the user's Stop hook stays first"
     for event in HOOK_EVENTS:
         ours = [h for g in merged["hooks"][event] for h in g["hooks"] if HOOK_TAG in h["command"]]
@@ -279,7 +281,8 @@ async def test_hook_events_and_the_screen_become_job_events(tmp_path: Path) -> N
         ("error", "API Error: 529 Overloaded. Try again"),
         ("error", "Claude Code exited mid-job (session end: prompt_input_exit)")]
 
-    # a permission dialog on screen is told once: the late Notification adds nothing
+    # a permission is told once, by the PermissionRequest hook, the moment it is asked:
+    # neither the dialog on screen nor the late Notification adds anything
     sent.clear()
     driver.job_open = True
     driver.on_hook({"hook_event_name": "PermissionRequest", "tool_name": "Bash",
@@ -291,8 +294,9 @@ async def test_hook_events_and_the_screen_become_job_events(tmp_path: Path) -> N
     await asyncio.sleep(0.5)
     assert len(sent) == 1 and sent[0][0] == "waiting_input", sent
     data = sent[0][2]
-    assert data["source"] == "screen" and data["tool_name"] == "Bash"
-    assert data["tool_input"] == "touch created.txt" and data["kind"] == "permission"
+    assert data["source"] == "hook" and data["tool"] == "Bash"
+    assert data["input"] == {"command": "touch created.txt"} and data["kind"] == "permission"
+    assert "touch created.txt" in data["question"]
 
     # keys wait until a freshly drawn dialog takes them
     manager.show(IDLE_SCREEN)
@@ -529,8 +533,9 @@ async def test_a_bash_call_waits_for_approval_then_runs_in_the_worktree(http, of
     assert waiting["current_job_id"] == job_id
     asked = await event_of(http, office, job_id, "waiting_input")
     assert "touch approved.txt" in asked["data"]["question"]
-    assert "Do you want to proceed?" in asked["data"]["question"]
-    assert asked["data"]["options"][0] == "1. Yes"
+    assert asked["data"]["kind"] == "permission" and asked["data"]["tool"] == "Bash"
+    assert asked["data"]["input"]["command"] == "touch approved.txt"
+    assert asked["data"]["source"] == "hook", "told by PermissionRequest, not read off the screen"
     assert not (wd / "approved.txt").exists(), "nothing runs before it is approved"
 
     r = await http.post(f"/api/offices/{office}/sessions/{sid}/keys", json={"keys": ["enter"]})
