@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-claude-latest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 ## Run the test suite against real Postgres, Temporal and PTYs.
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+## The Claude Code end-to-end tests against npm's newest CLI (make test runs the pinned
+## version and the oldest supported one; SEMO_CLAUDE_TEST_VERSIONS picks any others).
+test-claude-latest: $(STAMP)
+	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/test_claude_versions.py
 
 ## Run the benchmarks; results go to .semo/bench.json.
 bench: $(STAMP)

@@ -17,13 +17,14 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.claude import ClaudeIntegration, ClaudeSetupError, StartupError
+from activities import claude_versions
+from activities.claude import ClaudeIntegration, ClaudeSetupError, DialogOpen, StartupError
 from activities.output_monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
 from activities.session_manager import SessionManager, Terminal, TerminalError
 from activities.workspace import WorkspaceError, resolve_working_dir
 from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
-from semo.settings import Settings
+from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
     MAX_KEYS,
     MAX_PROMPT_BYTES,
@@ -132,7 +133,21 @@ class ClientActivities:
                 await self.claude.release(inp.session_id)
                 raise ApplicationError(f"{inp.agent} did not start: {err}", type="SpawnFailed",
                                        non_retryable=err.permanent) from err
+            await self._tell_version(term, profile)
         return self._started(term)
+
+    async def _tell_version(self, term: Terminal, profile: AgentProfile) -> None:
+        """A CLI outside the tested range is a session event (and a log line), not a mystery."""
+        try:
+            version = await asyncio.to_thread(claude_versions.cli_version, profile.argv[0],
+                                              profile.env)
+            found = claude_versions.support(version)
+            if found["note"]:
+                log.warning("session %s: %s", term.session_id, found["note"])
+                await self._signal(term, MonitorEvent(kind="agent_version", data=found,
+                                                      offset=term.offset))
+        except Exception:  # a warning that could not be given is no reason to fail a start
+            log.exception("session %s: could not report the agent's version", term.session_id)
 
     @activity.defn(name="watch_agent")
     async def watch_agent(self, inp: WatchAgentInput) -> WatchAgentResult:
@@ -180,6 +195,8 @@ class ClientActivities:
                     await driver.submit(inp.prompt, inp.job_id)
                 else:
                     await self.manager.execute(inp.session_id, inp.prompt, job_id=inp.job_id)
+        except DialogOpen as err:  # nothing was typed
+            raise ApplicationError(str(err), type="DialogOpen", non_retryable=True) from err
         except TerminalError as err:
             raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
 

@@ -347,6 +347,8 @@ class SessionManager:
             await self._write(term, text.encode() + b"\r")
 
     async def send_keystrokes(self, session_id: str, keys: list[str], text: str | None = None) -> None:
+        """Type `text`, then press `keys`, in one write: in the order people type them
+        (`text="yes", keys=["enter"]` answers a prompt)."""
         term = self.require(session_id)
         try:
             data = b"".join(NAMED_KEYS[k.lower()].encode() for k in keys)
@@ -354,7 +356,7 @@ class SessionManager:
             raise TerminalError(f"unknown key {err.args[0]!r}") from None
         if text:
             term.monitor.expect_echo(text)
-            data += text.encode()
+            data = text.encode() + data
         else:
             term.monitor.note_input()  # an answer: the same question may be asked again
         term.waiting = False

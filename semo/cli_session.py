@@ -215,27 +215,21 @@ def _wait_job(api: SemoClient, office: str, job_id: str, timeout_s: float | None
 def keys(
     session: SessionRef,
     names: Annotated[list[str] | None, typer.Argument(
-        metavar="[KEY]...", help=f"Named keys, sent first: {', '.join(KEY_NAMES)}")] = None,
+        metavar="[KEY]...", help=f"Named keys, pressed after the text: {', '.join(KEY_NAMES)}")] = None,
     text: Annotated[str | None, typer.Option(
-        "--text", "-t", help="Literal text, after the keys")] = None,
-    enter: Annotated[bool, typer.Option("--enter", help="Then Enter, after the text")] = False,
+        "--text", "-t", help="Literal text, typed first")] = None,
+    enter: Annotated[bool, typer.Option("--enter", help="Then Enter, last")] = False,
     office: Office = None, api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
 ) -> None:
-    """Send keystrokes: named keys, then text, then (with --enter) Enter."""
+    """Send keystrokes: the text, then the named keys, then (with --enter) Enter; one command."""
     office, sid = ref(session, office)
-    names = [k.lower() for k in names or []]
-    if not names and not text and not enter:
+    names = [k.lower() for k in names or []] + (["enter"] if enter else [])
+    if not names and not text:
         die("nothing to send: name keys (e.g. `ctrl+c`, `enter`), or give --text", EXIT_USAGE)
     api = client(api_url, token)
-    answers = []
     with api_errors(api, office=office, session=sid):
-        if names or text:
-            answers.append(api.keys(office, sid, names, text))
-        if enter:  # the API sends keys before text: Enter after the text is a second command
-            answers.append(api.keys(office, sid, ["enter"]))
-    last = answers[-1]
-    emit(last if len(answers) == 1 else {"commands": answers}, as_json,
-         lambda: stdout().print(f"sent; session is {styled(last['status'])}"))
+        answer = api.keys(office, sid, names, text)
+    emit(answer, as_json, lambda: stdout().print(f"sent; session is {styled(answer['status'])}"))
 
 
 @app.command("cancel")

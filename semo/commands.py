@@ -119,6 +119,7 @@ WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
     "CapacityExceeded": CapacityExceeded,
     "SessionBusy": Conflict,
     "SessionNotReady": Conflict,
+    "DialogOpen": Conflict,
     "SessionGone": Conflict,
     "CircuitOpen": Unavailable,
     "Unavailable": Unavailable,

@@ -74,8 +74,13 @@ class PromptBody(_Body):
 
 
 class KeysBody(_Body):
-    keys: list[str] = Field(default_factory=list, max_length=MAX_KEYS)
-    text: str | None = Field(default=None, max_length=MAX_PROMPT_BYTES)
+    """Keystrokes for the terminal: `text` is typed first, then `keys` are pressed, in one
+    write (`{"text": "yes", "keys": ["enter"]}` answers a prompt)."""
+
+    keys: list[str] = Field(default_factory=list, max_length=MAX_KEYS,
+                            description="named keys, pressed after the text")
+    text: str | None = Field(default=None, max_length=MAX_PROMPT_BYTES,
+                             description="literal text, typed first")
 
     @field_validator("keys")
     @classmethod

@@ -93,6 +93,8 @@ def merge_profile(name: str, fields: dict[str, Any]) -> dict[str, Any]:
     """`fields` (a configured profile) over the built-in profile it extends: the one of the
     same name, else the built-in of its kind. What `fields` does not set is kept."""
     kind = profile_kind(name, fields)
+    if kind not in BUILTIN_PROFILES:
+        return fields  # the model says what is wrong with `kind`
     base = BUILTIN_PROFILES.get(name) or BUILTIN_PROFILES[kind]
     if base.kind != kind:  # e.g. a profile named "shell" that says it is Claude Code
         base = BUILTIN_PROFILES[kind]

@@ -26,10 +26,14 @@ from activities.claude import (
     HOOK_TAG,
     RELAY,
     ClaudeSetupError,
+    DialogOpen,
     HookServer,
+    StartupError,
     find_dialog,
     merge_hooks,
     merge_settings,
+    option_label,
+    policy_option,
     reply_outcome,
 )
 from activities.persona import BEGIN, user_text
@@ -199,6 +203,107 @@ class FakeManager:
 
     async def send_keystrokes(self, session_id: str, keys: list[str], text: str | None = None) -> None:
         self.keys.append((keys, text))
+
+
+TRUST_SCREEN_NUMBERED = """\
+────────────────────────────────────────────────────────────────────────────────
+ Accessing workspace:
+ /tmp/cap/work
+ Quick safety check: Is this a project you created or one you trust? (Like your own code
+ Security guide
+ ❯ 1. Yes, I trust this folder
+   2. No, exit
+ Enter to confirm · Esc to cancel"""
+
+
+def test_policy_answers_are_found_by_their_words_not_their_place() -> None:
+    """2.1.197 numbers its options and puts Yes first; 2.1.330 puts `No, exit` first."""
+    numbered = find_dialog(TRUST_SCREEN_NUMBERED.splitlines())
+    plain = find_dialog(TRUST_SCREEN.splitlines())
+    assert numbered is not None and numbered.kind() == "trust_folder"
+    assert policy_option(numbered, "accept") == 0 and policy_option(numbered, "decline") == 1
+    assert policy_option(plain, "accept") == 1 and policy_option(plain, "decline") == 0
+    assert option_label("1. Yes, I trust this folder") == "Yes, I trust this folder"
+
+
+def _driver(manager, term, signal, **profile):
+    from activities.claude import ClaudeDriver
+    return ClaudeDriver(manager, "s1", 0, AgentProfile(argv=["claude"], hooks=True, **profile),
+                        signal)
+
+
+async def _nothing(term, ev) -> None:
+    pass
+
+
+async def test_a_trust_dialog_after_the_input_box_is_answered_by_policy() -> None:
+    term = FakeTerminal()
+    manager = FakeManager(term)
+    sent: list = []
+
+    async def signal(term, ev) -> None:
+        sent.append(ev.kind)
+
+    driver = _driver(manager, term, signal)
+    driver.attach(term)
+    driver.started = True  # start-up is over: the box was up
+    manager.show(TRUST_SCREEN)  # `No, exit` selected: one Down, then Enter
+    await wait_for(lambda: _ready(manager.keys), timeout=5, what="a key for the dialog")
+    assert manager.keys == [(["down"], None)]
+    manager.show(TRUST_SCREEN.replace(" ❯ No, exit\n   Yes", "   No, exit\n ❯ Yes"))
+    await wait_for(lambda: _ready(len(manager.keys) == 2), timeout=5, what="Enter")
+    assert manager.keys[1] == (["enter"], None)
+    manager.show(IDLE_SCREEN)
+    await asyncio.sleep(0.5)
+    assert sent == [], "a dialog the policy answers waits for nobody"
+    manager.keys.clear()
+    manager.show(TRUST_SCREEN_NUMBERED)  # Yes already selected: Enter alone
+    await wait_for(lambda: _ready(manager.keys), timeout=5, what="Enter")
+    assert manager.keys == [(["enter"], None)]
+    await driver.close()
+
+
+async def test_ready_means_the_box_is_up_and_claude_code_has_started() -> None:
+    term = FakeTerminal()
+    manager = FakeManager(term)
+    driver = _driver(manager, term, _nothing)
+    driver.attach(term)
+    manager.show(TRUST_SCREEN)
+    ready = asyncio.create_task(driver.wait_ready(20))
+    await wait_for(lambda: _ready(manager.keys), timeout=5, what="the trust dialog answered")
+    manager.show(IDLE_SCREEN)
+    await asyncio.sleep(1.0)
+    assert not ready.done(), "the box alone is not ready while SessionStart is due"
+    driver.on_hook({"hook_event_name": "SessionStart", "source": "startup"})
+    await asyncio.wait_for(ready, 5)
+    assert driver.started
+    await driver.close()
+
+
+async def test_a_start_up_dialog_the_policy_fails_ends_the_start_naming_it() -> None:
+    term = FakeTerminal()
+    manager = FakeManager(term)
+    driver = _driver(manager, term, _nothing, dialogs=StartupDialogs(trust_folder="fail"))
+    driver.attach(term)
+    manager.show(TRUST_SCREEN_NUMBERED)
+    with pytest.raises(StartupError, match="trust_folder") as err:
+        await driver.wait_ready(20)
+    assert err.value.permanent and manager.keys == []
+    await driver.close()
+
+
+async def test_a_prompt_is_never_typed_into_a_dialog() -> None:
+    term = FakeTerminal()
+    manager = FakeManager(term)
+    driver = _driver(manager, term, _nothing)
+    driver.attach(term)
+    driver.started = True
+    manager.show(PERMISSION_SCREEN)
+    await wait_for(lambda: _ready(driver.dialog()), timeout=5, what="the dialog seen")
+    with pytest.raises(DialogOpen, match="Do you want to proceed"):
+        await driver.submit("Do the next thing", "job-2")
+    assert manager.keys == [], "nothing was typed"
+    await driver.close()
 
 
 async def test_a_quiet_screen_is_not_rendered_again(monkeypatch) -> None:

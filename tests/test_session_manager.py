@@ -185,6 +185,14 @@ async def test_keystrokes_interrupt_a_running_command(make_manager, tmp_path):
         await m.send_keystrokes("keys-1", ["no-such-key"])
 
 
+async def test_text_is_typed_before_the_keys(make_manager, tmp_path):
+    """`{"text": "...", "keys": ["enter"]}` runs the line: text first, then the keys."""
+    m = make_manager()
+    await m.create("order-1", tmp_path, "shell")
+    await m.send_keystrokes("order-1", ["enter"], "echo typed-$((40+2))")
+    await output_contains(m, "order-1", b"typed-42\r")
+
+
 FAMILY = textwrap.dedent("""
     import os, signal, sys, time
     for sig in (signal.SIGTERM, signal.SIGHUP):  # inherited by every fork below

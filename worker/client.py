@@ -14,10 +14,12 @@ import time
 from datetime import timedelta
 from contextlib import asynccontextmanager
 
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities import claude_versions
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager, become_subreaper
@@ -34,16 +36,21 @@ PRUNE_EVERY_S = 3600.0
 
 
 async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> None:
+    # the Claude Code CLI each profile runs, and whether semo supports that version
+    versions = await asyncio.to_thread(claude_versions.survey, settings.profiles)
     async with pool.connection() as conn:
         await conn.execute(
             """insert into client_machines (id, hostname, task_queue, workspace_roots, agent_profiles,
-                   started_at, last_seen_at)
-               values (%s, %s, %s, %s, %s, now(), now())
+                   agent_versions, started_at, last_seen_at)
+               values (%s, %s, %s, %s, %s, %s, now(), now())
                on conflict (id) do update set hostname = excluded.hostname,
                    task_queue = excluded.task_queue, workspace_roots = excluded.workspace_roots,
-                   agent_profiles = excluded.agent_profiles, started_at = now(), last_seen_at = now()""",
+                   agent_profiles = excluded.agent_profiles,
+                   agent_versions = excluded.agent_versions, started_at = now(),
+                   last_seen_at = now()""",
             (settings.machine_id, socket.gethostname(), settings.machine_task_queue,
-             [str(r) for r in settings.resolved_workspace_roots], sorted(settings.profiles)),
+             [str(r) for r in settings.resolved_workspace_roots], sorted(settings.profiles),
+             Jsonb(versions)),
         )
 
 

@@ -200,8 +200,9 @@ class TerminateInput(BaseModel):
 class MonitorSignal(BaseModel):
     """An event the client worker saw in the session's output or hooks."""
 
+    #: agent_version: the agent's CLI is outside the versions semo supports (a warning)
     kind: Literal["completion", "error", "waiting_input", "stall", "commit", "turn_end",
-                  "input_answered"]
+                  "input_answered", "agent_version"]
     generation: int
     job_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)

@@ -75,6 +75,8 @@ DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_int
 APPLIED_KEEP = 500
 #: patch: a prompt's job and session rows are written by whoever answers the update
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
+#: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
+REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
 DRAINED = "client worker shut down (drained)"
 
 
@@ -195,6 +197,15 @@ class SessionWorkflow:
             results = await asyncio.gather(self._record(job=job_row), self._send(typed),
                                            return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
+        refused = _cause_type(failure) == "DialogOpen"
+        if refused and answer_writes and workflow.patched(REFUSED_PROMPT_NO_JOB):
+            # nothing was typed and no row written: as if the prompt never came
+            if self.s.job and self.s.job.job_id == job.job_id:
+                self.s.job = None
+                self._replan = True
+                if self.s.status == "busy":
+                    self._set_status("ready", search_attribute=False)
+            raise ApplicationError(_reason(failure), type="DialogOpen", non_retryable=True)
         if failure is not None:
             if self.s.job and self.s.job.job_id == job.job_id:
                 await self._end_job("failed", error=f"prompt could not be typed: {_reason(failure)}")
@@ -561,6 +572,10 @@ class SessionWorkflow:
 
     def _check_accepts_prompt(self) -> None:
         self._check_alive()
+        if self.s.status == "waiting_input":
+            raise ApplicationError(
+                "session is waiting for input (a question or dialog is open); answer it "
+                "first (POST .../keys), then send the prompt", type="SessionBusy")
         if self.s.status != "ready" or self.s.job is not None:
             raise ApplicationError(
                 f"session is {self.s.status} with job {self.s.job.job_id if self.s.job else '-'}; "
@@ -677,6 +692,13 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, ActivityError) and err.cause is not None:
         return _reason(err.cause)
     return getattr(err, "message", None) or str(err) or type(err).__name__
+
+
+def _cause_type(err: BaseException | None) -> str | None:
+    """The ApplicationError type at the root of an activity failure, if any."""
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return err.type if isinstance(err, ApplicationError) else None
 
 
 def _failure_kind(reason: str) -> str:

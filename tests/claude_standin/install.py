@@ -100,9 +100,28 @@ def _check_runs(binary: Path, version: str) -> None:
         )
 
 
+def resolve(version: str) -> str:
+    """A version to install: `latest` (or another dist-tag) is asked of the npm registry."""
+    if version[:1].isdigit():
+        return version
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ClaudeInstallError("npm is not on PATH; Node.js and npm are needed to install Claude Code")
+    try:
+        out = subprocess.run([npm, "view", f"{PACKAGE}@{version}", "version"], capture_output=True,
+                             text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        raise ClaudeInstallError(f"npm view {PACKAGE}@{version} took longer than 120s") from exc
+    found = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
+    if not found:
+        raise ClaudeInstallError(f"npm view {PACKAGE}@{version} failed: {out.stderr.strip()}")
+    return found[0].strip().strip("'")
+
+
 def install(version: str | None = None, *, timeout_s: float = INSTALL_TIMEOUT_S) -> Path:
-    """Install `version` (default: the pinned one) if needed; return the binary's path."""
-    version = version or pinned_version()
+    """Install `version` (default: the pinned one; `latest` asks npm) if needed; return the
+    binary's path."""
+    version = resolve(version or pinned_version())
     root = cache_root()
     target = root / version
     found = _find_binary(target)
