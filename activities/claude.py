@@ -57,6 +57,7 @@ from typing import Any
 import pyte
 
 from activities.output_monitor import MonitorEvent
+from semo import permission_rules
 from activities.persona import atomic_write, checked_target
 from activities.session_manager import SessionManager, Terminal, TerminalError
 from semo.settings import AgentProfile, Settings, StartupDialogs
@@ -72,6 +73,12 @@ POLICY_DIALOGS = ("trust_folder", "api_key")
 #: in every hook command we write: how our entries are told from the user's
 HOOK_TAG = "semo-sessions hook"
 HOOK_TIMEOUT_S = 30
+#: events whose hook may wait for a person's decision (it holds the relay)
+DECISION_EVENTS = ("PermissionRequest", "PreToolUse")
+#: tools whose PreToolUse waits for a person: a question, a plan to approve
+ASKING_TOOLS = {"AskUserQuestion": "question", "ExitPlanMode": "plan"}
+#: default of how long a held hook waits for a decision (settings.hook_decision_wait_s)
+DECISION_WAIT_S = 600.0
 SETTINGS_LOCAL = Path(".claude") / "settings.local.json"
 RELAY = Path(__file__).with_name("hook_relay.py")
 
@@ -113,6 +120,8 @@ _OPTION_NUMBER_RE = re.compile(r"^\d+[.)]\s+")
 _FOOTER_RE = re.compile(r"\b(?:esc to cancel|enter to (?:confirm|select|continue))\b", re.I)
 
 SignalFn = Callable[[Terminal, MonitorEvent], Awaitable[None]]
+#: the office's policy for a session: {"permission_rules": ..., "input_timeout_s": ...}
+PolicyFn = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class DialogOpen(TerminalError):
@@ -150,8 +159,9 @@ def _ours(hook: Any) -> bool:
     return isinstance(hook, dict) and HOOK_TAG in str(hook.get("command", ""))
 
 
-def merge_hooks(settings: dict, command: str) -> dict:
+def merge_hooks(settings: dict, command: str, decision_wait_s: float = DECISION_WAIT_S) -> dict:
     """`settings` with our hook entries (re)placed and a permission mode, the rest untouched.
+    Hooks that may wait for a decision get a timeout past `decision_wait_s`.
 
     Idempotent: merging twice gives what merging once gave."""
     if settings.get("disableAllHooks") is True:
@@ -180,8 +190,9 @@ def merge_hooks(settings: dict, command: str) -> dict:
         if kept or event in HOOK_EVENTS:
             merged[event] = kept
     for event in HOOK_EVENTS:
+        timeout = int(decision_wait_s) + 60 if event in DECISION_EVENTS else HOOK_TIMEOUT_S
         entry: dict[str, Any] = {"hooks": [{"type": "command", "command": command,
-                                            "timeout": HOOK_TIMEOUT_S}]}
+                                            "timeout": timeout}]}
         if event in HOOK_MATCHERS:
             entry = {"matcher": HOOK_MATCHERS[event], **entry}
         merged.setdefault(event, []).append(entry)
@@ -193,7 +204,8 @@ def merge_hooks(settings: dict, command: str) -> dict:
     return out
 
 
-def merge_settings(working_dir: Path, roots: list[Path], command: str | None = None) -> Path:
+def merge_settings(working_dir: Path, roots: list[Path], command: str | None = None,
+                   decision_wait_s: float = DECISION_WAIT_S) -> Path:
     """Merge our hooks into `working_dir/.claude/settings.local.json` (atomic write)."""
     try:
         target = checked_target(working_dir, SETTINGS_LOCAL, roots)
@@ -212,7 +224,7 @@ def merge_settings(working_dir: Path, roots: list[Path], command: str | None = N
             if not isinstance(existing, dict):
                 raise ClaudeSetupError(f"{target} does not hold a JSON object")
     try:
-        merged = merge_hooks(existing, command or hook_command())
+        merged = merge_hooks(existing, command or hook_command(), decision_wait_s)
     except ClaudeSetupError as err:
         raise ClaudeSetupError(f"{target}: {err}") from None
     if merged != existing or not target.exists():
@@ -462,7 +474,9 @@ def _private_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
-HookHandler = Callable[[dict], None]
+#: a handler may return a future: the relay then waits for its decision (an output for
+#: Claude Code, or None for none) for up to the server's `hold_s`
+HookHandler = Callable[[dict], "asyncio.Future[dict | None] | None"]
 
 
 class HookServer:
@@ -471,8 +485,9 @@ class HookServer:
     A message is one JSON line `{"session_id", "token", "event"}`; it is handed to the
     session's handler only when the token is that session's (constant-time compare)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hold_s: float = 600.0) -> None:
         self.path = path
+        self.hold_s = hold_s
         self._routes: dict[str, tuple[str, HookHandler]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._lock = asyncio.Lock()
@@ -520,8 +535,15 @@ class HookServer:
             route = self._routes.get(session_id) if isinstance(session_id, str) else None
             if (route is not None and isinstance(token, str) and isinstance(event, dict)
                     and hmac.compare_digest(token.encode(), route[0].encode())):
-                route[1](event)
+                held = route[1](event)
                 answer = b"ok\n"
+                if held is not None:  # a decision may come: wait for it, bounded
+                    try:
+                        output = await asyncio.wait_for(held, self.hold_s)
+                    except asyncio.TimeoutError:
+                        output = None  # Claude Code shows its own dialog; keys answer it
+                    if output:
+                        answer = json.dumps({"output": output}).encode() + b"\n"
             else:
                 self.denied += 1
                 log.warning("hook event for session %r refused: unknown session or wrong secret",
@@ -544,6 +566,41 @@ class HookServer:
 
 
 @dataclass
+class _Held:
+    """A hook holding its relay until a person (or a rule, or a timeout) decides."""
+
+    kind: str
+    event: dict
+    future: asyncio.Future
+    options: list[str]
+
+
+def decision_output(held: _Held, decision: str | None, option: str | None, text: str | None,
+                    remember: bool) -> dict[str, Any]:
+    """What the held hook prints for Claude Code (its hookSpecificOutput)."""
+    event = held.event
+    if held.kind == "permission":
+        verdict: dict[str, Any] = {"behavior": decision or "deny"}
+        if decision == "allow" and remember and isinstance(event.get("permission_suggestions"), list):
+            verdict["updatedPermissions"] = event["permission_suggestions"]
+        if decision != "allow":
+            verdict["message"] = text or "Denied through semo."
+        return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": verdict}}
+    if held.kind == "question":
+        tool_input = event.get("tool_input") if isinstance(event.get("tool_input"), dict) else {}
+        questions = [q for q in tool_input.get("questions") or [] if isinstance(q, dict)]
+        first = str(questions[0].get("question")) if questions else ""
+        return {"hookSpecificOutput": {
+            "hookEventName": "PreToolUse", "permissionDecision": "allow",
+            "updatedInput": {**tool_input, "answers": {first: option if option is not None else text}}}}
+    out: dict[str, Any] = {"hookEventName": "PreToolUse",
+                           "permissionDecision": "allow" if decision == "allow" else "deny"}
+    if decision != "allow":
+        out["permissionDecisionReason"] = text or "Not approved yet: keep planning."
+    return {"hookSpecificOutput": out}
+
+
+@dataclass
 class _Episode:
     """One dialog on screen, from when it was drawn until it is gone."""
 
@@ -562,8 +619,14 @@ class ClaudeDriver:
     Events go to `signal(term, event)` in the order they happened, one at a time."""
 
     def __init__(self, manager: SessionManager, session_id: str, generation: int,
-                 profile: AgentProfile, signal: SignalFn, rows: int = 40, cols: int = 120) -> None:
+                 profile: AgentProfile, signal: SignalFn, rows: int = 40, cols: int = 120,
+                 *, policy: PolicyFn | None = None, working_dir: str | None = None) -> None:
         self.manager = manager
+        #: the office's permission rules and input timeout, looked up per request
+        self._office_policy = policy
+        self.working_dir = working_dir
+        #: hooks waiting for a person's decision, by input id
+        self._held: dict[str, _Held] = {}
         self.session_id = session_id
         self.generation = generation
         self.policy: StartupDialogs = profile.dialogs
@@ -602,6 +665,7 @@ class ClaudeDriver:
 
     async def close(self) -> None:
         self._closed = True
+        self._release_held()
         self._queue.put_nowait(None)
         if self._answering is not None:
             self._answering.cancel()
@@ -769,19 +833,26 @@ class ClaudeDriver:
             what, value = item
             try:
                 if what == "hook":
-                    await self._on_hook(value)
+                    await self._on_hook(*value)
                 elif self.term is not None:
                     await self._signal(self.term, value)
             except Exception:
                 log.exception("%s: handling %s failed", self.session_id, what)
 
-    def on_hook(self, event: dict) -> None:
-        """A hook event from the relay (already authenticated): handled in order."""
-        if event.get("hook_event_name") == "UserPromptSubmit":
+    def on_hook(self, event: dict) -> asyncio.Future | None:
+        """A hook event from the relay (already authenticated): handled in order. For a
+        permission, a question or a plan, a future the relay waits on for the decision."""
+        name = event.get("hook_event_name")
+        if name == "UserPromptSubmit":
             self.prompt_submitted.set()  # at once: submit() may be waiting for it
-        self._queue.put_nowait(("hook", event))
+        future = None
+        if name == "PermissionRequest" or (name == "PreToolUse"
+                                           and event.get("tool_name") in ASKING_TOOLS):
+            future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(("hook", (event, future)))
+        return future
 
-    async def _on_hook(self, event: dict) -> None:
+    async def _on_hook(self, event: dict, future: asyncio.Future | None = None) -> None:
         name = event.get("hook_event_name")
         if name == "SessionStart":
             self.session_started.set()
@@ -807,10 +878,22 @@ class ClaudeDriver:
                 detail = json.dumps(tool_input, ensure_ascii=False, default=str)
             self._permission = (time.monotonic(), {"tool": tool,
                                                    "input": bounded_input(tool_input)})
-            self._report_waiting({"kind": "permission", "tool": tool,
-                                  "input": bounded_input(tool_input),
-                                  "question": _clip(f"Claude Code asks to use {tool}: {detail}"),
-                                  "source": "hook"})
+            policy = await self._policy()
+            ruled = permission_rules.decide(policy.get("permission_rules"), tool, tool_input,
+                                            self.working_dir)
+            if ruled is not None and future is not None:  # the office's rule answers at once
+                decision, rule = ruled
+                held = _Held("permission", event, future, [])
+                future.set_result(decision_output(
+                    held, decision, None, f"Denied by the office rule {rule}.", False))
+                self._hook_waiting_at = time.monotonic()  # its dialog, if drawn, is answered
+                self._emit("permission_auto", {"tool": tool, "input": bounded_input(tool_input),
+                                               "decision": decision, "rule": rule,
+                                               "source": "rule"})
+                return
+            self._hold("permission", event, future, [], policy, {
+                "tool": tool, "input": bounded_input(tool_input),
+                "question": _clip(f"Claude Code asks to use {tool}: {detail}")})
         elif name == "PreToolUse":
             tool, tool_input = str(event.get("tool_name") or ""), event.get("tool_input")
             if tool == "AskUserQuestion" and isinstance(tool_input, dict):
@@ -818,16 +901,16 @@ class ClaudeDriver:
                 first = questions[0] if questions else {}
                 options = [str(o.get("label") if isinstance(o, dict) else o)[:200]
                            for o in first.get("options") or []][:20]
-                self._report_waiting({"kind": "question", "tool": tool,
-                                      "input": bounded_input(tool_input),
-                                      "question": _clip(str(first.get("question") or "")),
-                                      "options": options, "source": "hook"})
+                self._hold("question", event, future, options, await self._policy(), {
+                    "tool": tool, "input": bounded_input(tool_input),
+                    "question": _clip(str(first.get("question") or "")), "options": options})
             elif tool == "ExitPlanMode":
                 plan = tool_input.get("plan") if isinstance(tool_input, dict) else None
-                self._report_waiting({"kind": "plan", "tool": tool,
-                                      "input": bounded_input(tool_input),
-                                      "question": _clip(str(plan or "Claude Code has a plan")),
-                                      "source": "hook"})
+                self._hold("plan", event, future, [], await self._policy(), {
+                    "tool": tool, "input": bounded_input(tool_input),
+                    "question": _clip(str(plan or "Claude Code has a plan"))})
+            elif future is not None:
+                future.set_result(None)
         elif name == "Notification":
             ntype = str(event.get("notification_type") or "")
             if ntype not in ("permission_prompt", "elicitation_dialog"):
@@ -850,6 +933,71 @@ class ClaudeDriver:
             if self.job_open and not self._stopping():
                 self._emit("error", {"kind": "exit", "source": "hook", "reason":
                                      f"Claude Code exited mid-job (session end: {reason})"})
+
+    async def _policy(self) -> dict[str, Any]:
+        """The office's rules and input timeout (none when they cannot be read)."""
+        if self._office_policy is None:
+            return {}
+        try:
+            return await asyncio.wait_for(self._office_policy(), 5) or {}
+        except Exception as err:  # no rule applies; a person decides
+            log.warning("%s: office policy not read: %s", self.session_id, err)
+            return {}
+
+    def _hold(self, kind: str, event: dict, future: asyncio.Future | None, options: list[str],
+              policy: dict[str, Any], data: dict[str, Any]) -> None:
+        """Report what Claude Code asks, and keep its hook waiting for the answer."""
+        input_id = f"in-{secrets.token_hex(8)}"
+        if future is not None and not future.done():
+            self._held[input_id] = _Held(kind, event, future, options)
+        timeout = policy.get("input_timeout_s")
+        self._report_waiting({"kind": kind, "input_id": input_id, **data, "source": "hook",
+                              **({"input_timeout_s": timeout} if timeout else {})})
+
+    def _release_held(self) -> None:
+        """Let every held hook go without a decision (answered on screen, or closing)."""
+        for held in self._held.values():
+            if not held.future.done():
+                held.future.set_result(None)
+        self._held.clear()
+
+    async def answer(self, input_id: str, kind: str, decision: str | None, option: str | None,
+                     text: str | None, remember: bool) -> str:
+        """Give Claude Code a person's answer: through the hook that still waits for it, else
+        (the hook ran out of time) on the dialog on screen. Returns which ("hook", "screen").
+        Checked here too: the option must be one the question offered."""
+        held = self._held.get(input_id)
+        if held is not None and held.options and option is not None and option not in held.options:
+            raise TerminalError(f"option {option[:100]!r} is not one of {held.options}")
+        held = self._held.pop(input_id, None)
+        self._hook_waiting_at = None
+        if held is not None and not held.future.done():
+            held.future.set_result(decision_output(held, decision, option, text, remember))
+            return "hook"
+        await self.before_keys()
+        dialog = self.dialog()
+        if dialog is None:
+            if text and kind in ("question", "dialog"):
+                await self.manager.send_keystrokes(self.session_id, ["enter"], text)
+                return "screen"
+            raise TerminalError("Claude Code shows no dialog to answer (it moved on)")
+        labels = [option_label(o) for o in dialog.options]
+        if option is not None:
+            target = next((i for i, label in enumerate(labels) if label == option), None)
+        elif decision == "allow":
+            target = next((i for i, label in enumerate(labels) if remember
+                           and label.lower().startswith("yes") and "always" in label.lower()),
+                          policy_option(dialog, "accept"))
+        elif decision == "deny":
+            await self.manager.send_keystrokes(self.session_id, ["esc"])
+            return "screen"
+        else:
+            await self.manager.send_keystrokes(self.session_id, ["enter"], text)
+            return "screen"
+        if target is None:
+            raise TerminalError(f"the dialog on screen has no such option: {dialog.options}")
+        await self._select(target)
+        return "screen"
 
     def _report_waiting(self, data: dict[str, Any]) -> None:
         self._hook_waiting_at = time.monotonic()
@@ -968,6 +1116,7 @@ class ClaudeDriver:
 
     def note_keys(self) -> None:
         self._hook_waiting_at = None  # an answer: what asks next is a new question
+        self._release_held()  # keys answered the dialog on screen: the hooks need not
         ep = self._episode
         if ep is not None:
             ep.keys_at = time.monotonic()
@@ -1065,22 +1214,29 @@ class ClaudeDriver:
 class ClaudeIntegration:
     """The client worker's Claude Code side: the hook server and one driver per session."""
 
-    def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn) -> None:
+    def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
+                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.settings = settings
         self.manager = manager
         self.signal = signal
+        self.office_policy = office_policy
         self.roots = settings.resolved_workspace_roots
-        self.server = HookServer(socket_path(settings))
+        self.server = HookServer(socket_path(settings), hold_s=settings.hook_decision_wait_s)
         self.drivers: dict[str, ClaudeDriver] = {}
 
     async def prepare(self, session_id: str, generation: int, working_dir: Path,
-                      profile: AgentProfile) -> tuple[ClaudeDriver, dict[str, str]]:
+                      profile: AgentProfile, office_id: str | None = None
+                      ) -> tuple[ClaudeDriver, dict[str, str]]:
         """Hooks in the worktree, a driver and a fresh secret: the environment to start with."""
         await self.server.start()
-        await asyncio.to_thread(merge_settings, working_dir, self.roots)
+        await asyncio.to_thread(merge_settings, working_dir, self.roots, None,
+                                self.settings.hook_decision_wait_s)
         await self.release(session_id)
+        lookup = self.office_policy
+        policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
         driver = ClaudeDriver(self.manager, session_id, generation, profile, self.signal,
-                              rows=self.manager.rows, cols=self.manager.cols)
+                              rows=self.manager.rows, cols=self.manager.cols, policy=policy,
+                              working_dir=str(working_dir))
         token = self.server.register(session_id, driver.on_hook)
         self.drivers[session_id] = driver
         return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}

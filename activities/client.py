@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
@@ -26,6 +29,7 @@ from activities.workspace import WorkspaceError, resolve_working_dir
 from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
 from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
+    MAX_ANSWER_TEXT,
     MAX_KEYS,
     MAX_PROMPT_BYTES,
     NAMED_KEYS,
@@ -38,6 +42,7 @@ from workflows.contracts import (
     MIN_COLS,
     MIN_ROWS,
     ResizeTerminalInput,
+    SendAnswer,
     StopAgentInput,
     WatchAgentInput,
     WatchAgentResult,
@@ -67,14 +72,15 @@ def input_problem(inp: SendInput) -> str | None:
 
 
 class ClientActivities:
-    def __init__(self, settings: Settings, manager: SessionManager, client: Client) -> None:
+    def __init__(self, settings: Settings, manager: SessionManager, client: Client,
+                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.settings = settings
         self.manager = manager
         self.client = client
         self.roots = settings.resolved_workspace_roots
         self.workflow_ids: dict[str, str] = {}
         self.personas = PersonaInjector(self.roots)
-        self.claude = ClaudeIntegration(settings, manager, self._signal)
+        self.claude = ClaudeIntegration(settings, manager, self._signal, office_policy)
         self.worktrees: dict[str, Worktree] = {}
         manager.on_event = self._on_monitor_event
 
@@ -110,7 +116,7 @@ class ClientActivities:
             if profile.hooks or inp.persona is not None:
                 await asyncio.to_thread(self.personas.inject_persona, working_dir, inp.persona)
             driver, hook_env = (await self.claude.prepare(inp.session_id, inp.generation,
-                                                          working_dir, profile)
+                                                          working_dir, profile, inp.office_id)
                                 if profile.hooks else (None, {}))
         except (WorktreeError, WorkspaceError, PersonaError, ClaudeSetupError, OSError) as err:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
@@ -200,6 +206,30 @@ class ClientActivities:
         except TerminalError as err:
             raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
 
+    @activity.defn(name="answer_input")
+    async def answer_input(self, inp: SendAnswer) -> str:
+        """A person's answer to what the agent asks: for Claude Code through its held hook
+        (or its dialog), for other agents typed as text and Enter. Returns how it went."""
+        term = self.manager.get(inp.session_id)
+        if term is None or not term.alive or term.generation != inp.generation:
+            raise ApplicationError(f"session {inp.session_id} has no live terminal here",
+                                   type="NoTerminal", non_retryable=True)
+        if inp.text is not None and len(inp.text) > MAX_ANSWER_TEXT:
+            raise ApplicationError(f"answer text exceeds {MAX_ANSWER_TEXT} characters",
+                                   type="InvalidInput", non_retryable=True)
+        driver = self.claude.get(inp.session_id, inp.generation)
+        try:
+            if driver is not None:
+                return await driver.answer(inp.input_id, inp.kind, inp.decision, inp.option,
+                                           inp.text, inp.remember)
+            answer = inp.option if inp.option is not None else inp.text
+            if answer is None:
+                raise TerminalError(f"{term.agent} is answered with text or an option")
+            await self.manager.send_keystrokes(inp.session_id, ["enter"], answer)
+            return "keys"
+        except TerminalError as err:
+            raise ApplicationError(str(err), type="InvalidInput", non_retryable=True) from err
+
     @activity.defn(name="stop_agent")
     async def stop_agent(self, inp: StopAgentInput) -> None:
         await self.manager.terminate(inp.session_id)
@@ -241,6 +271,8 @@ class ClientActivities:
             return
         data = dict(ev.data)
         job_id = data.pop("job_id", None)
+        if ev.kind == "waiting_input":  # every question gets an id its answer names
+            data.setdefault("input_id", f"in-{secrets.token_hex(8)}")
         signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,
                                data=data, offset=ev.offset)
         await self.client.get_workflow_handle(workflow_id).signal("monitor", signal,

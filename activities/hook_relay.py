@@ -8,10 +8,13 @@ event as one JSON object on stdin and the agent's environment, which carries:
     SEMO_SESSION_ID    the session
 
 It sends one line, `{"session_id", "token", "event"}`, waits for the worker's one-line answer
-and exits 0 without printing anything, whatever happens: a hook's output and exit code steer
-Claude Code (stdout of UserPromptSubmit becomes context, exit 2 of Stop keeps it going), and
-supervision must never change what the agent does. Outside a semo session (the variables
-missing, someone running `claude` in the worktree by hand) it does nothing.
+and exits 0. It prints nothing, whatever happens, unless the worker's answer carries a
+decision (`{"output": {...}}`: a person's answer to a PermissionRequest or an
+AskUserQuestion, or an office rule's), which it prints for Claude Code to act on: a hook's
+output and exit code steer Claude Code, and supervision must never change what the agent
+does on its own. For those events the worker may hold the answer for a while (a person
+deciding); Claude Code's own hook timeout bounds that. Outside a semo session (the
+variables missing, someone running `claude` in the worktree by hand) it does nothing.
 
 Standard library only, no imports from this project: it starts in a few milliseconds.
 """
@@ -22,7 +25,11 @@ import socket
 import sys
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
+MAX_ANSWER_BYTES = 1024 * 1024
 TIMEOUT_S = 10.0
+#: how long an answer may take once the event is sent (a held decision); Claude Code kills
+#: the hook at its own timeout, which semo sets lower than this
+ANSWER_TIMEOUT_S = 3600.0
 
 
 def main() -> int:
@@ -40,15 +47,30 @@ def main() -> int:
         event["_truncated"] = True
     message = json.dumps({"session_id": session_id, "token": token, "event": event},
                          separators=(",", ":")).encode() + b"\n"
+    answer = b""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(TIMEOUT_S)
             sock.connect(path)
             sock.sendall(message)
             sock.shutdown(socket.SHUT_WR)
-            sock.recv(64)  # "ok" or "denied": wait, so the event is taken before we exit
+            sock.settimeout(ANSWER_TIMEOUT_S)
+            # "ok", "denied" or a decision: wait, so the event is taken before we exit
+            while len(answer) <= MAX_ANSWER_BYTES and not answer.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
     except OSError:
         pass  # the worker is gone or busy: the agent goes on regardless
+    if answer.startswith(b"{"):
+        try:
+            output = json.loads(answer).get("output")
+        except ValueError:
+            output = None
+        if isinstance(output, dict):
+            sys.stdout.write(json.dumps(output))
+            sys.stdout.flush()
     return 0
 
 

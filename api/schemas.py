@@ -10,6 +10,23 @@ from pydantic import BaseModel
 from workflows.contracts import CircuitState, JobStatus, Persona, SessionStatus
 
 
+class PendingInput(BaseModel):
+    """A permission, question, plan or dialog the agent waits on (SPEC §8)."""
+
+    input_id: str
+    kind: Literal["permission", "question", "plan", "dialog"]
+    tool: str | None = None
+    input: Any = None
+    question: str | None = None
+    options: list[str] | None = None
+    since: datetime
+
+
+class PermissionRules(BaseModel):
+    allow: list[str] = []
+    deny: list[str] = []
+
+
 class Session(BaseModel):
     session_id: str
     office_id: str
@@ -26,6 +43,8 @@ class Session(BaseModel):
     source: str | None = None
     workflow_id: str | None = None
     last_error: str | None = None
+    #: what the session waits for a person to answer (POST .../answer), or null
+    pending_input: PendingInput | None = None
 
 
 class PoolSession(Session):
@@ -74,6 +93,8 @@ class Office(BaseModel):
     personas: dict[str, Persona]
     status: str
     created_at: datetime
+    permission_rules: PermissionRules = PermissionRules()
+    input_timeout_s: float | None = None
     pool: Pool | None = None
 
 
@@ -112,6 +133,10 @@ class Ack(BaseModel):
     session_id: str
     status: str
     job_id: str | None = None
+
+
+class Answered(Ack):
+    input_id: str
 
 
 class Output(BaseModel):

@@ -10,12 +10,14 @@ from psycopg_pool import AsyncConnectionPool
 
 _OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles, roles, max_sessions,
     idle_timeout_s, agent, personas, settings, status, created_at, updated_at,
-    command_id::text as command_id"""
+    command_id::text as command_id,
+    coalesce(settings->'permission_rules', '{"allow": [], "deny": []}') as permission_rules,
+    (settings->>'input_timeout_s')::float8 as input_timeout_s"""
 
 #: a session row as the API shows it (also how the command executor reads one)
 SESSION_COLS = """id as session_id, office_id, role, agent, machine_id, working_dir, status,
     current_job_id, restarts, circuit, source, workflow_id, last_error, rows, cols,
-    created_at, last_activity_at"""
+    pending_input, created_at, last_activity_at"""
 
 
 async def _one(pool: AsyncConnectionPool, sql: str, params: tuple) -> dict[str, Any] | None:
@@ -44,6 +46,15 @@ async def list_offices(pool, office_ids: list[str] | None) -> list[dict]:
 async def member_office_ids(pool, user_id: str) -> list[str]:
     rows = await _all(pool, "select office_id from office_members where user_id = %s", (user_id,))
     return [r["office_id"] for r in rows]
+
+
+async def office_policy(pool, office_id: str) -> dict[str, Any]:
+    """What the client worker applies to a permission request: the office's rules and how
+    long a question may wait for a person."""
+    row = await _one(pool, """select settings->'permission_rules' as permission_rules,
+        (settings->>'input_timeout_s')::float8 as input_timeout_s from offices where id = %s""",
+                     (office_id,))
+    return row or {"permission_rules": None, "input_timeout_s": None}
 
 
 async def get_machine(pool, machine_id: str) -> dict | None:

@@ -25,17 +25,18 @@ _SESSION_UPSERT = """
 with written as (
     insert into agent_sessions as s (id, office_id, role, agent, machine_id, working_dir, status,
         current_job_id, restarts, circuit, source, workflow_id, last_error, rows, cols, version,
-        terminated_at)
+        pending_input, terminated_at)
     values (%(session_id)s, %(office_id)s, %(role)s, %(agent)s, %(machine_id)s, %(working_dir)s,
         %(status)s, %(current_job_id)s, %(restarts)s, %(circuit)s, %(source)s, %(workflow_id)s,
         %(last_error)s, coalesce(%(rows)s, 40), coalesce(%(cols)s, 120), %(version)s,
-        case when %(status)s = 'terminated' then now() end)
+        %(pending_input)s, case when %(status)s = 'terminated' then now() end)
     on conflict (id) do update set
         working_dir = excluded.working_dir, status = excluded.status,
         current_job_id = excluded.current_job_id, restarts = excluded.restarts,
         circuit = excluded.circuit, last_error = excluded.last_error,
         rows = coalesce(%(rows)s, s.rows), cols = coalesce(%(cols)s, s.cols),
-        version = excluded.version, updated_at = now(), last_activity_at = now(),
+        version = excluded.version, pending_input = excluded.pending_input,
+        updated_at = now(), last_activity_at = now(),
         terminated_at = coalesce(s.terminated_at, excluded.terminated_at)
     where s.version < excluded.version
     returning s.id)
@@ -82,7 +83,9 @@ async def write_batch(conn: AsyncConnection, batch: RecordBatch) -> None:
     """Queue the batch's statements on `conn` (in a pipeline, they are sent together; the
     caller decides the transaction)."""
     if batch.session is not None:
-        await conn.execute(_SESSION_UPSERT, batch.session.model_dump())
+        row = batch.session.model_dump()
+        row["pending_input"] = Jsonb(row["pending_input"]) if row["pending_input"] else None
+        await conn.execute(_SESSION_UPSERT, row)
     if batch.job is not None:
         await _write_job(conn, batch.job)
     if batch.event is not None:

@@ -56,15 +56,18 @@ from semo.errors import (
     Unavailable,
 )
 from semo.payloads import (
+    AnswerBody,
     Empty,
     KeysBody,
     OfficeCreate,
+    OfficeUpdate,
     PromptBody,
     SessionCreate,
 )
 from semo.settings import Settings
 from workflows.contracts import (
     AcquireInput,
+    AnswerInput,
     BreakerPolicy,
     KeysInput,
     OfficeConfig,
@@ -96,9 +99,12 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "cancel": Empty,
     "terminate": Empty,
     "release_session": Empty,
+    "answer_input": AnswerBody,
+    "update_office": OfficeUpdate,
 }
 CREATED = {"create_office", "create_session"}
-NEEDS_SESSION = {"send_prompt", "send_keys", "cancel", "terminate", "release_session"}
+NEEDS_SESSION = {"send_prompt", "send_keys", "cancel", "terminate", "release_session",
+                 "answer_input"}
 
 _COLUMNS = """office_id, session_id, type, payload, status, source, idempotency_key, created_by,
     claimed_by, claimed_at, attempts, claim_lock, started_at"""
@@ -120,6 +126,7 @@ WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
     "SessionBusy": Conflict,
     "SessionNotReady": Conflict,
     "DialogOpen": Conflict,
+    "InputStale": Conflict,
     "SessionGone": Conflict,
     "CircuitOpen": Unavailable,
     "Unavailable": Unavailable,
@@ -128,6 +135,16 @@ WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
     "UnknownAgent": InvalidInput,
     "SpawnFailed": Unavailable,
 }
+
+
+def _office_settings(p: OfficeCreate) -> dict[str, Any]:
+    """The office row's `settings`: its repository and its policy for questions."""
+    out: dict[str, Any] = {"repository": p.repository} if p.repository else {}
+    if p.permission_rules is not None:
+        out["permission_rules"] = p.permission_rules.model_dump()
+    if p.input_timeout_s is not None:
+        out["input_timeout_s"] = p.input_timeout_s
+    return out
 
 
 @dataclass(frozen=True)
@@ -380,8 +397,7 @@ class CommandExecutor:
                     (office_id, p.name, p.machine_id, p.workspace_root, p.warm_roles, p.roles,
                      p.max_sessions, p.idle_timeout_s, p.agent,
                      Jsonb({k: v.model_dump() for k, v in p.personas.items()}),
-                     Jsonb({"repository": p.repository} if p.repository else {}), cmd.created_by,
-                     cmd.id))
+                     Jsonb(_office_settings(p)), cmd.created_by, cmd.id))
             except psycopg.errors.UniqueViolation:
                 existing = await reads.get_office(self.pool, office_id)
                 if existing is None or existing["command_id"] != str(cmd.id):
@@ -515,6 +531,32 @@ class CommandExecutor:
                                  KeysInput(command_id=str(cmd.id), keys=p.keys, text=p.text),
                                  str(cmd.id))
         return 200, res.model_dump(mode="json")
+
+    async def _do_answer_input(self, cmd: Command, p: AnswerBody) -> tuple[int, dict]:
+        session = await self._session(cmd)
+        res = await self._update(session, SessionWorkflow.answer, AnswerInput(
+            command_id=str(cmd.id), input_id=p.input_id, decision=p.decision, option=p.option,
+            text=p.text, remember=p.remember), str(cmd.id))
+        return 200, {**res.model_dump(mode="json"), "input_id": p.input_id}
+
+    async def _do_update_office(self, cmd: Command, p: OfficeUpdate) -> tuple[int, dict]:
+        """Rules and timeouts live in the office row: the client workers read them for each
+        request, so a change applies to running sessions at once."""
+        changes: dict[str, Any] = {}
+        if "permission_rules" in p.model_fields_set:
+            changes["permission_rules"] = p.permission_rules.model_dump() \
+                if p.permission_rules else None
+        if "input_timeout_s" in p.model_fields_set:
+            changes["input_timeout_s"] = p.input_timeout_s
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """update offices set name = coalesce(%s, name),
+                       settings = jsonb_strip_nulls(settings || %s), updated_at = now()
+                   where id = %s and status <> 'deleted' returning id""",
+                (p.name, Jsonb(changes), cmd.office_id))
+            if await cur.fetchone() is None:
+                raise NotFound(f"office {cmd.office_id!r} not found")
+        return 200, await reads.get_office(self.pool, cmd.office_id)
 
     async def _do_cancel(self, cmd: Command, p: Empty) -> tuple[int, dict]:
         session = await self._session(cmd)

@@ -6,11 +6,12 @@ with the same models, so a row inserted by a dashboard means exactly what the re
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from workflows.contracts import MAX_KEYS, MAX_PROMPT_BYTES, NAMED_KEYS, Persona
+from semo.permission_rules import check_rules
+from workflows.contracts import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, NAMED_KEYS, Persona
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
@@ -21,7 +22,26 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class OfficeCreate(_Body):
+class PermissionRules(_Body):
+    """Rules in Claude Code's syntax (`Bash`, `Bash(git status:*)`, `Edit(src/**)`, `Read`)
+    that answer a permission request at once; deny wins over allow (semo/permission_rules.py)."""
+
+    allow: list[str] = Field(default_factory=list, max_length=200)
+    deny: list[str] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _parsed(self) -> "PermissionRules":
+        check_rules(self.model_dump())
+        return self
+
+
+class _OfficePolicy(_Body):
+    permission_rules: PermissionRules | None = None
+    #: a permission or question still pending this long is answered `deny` (None: never)
+    input_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class OfficeCreate(_OfficePolicy):
     office_id: Ident | None = None
     name: str = Field(min_length=1, max_length=200)
     machine_id: Ident
@@ -43,6 +63,33 @@ class OfficeCreate(_Body):
                 f"{self.max_sessions}: raise max_sessions or warm fewer roles")
         if self.roles is not None and (extra := sorted(set(self.warm_roles) - set(self.roles))):
             raise ValueError(f"warm_roles {extra} are not among the office's roles {self.roles}")
+        return self
+
+
+class OfficeUpdate(_OfficePolicy):
+    """PATCH /api/offices/{office_id}: what may change while the office runs."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    #: `null` clears the timeout (a question then waits for a person however long)
+    input_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class AnswerBody(_Body):
+    """POST .../answer: the answer to the session's `pending_input`."""
+
+    input_id: str = Field(min_length=1, max_length=100)
+    decision: Literal["allow", "deny"] | None = None
+    option: str | None = Field(default=None, min_length=1, max_length=500)
+    text: str | None = Field(default=None, max_length=MAX_ANSWER_TEXT)
+    #: for a permission allowed: also allow it from now on (Claude Code's own suggestion)
+    remember: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> "AnswerBody":
+        if self.decision is None and self.option is None and not self.text:
+            raise ValueError("an answer has a decision (allow, deny), an option or text")
+        if self.text is not None and "\x00" in self.text:
+            raise ValueError("text contains a NUL character")
         return self
 
 

@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     #: directory of the client worker's Unix socket for Claude Code hooks (default: `home/run`,
     #: or a private folder under /tmp when that path is too long for a socket)
     hook_socket_dir: Path | None = None
+    #: how long a Claude Code hook that asks a person (a permission, a question, a plan)
+    #: waits for the answer through semo before Claude Code shows its own dialog (which
+    #: stays answerable by keys and POST .../answer)
+    hook_decision_wait_s: float = Field(default=600.0, gt=0, le=3000)
     output_retention_bytes: int = 16 * 1024 * 1024
     #: a transcript (`home/transcripts/{session}.log`, on the client machine) is deleted once
     #: its session is not live and it has not been written for this long (0: kept forever)

@@ -665,7 +665,9 @@ async def test_an_api_error_fails_the_job_with_the_reason(http, office, claude_m
     assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["status"] == "ready"
 
     # the box now shows the placeholder "Resend your message to try again": typed over, not cleared
-    assert "Resend your message" in await screen_text(http, office, sid)
+    async def placeholder():  # the screen is stored in batches: it may lag the hook
+        return "Resend your message" in await screen_text(http, office, sid)
+    await wait_for(placeholder, what="the placeholder on screen")
     claude_machine.standin.reply_text(f"Recovered.\n{MARKER}")
     again = await send_prompt(http, office, sid, "Try once more.")
     assert (await job_when(http, office, again, "done", "failed", "timed_out"))["status"] == "done"

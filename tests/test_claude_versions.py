@@ -71,7 +71,8 @@ async def machine(request, settings, temporal_client, pool, workers, tmp_root, s
     except ClaudeInstallError as exc:
         pytest.fail(f"cannot install Claude Code {request.param}: {exc}", pytrace=False)
     version = cli_version(str(binary), {})
-    machine_id = "cc-" + re.sub(r"[^A-Za-z0-9]", "-", request.param)
+    # one machine (a client worker, its queue and folders) per module that asks for one
+    machine_id = f"cc-{re.sub(r'[^A-Za-z0-9]', '-', request.param)}-{uuid.uuid4().hex[:4]}"
     home = tmp_root / f"home-{machine_id}"
     home.mkdir()
     (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))

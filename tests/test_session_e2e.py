@@ -287,7 +287,8 @@ async def test_output_stream_pushes_output_and_status_live(http, office):
     await wait_for(lambda: _has(seen, "output", "streamed-9"), what="the output event")
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
     await asyncio.wait_for(reader, 20)  # the terminated status ends the stream
-    assert seen[-1] == ("status", {"status": "terminated", "current_job_id": None})
+    assert seen[-1] == ("status", {"status": "terminated", "current_job_id": None,
+                                    "pending_input": None})
 
 
 async def _has(seen, kind, text=None):

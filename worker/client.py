@@ -23,6 +23,7 @@ from activities import claude_versions
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager, become_subreaper
+from db import reads
 from db.pool import open_pool
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
@@ -68,13 +69,14 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                              transcripts_dir=(settings.home / "transcripts").resolve(),
                              rows=settings.terminal_rows, cols=settings.terminal_cols,
                              stall_after_s=settings.stall_after_s)
-    acts = ClientActivities(settings, manager, client)
+    acts = ClientActivities(settings, manager, client,
+                            office_policy=lambda office_id: reads.office_policy(pool, office_id))
     await register_machine(pool, settings)
     worker = Worker(
         client,
         task_queue=settings.machine_task_queue,
         activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent,
-                    acts.resize_terminal],
+                    acts.resize_terminal, acts.answer_input],
         interceptors=[ContextInterceptor()],
         max_concurrent_activities=2000,
         graceful_shutdown_timeout=timedelta(seconds=5),

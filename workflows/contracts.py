@@ -84,6 +84,28 @@ class JobState(BaseModel):
     notify_workflow_id: str | None = None
 
 
+InputKind = Literal["permission", "question", "plan", "dialog"]
+#: characters of an answer's text (a deny message, a free-form answer)
+MAX_ANSWER_TEXT = 10_000
+
+
+class PendingInput(BaseModel):
+    """What the session waits for a person to answer (`pending_input` on the session)."""
+
+    input_id: str
+    kind: InputKind
+    tool: str | None = None
+    input: Any = None
+    question: str | None = None
+    options: list[str] | None = None
+    since: datetime
+    #: answered `deny` if still pending then (the office's input_timeout_s)
+    deadline: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"deadline"}, exclude_none=True)
+
+
 class SessionState(BaseModel):
     """Everything a run carries into the next one (continue-as-new)."""
 
@@ -97,6 +119,9 @@ class SessionState(BaseModel):
     version: int = 0
     #: command id -> the result it produced; update-id dedup is per run, this is across runs
     applied: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: the question the agent waits on, held here so no restart of the API or a worker
+    #: loses it (cleared when answered, when its job ends, when the agent restarts)
+    pending: PendingInput | None = None
 
 
 class SessionInput(BaseModel):
@@ -133,6 +158,7 @@ class SessionView(BaseModel):
     source: str
     workflow_id: str
     last_error: str | None = None
+    pending_input: dict[str, Any] | None = None
 
 
 class WaitReadyInput(BaseModel):
@@ -162,6 +188,17 @@ class KeysInput(BaseModel):
     command_id: str
     keys: list[str] = Field(default_factory=list)
     text: str | None = None
+
+
+class AnswerInput(BaseModel):
+    """POST .../answer: the answer to the session's pending input `input_id`."""
+
+    command_id: str
+    input_id: str
+    decision: Literal["allow", "deny"] | None = None
+    option: str | None = None
+    text: str | None = None
+    remember: bool = False
 
 
 class CommandAck(BaseModel):
@@ -200,9 +237,10 @@ class TerminateInput(BaseModel):
 class MonitorSignal(BaseModel):
     """An event the client worker saw in the session's output or hooks."""
 
-    #: agent_version: the agent's CLI is outside the versions semo supports (a warning)
+    #: agent_version: the agent's CLI is outside the versions semo supports (a warning);
+    #: permission_auto: an office rule answered a permission request on the machine
     kind: Literal["completion", "error", "waiting_input", "stall", "commit", "turn_end",
-                  "input_answered", "agent_version"]
+                  "input_answered", "agent_version", "permission_auto"]
     generation: int
     job_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
@@ -257,6 +295,19 @@ class SendInput(BaseModel):
     text: str | None = None
 
 
+class SendAnswer(BaseModel):
+    """An answer for the agent on the client machine (its hook, else its dialog)."""
+
+    session_id: str
+    generation: int
+    input_id: str
+    kind: InputKind
+    decision: Literal["allow", "deny"] | None = None
+    option: str | None = None
+    text: str | None = None
+    remember: bool = False
+
+
 class StopAgentInput(BaseModel):
     session_id: str
     reason: str = "terminated"
@@ -291,6 +342,7 @@ class SessionRecord(BaseModel):
     last_error: str | None = None
     rows: int | None = None
     cols: int | None = None
+    pending_input: dict[str, Any] | None = None
 
 
 class JobRecord(BaseModel):

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         MIN_COLS,
         MIN_ROWS,
         NAMED_KEYS,
+        AnswerInput,
         CommandAck,
         EventRecord,
         JobNotice,
@@ -46,11 +47,13 @@ with workflow.unsafe.imports_passed_through():
         JobState,
         KeysInput,
         MonitorSignal,
+        PendingInput,
         PromptInput,
         PromptResult,
         ResizeInput,
         ResizeResult,
         ResizeTerminalInput,
+        SendAnswer,
         SendInput,
         SessionInput,
         SessionRecord,
@@ -238,6 +241,7 @@ class SessionWorkflow:
             job_id=self.s.job.job_id if self.s.job else None, keys=inp.keys, text=inp.text,
         ))
         if self.s.status == "waiting_input":
+            self.s.pending = None  # answered on the terminal
             self._set_status("busy" if self.s.job else "ready")
             await self._record(event=self._event("input_answered", {"keys": inp.keys}))
         ack = CommandAck(command_id=inp.command_id, session_id=self.inp.session_id,
@@ -257,6 +261,81 @@ class SessionWorkflow:
         if len(inp.keys) > MAX_KEYS or len((inp.text or "").encode()) > MAX_PROMPT_BYTES:
             raise ApplicationError("too many keys or too much text", type="InvalidInput")
         self._check_alive()
+
+    @workflow.update
+    async def answer(self, inp: AnswerInput) -> CommandAck:
+        """Answer the pending input (POST .../answer): on the machine, through the agent's
+        hook when it still waits, else its dialog."""
+        if inp.command_id in self.s.applied:
+            return CommandAck.model_validate(self.s.applied[inp.command_id])
+        pending = self._check_answer(inp)  # re-checked: validators of one batch all run first
+        await workflow.execute_activity(
+            "answer_input",
+            SendAnswer(session_id=self.inp.session_id, generation=self.s.generation,
+                       input_id=pending.input_id, kind=pending.kind, decision=inp.decision,
+                       option=inp.option, text=inp.text, remember=inp.remember),
+            task_queue=machine_queue(self.inp.machine_id),
+            schedule_to_start_timeout=timedelta(seconds=10),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NO_RETRY,  # an answer is given once
+            summary=f"answer {pending.kind}",
+        )
+        answer = {k: v for k, v in (("decision", inp.decision), ("option", inp.option),
+                                    ("text", inp.text)) if v is not None}
+        await self._input_answered(pending, {**answer, "remember": inp.remember,
+                                             "by": "answer", "command_id": inp.command_id})
+        ack = CommandAck(command_id=inp.command_id, session_id=self.inp.session_id,
+                         status=self.s.status, job_id=self.s.job.job_id if self.s.job else None)
+        self._remember(inp.command_id, ack.model_dump())
+        return ack
+
+    @answer.validator
+    def _validate_answer(self, inp: AnswerInput) -> None:
+        if inp.command_id not in self.s.applied:
+            self._check_answer(inp)
+
+    def _check_answer(self, inp: AnswerInput) -> PendingInput:
+        self._check_alive()
+        pending = self.s.pending
+        if pending is None or pending.input_id != inp.input_id:
+            raise ApplicationError(
+                f"input {inp.input_id!r} is not what the session waits for "
+                f"({'nothing' if pending is None else repr(pending.input_id)}): answered "
+                "already, or gone", type="InputStale")
+        problem = _answer_problem(pending, inp)
+        if problem:
+            raise ApplicationError(problem, type="InvalidInput")
+        return pending
+
+    async def _input_answered(self, pending: PendingInput, data: dict) -> None:
+        self.s.pending = None
+        self._replan = True
+        if self.s.status == "waiting_input":
+            self._set_status("busy" if self.s.job else "ready")
+        await self._record(event=self._event("input_answered", {
+            "input_id": pending.input_id, "kind": pending.kind, **data}, self.s.job))
+
+    async def _input_timed_out(self) -> None:
+        """The office's input_timeout_s ran out: the pending input is answered `deny`."""
+        pending = self.s.pending
+        if pending is None:
+            return
+        decision = "deny" if pending.kind in ("permission", "plan") else None
+        text = None if decision else "No answer came in time; go on without it."
+        try:
+            await workflow.execute_activity(
+                "answer_input",
+                SendAnswer(session_id=self.inp.session_id, generation=self.s.generation,
+                           input_id=pending.input_id, kind=pending.kind, decision=decision,
+                           text=text),
+                task_queue=machine_queue(self.inp.machine_id),
+                schedule_to_start_timeout=timedelta(seconds=10),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=NO_RETRY,
+                summary=f"deny {pending.kind} (timed out)")
+            sent = True
+        except ActivityError:
+            sent = False
+        await self._input_answered(pending, {"decision": "deny", "by": "timeout", "sent": sent})
 
     @workflow.update
     async def cancel(self, inp: KeysInput) -> CommandAck:
@@ -381,6 +460,9 @@ class SessionWorkflow:
         )
         while True:
             timeout = self._until_job_deadline()
+            input_left = self._until_input_deadline()
+            if input_left is not None:
+                timeout = input_left if timeout is None else min(timeout, input_left)
             self._replan = False
             try:
                 await workflow.wait_condition(
@@ -389,7 +471,10 @@ class SessionWorkflow:
                     timeout=timeout,
                 )
             except asyncio.TimeoutError:
-                await self._job_timed_out()
+                if input_left is not None and timeout == input_left:
+                    await self._input_timed_out()
+                else:
+                    await self._job_timed_out()
                 continue
             while self.events:
                 await self._on_event(self.events.popleft())
@@ -423,6 +508,8 @@ class SessionWorkflow:
             await self._end_job("failed", error=str(ev.data.get("reason") or "agent error"),
                                 event=("error", ev.data))
         elif ev.kind == "waiting_input" and self.s.status in ("ready", "busy"):
+            self.s.pending = _pending_input(ev, workflow.now())
+            self._replan = True  # its deadline, if the office has one
             self._set_status("waiting_input")
             await self._record(event=self._event("waiting_input", ev.data, job))
         else:
@@ -434,6 +521,7 @@ class SessionWorkflow:
         if job is None:
             return
         self.s.job = None
+        self.s.pending = None
         self._replan = True
         if self.s.status in ("busy", "waiting_input"):
             self._set_status("ready")
@@ -470,6 +558,7 @@ class SessionWorkflow:
     async def _after_failure(self, reason: str) -> None:
         """Record a failure, fail an interrupted job, and back off or open the circuit."""
         self.last_error = reason
+        self.s.pending = None  # the agent that asked is gone
         if self.s.job is not None:
             await self._end_job("failed", error="interrupted",
                                 event=("interrupted", {"reason": reason}))
@@ -588,6 +677,12 @@ class SessionWorkflow:
         left = job.started_at + timedelta(seconds=job.timeout_s) - workflow.now()
         return max(left, timedelta(milliseconds=1))
 
+    def _until_input_deadline(self) -> timedelta | None:
+        pending = self.s.pending
+        if pending is None or pending.deadline is None:
+            return None
+        return max(pending.deadline - workflow.now(), timedelta(milliseconds=1))
+
     def _remember(self, command_id: str, result: dict) -> None:
         self.s.applied[command_id] = result
         while len(self.s.applied) > APPLIED_KEEP:
@@ -645,6 +740,7 @@ class SessionWorkflow:
             status=self.s.status, version=self.s.version, working_dir=self.s.working_dir,
             current_job_id=self.s.job.job_id if self.s.job else None, restarts=self.s.restarts,
             circuit=self.s.circuit, last_error=self.last_error, rows=self.rows, cols=self.cols,
+            pending_input=self.s.pending.public() if self.s.pending else None,
         )
 
     async def _record(self, *, job: JobRecord | None = None, event: EventRecord | None = None) -> None:
@@ -685,6 +781,7 @@ class SessionWorkflow:
             status=self.s.status, current_job_id=self.s.job.job_id if self.s.job else None,
             restarts=self.s.restarts, circuit=self.s.circuit, source=self.inp.source,
             workflow_id=workflow.info().workflow_id, last_error=self.last_error,
+            pending_input=self.s.pending.public() if self.s.pending else None,
         )
 
 
@@ -692,6 +789,43 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, ActivityError) and err.cause is not None:
         return _reason(err.cause)
     return getattr(err, "message", None) or str(err) or type(err).__name__
+
+
+def _pending_input(ev: MonitorSignal, now) -> PendingInput:
+    """The pending input a waiting_input event describes (screen, hooks or the shell monitor)."""
+    d = ev.data
+    kind = d.get("kind") if d.get("kind") in ("permission", "question", "plan") else "dialog"
+    options = d.get("options")
+    timeout = d.get("input_timeout_s")
+    deadline = (now + timedelta(seconds=float(timeout))
+                if isinstance(timeout, (int, float)) and timeout > 0 and kind != "dialog" else None)
+    return PendingInput(
+        input_id=str(d.get("input_id") or f"in-{ev.generation}-{ev.offset}"), kind=kind,
+        tool=d.get("tool") if isinstance(d.get("tool"), str) else None, input=d.get("input"),
+        question=str(d.get("question") or "")[:2000] or None,
+        options=[str(o)[:200] for o in options][:20] if isinstance(options, list) else None,
+        since=now, deadline=deadline)
+
+
+def _answer_problem(pending: PendingInput, inp: AnswerInput) -> str | None:
+    """Why `inp` does not answer `pending` (a decision for a question, an unknown option)."""
+    if pending.kind in ("permission", "plan"):
+        if inp.decision is None:
+            return f"a {pending.kind} is answered with decision 'allow' or 'deny'"
+        if inp.option is not None:
+            return f"a {pending.kind} takes a decision, not an option"
+        return None
+    if inp.decision is not None:
+        return f"a {pending.kind} is answered with an option or text, not a decision"
+    if inp.remember:
+        return "remember applies to permissions only"
+    if inp.option is None and not inp.text:
+        return f"a {pending.kind} is answered with an option or text"
+    if inp.option is not None and pending.options and inp.option not in pending.options:
+        return f"option {inp.option[:100]!r} is not one of {pending.options}"
+    if inp.option is not None and not pending.options:
+        return "this question offers no options: answer it with text"
+    return None
 
 
 def _cause_type(err: BaseException | None) -> str | None:

@@ -9,7 +9,7 @@ from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open
 from api.routes import answer
 from db import reads
 from semo.errors import Conflict
-from semo.payloads import Empty, OfficeCreate
+from semo.payloads import Empty, OfficeCreate, OfficeUpdate
 
 router = APIRouter(prefix="/api/offices", tags=["offices"])
 
@@ -48,6 +48,17 @@ async def get_office(office: OfficeRow, state: State):
     in_use = view.in_use if view else sum(1 for s in sessions if s["status"] != "failed")
     return {**office, "pool": {"capacity": office["max_sessions"], "in_use": in_use,
                                "live": len(sessions), "sessions": rows}}
+
+
+@router.patch("/{office_id}", response_model=schemas.Office)
+async def update_office(body: OfficeUpdate, office: OfficeRow, state: State, user: CurrentUser,
+                        response: Response, idempotency_key: IdempotencyKey = None):
+    """Change an office's name, `permission_rules` or `input_timeout_s`; running sessions
+    apply new rules to their next request."""
+    outcome = await state.executor.submit(
+        office_id=office["office_id"], type="update_office", payload=body, created_by=user.sub,
+        idempotency_key=idempotency_key)
+    return answer(outcome, response)
 
 
 @router.delete("/{office_id}", response_model=schemas.OfficeDeleted)

@@ -23,7 +23,7 @@ from api.deps import (
 )
 from api.routes import answer
 from db import reads
-from semo.payloads import Empty, KeysBody, PromptBody, SessionCreate
+from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 
 router = APIRouter(prefix="/api/offices/{office_id}/sessions", tags=["sessions"])
@@ -101,6 +101,18 @@ async def keys(body: KeysBody, office_id: OfficeIdPath, session_id: SessionIdPat
                           idempotency_key)
 
 
+@router.post("/{session_id}/answer", response_model=schemas.Answered,
+             responses={409: {"description": "input_id is not the pending input (answered already, or gone)"},
+                        422: {"description": "the answer does not fit the input's kind"}})
+async def answer_input(body: AnswerBody, office_id: OfficeIdPath, session_id: SessionIdPath,
+                       state: State, user: CurrentUser, response: Response,
+                       idempotency_key: IdempotencyKey = None):
+    """Answer the session's `pending_input`: a permission with `decision` (and `remember`),
+    a question with one of its `options` or `text`, a plan with `decision`."""
+    return await _command(state, user, office_id, session_id, response, "answer_input", body,
+                          idempotency_key)
+
+
 #: an escape sequence that the end of a page cuts off (CSI, OSC/DCS/..., or ESC + intermediates)
 _CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b]*|[ -/]*)\Z")
 
@@ -155,7 +167,7 @@ async def output_stream(session: SessionRow, state: State, request: Request,
     sid, office_id = session["session_id"], session["office_id"]
 
     async def events():
-        offset, status = since, None
+        offset, status, pending = since, None, None
         while not await request.is_disconnected():
             woken = state.live.listen(sid)  # before reading: no wake-up is missed
             start, next_offset, data, _ = await reads.read_output(state.pool, sid, offset,
@@ -170,10 +182,11 @@ async def output_stream(session: SessionRow, state: State, request: Request,
                 offset = next_offset
                 continue
             row = await reads.get_session(state.pool, office_id, sid)
-            if row and row["status"] != status:
-                status = row["status"]
+            if row and (row["status"], row["pending_input"]) != (status, pending):
+                status, pending = row["status"], row["pending_input"]
                 yield {"event": "status", "data": json.dumps(
-                    {"status": status, "current_job_id": row["current_job_id"]})}
+                    {"status": status, "current_job_id": row["current_job_id"],
+                     "pending_input": pending}, default=str)}
                 if status == "terminated":
                     return
             # output and status changes both notify; the timeout only bounds a lost connection
