@@ -529,6 +529,8 @@ class ClaudeDriver:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = [asyncio.get_running_loop().create_task(self._deliver())]
         self._closed = False
+        #: sees every hook event with the job of the turn under way (activities/usage.py)
+        self.tap: Callable[[dict, str | None], None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -670,6 +672,8 @@ class ClaudeDriver:
 
     def on_hook(self, event: dict) -> None:
         """A hook event from the relay (already authenticated): handled in order."""
+        if self.tap is not None:
+            self.tap(event, self.term.job_id if self.term is not None and self.job_open else None)
         if event.get("hook_event_name") == "UserPromptSubmit":
             self.prompt_submitted.set()  # at once: submit() may be waiting for it
         self._queue.put_nowait(("hook", event))

@@ -21,6 +21,7 @@ from activities.claude import ClaudeIntegration, ClaudeSetupError, StartupError
 from activities.output_monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
 from activities.session_manager import SessionManager, Terminal, TerminalError
+from activities.usage import UsageTracker
 from activities.workspace import WorkspaceError, resolve_working_dir
 from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
 from semo.settings import Settings
@@ -66,8 +67,11 @@ def input_problem(inp: SendInput) -> str | None:
 
 
 class ClientActivities:
-    def __init__(self, settings: Settings, manager: SessionManager, client: Client) -> None:
+    def __init__(self, settings: Settings, manager: SessionManager, client: Client,
+                 usage: UsageTracker | None = None) -> None:
         self.settings = settings
+        #: token usage from Claude Code's transcripts (None: not recorded)
+        self.usage = usage
         self.manager = manager
         self.client = client
         self.roots = settings.resolved_workspace_roots
@@ -115,6 +119,8 @@ class ClientActivities:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
                                    type="InvalidWorkingDir", non_retryable=True) from err
         self.workflow_ids[inp.session_id] = inp.workflow_id
+        if driver is not None and self.usage is not None:
+            driver.tap = await self.usage.track(inp.session_id, inp.office_id)
         try:
             resume = profile.resume_args if inp.generation > 0 else []
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
@@ -187,6 +193,8 @@ class ClientActivities:
     async def stop_agent(self, inp: StopAgentInput) -> None:
         await self.manager.terminate(inp.session_id)
         await self.claude.release(inp.session_id)
+        if self.usage is not None:
+            await self.usage.forget(inp.session_id)
         self.workflow_ids.pop(inp.session_id, None)
         wt = self.worktrees.pop(inp.session_id, None)
         if wt is not None and self.settings.remove_worktrees:  # by default the work stays
@@ -224,6 +232,8 @@ class ClientActivities:
             return
         data = dict(ev.data)
         job_id = data.pop("job_id", None)
+        if job_id is not None and ev.kind in ("completion", "error") and self.usage is not None:
+            await self.usage.flush_before_end(term.session_id)  # a done job shows its usage
         signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,
                                data=data, offset=ev.offset)
         await self.client.get_workflow_handle(workflow_id).signal("monitor", signal,
@@ -241,6 +251,8 @@ class ClientActivities:
                 await self.manager.terminate(sid)
                 await self.claude.release(sid)
                 self.workflow_ids.pop(sid, None)
+                if self.usage is not None:
+                    await self.usage.forget(sid)
 
     async def aclose(self) -> None:
         """Stop listening for hooks (the worker is shutting down)."""

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager, become_subreaper
+from activities.usage import UsageTracker
 from db.pool import open_pool
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
@@ -61,7 +62,9 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                              transcripts_dir=(settings.home / "transcripts").resolve(),
                              rows=settings.terminal_rows, cols=settings.terminal_cols,
                              stall_after_s=settings.stall_after_s)
-    acts = ClientActivities(settings, manager, client)
+    usage = UsageTracker(pool, meter, interval_s=settings.usage_interval_s)
+    usage.start()
+    acts = ClientActivities(settings, manager, client, usage)
     await register_machine(pool, settings)
     worker = Worker(
         client,
@@ -85,6 +88,7 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         gauges.cancel()
         await manager.close_all()
         await acts.aclose()
+        await usage.close()
         await store.close()
 
 
