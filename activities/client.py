@@ -233,7 +233,9 @@ class ClientActivities:
         data = dict(ev.data)
         job_id = data.pop("job_id", None)
         if job_id is not None and ev.kind in ("completion", "error") and self.usage is not None:
-            await self.usage.flush_before_end(term.session_id)  # a done job shows its usage
+            # a done job shows its usage; after a Stop hook the turn's last response is due
+            await self.usage.flush_before_end(term.session_id, job_id,
+                                              turn_ended=data.get("kind") != "exit")
         signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,
                                data=data, offset=ev.offset)
         await self.client.get_workflow_handle(workflow_id).signal("monitor", signal,

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 8 * 1024 * 1024
 #: how long a read before a job's end may hold its completion signal
 FLUSH_TIMEOUT_S = 10.0
+#: Claude Code writes transcript lines through a buffer: the turn's last response can land a
+#: moment after the Stop hook ran. A job's end waits this long at most for it.
+SETTLE_S = 3.0
+SETTLE_POLL_S = 0.05
 #: Claude Code's own messages (an API error shown as a reply) carry this model and no usage
 SYNTHETIC_MODEL = "<synthetic>"
 _METRIC_KINDS = {"input_tokens": "input", "output_tokens": "output",
@@ -64,6 +69,10 @@ class _Session:
     transcript: Path | None = None
     #: prompt id (from the UserPromptSubmit hook) -> the job that typed it
     jobs: dict[str, str] = field(default_factory=dict)
+    #: job -> its latest prompt id
+    last_prompt: dict[str, str] = field(default_factory=dict)
+    #: prompts whose turn's final response has been read
+    ended: set[str] = field(default_factory=set)
     files: dict[Path, _File] = field(default_factory=dict)
     #: read but not yet written (Postgres was away): written with the next flush
     pending: dict[str, Response] = field(default_factory=dict)
@@ -133,6 +142,14 @@ def response_of(entry: dict, state: _File, session: _Session) -> Response | None
         responded_at=_timestamp(entry.get("timestamp")))
 
 
+def _ends_turn(entry: dict) -> bool:
+    """A main-thread response that ends its turn (not a tool call; Claude Code's own error
+    reply counts)."""
+    message = entry.get("message")
+    return (entry.get("type") == "assistant" and not entry.get("isSidechain")
+            and isinstance(message, dict) and message.get("stop_reason") not in (None, "tool_use"))
+
+
 def read_new(session: _Session) -> dict[str, Response]:
     """The responses in what was appended to the session's transcript files since the last
     read (complete lines only), by message id, each with its largest counts."""
@@ -156,7 +173,11 @@ def read_new(session: _Session) -> dict[str, Response]:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and (r := response_of(entry, state, session)) is not None:
+            if not isinstance(entry, dict):
+                continue
+            if _ends_turn(entry) and state.prompt_id:
+                session.ended.add(state.prompt_id)
+            if (r := response_of(entry, state, session)) is not None:
                 if r.message_id in found:
                     found[r.message_id].merge(r)
                 else:
@@ -200,6 +221,7 @@ class UsageTracker:
             if (event.get("hook_event_name") == "UserPromptSubmit" and job_id
                     and isinstance(prompt_id, str)):
                 session.jobs[prompt_id] = job_id
+                session.last_prompt[job_id] = prompt_id
 
         return tap
 
@@ -223,12 +245,22 @@ class UsageTracker:
             session.pending.clear()
         self._count(grown)
 
-    async def flush_before_end(self, session_id: str) -> None:
-        """A flush before a job's end is signalled: bounded, and never in the signal's way."""
-        if session_id not in self.sessions:
+    async def flush_before_end(self, session_id: str, job_id: str | None = None,
+                               turn_ended: bool = False) -> None:
+        """A flush before a job's end is signalled: bounded, and never in the signal's way.
+        `turn_ended` (its Stop hook came): read until the turn's final response is in, for
+        SETTLE_S at most."""
+        session = self.sessions.get(session_id)
+        if session is None:
             return
+        prompt = session.last_prompt.get(job_id) if job_id and turn_ended else None
         try:
-            await asyncio.wait_for(self.flush(session_id), FLUSH_TIMEOUT_S)
+            async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                await self.flush(session_id)
+                deadline = time.monotonic() + SETTLE_S
+                while prompt and prompt not in session.ended and time.monotonic() < deadline:
+                    await asyncio.sleep(SETTLE_POLL_S)
+                    await self.flush(session_id)
         except Exception as err:
             log.warning("usage of %s not saved before its job ended (the next read saves it): %s",
                         session_id, err)
