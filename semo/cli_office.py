@@ -28,6 +28,7 @@ from semo.cli_common import (
     stdout,
     styled,
 )
+from semo.usage import describe as describe_usage
 
 app = typer.Typer(help="Offices: teams of agents with a session pool.", epilog=EXIT_CODES_HELP,
                   no_args_is_help=True)
@@ -150,6 +151,8 @@ def show(office_id: OfficeId, api_url: ApiUrl = None, token: Token = None,
                   f"{office['idle_timeout_s']}s · created {short_time(office['created_at'])}")
         out.print(f"  pool: {pool.get('in_use', 0)} in use, {pool.get('live', 0)} live, "
                   f"capacity {pool.get('capacity', office['max_sessions'])}")
+        if office.get("usage") is not None:
+            out.print(f"  usage: {escape(describe_usage(office['usage']))}")
         sessions = pool.get("sessions") or []
         if not sessions:
             out.print("  no live sessions")

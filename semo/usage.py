@@ -127,3 +127,25 @@ def summarize_by(rows: Iterable[Mapping[str, Any]], key: str,
     for row in rows:
         grouped.setdefault(row[key], []).append(row)
     return {k: summarize(v, prices) for k, v in grouped.items()}
+
+
+def describe(usage: Mapping[str, Any] | None) -> str:
+    """One line for people: `1,234 in · 567 out · 8,901 cache read · 234 cache write ·
+    claude-opus-5-5 · $0.0192`."""
+    if usage is None:
+        return "not reported by this agent"
+    parts = [f"{usage['input_tokens']:,} in", f"{usage['output_tokens']:,} out",
+             f"{usage['cache_read_input_tokens']:,} cache read",
+             f"{usage['cache_creation_input_tokens']:,} cache write"]
+    models = list(usage.get("models") or {})
+    if usage.get("model"):
+        parts.append(usage["model"])
+    elif models:
+        parts.append(f"{len(models)} models")
+    cost = usage.get("cost_usd")
+    if cost is not None:
+        parts.append(f"${cost:.4f}" if cost < 100 else f"${cost:,.2f}")
+    else:
+        unpriced = [m for m, u in (usage.get("models") or {}).items() if u.get("cost_usd") is None]
+        parts.append(f"cost unknown (no price for {', '.join(unpriced)})")
+    return " · ".join(parts)

@@ -27,6 +27,7 @@ from semo.embedded import free_port
 from semo.settings import AgentProfile, Settings, StartupDialogs
 from semo.usage import DEFAULT_PRICES, ModelPrice, price_of, summarize
 from test_claude_e2e import PERSONA, job_when, new_session, send_prompt, session_when
+from test_cli import cli_env, semo  # noqa: F401  (fixtures)
 from test_metrics import total
 from worker.client import client_runtime
 
@@ -255,7 +256,7 @@ def tokens(u: dict) -> dict:
     return {k: u[k] for k in usage_of()}
 
 
-async def test_a_job_shows_the_usage_its_response_reported(http, claude_office, standin):
+async def test_a_job_shows_the_usage_its_response_reported(http, claude_office, standin, semo):
     reported = usage_of(1234, 567, 8901, 234)
     standin.reply_text(f"Implemented it.\n{MARKER}", usage=reported)
     sid = (await new_session(http, claude_office))["session_id"]
@@ -291,6 +292,13 @@ async def test_a_job_shows_the_usage_its_response_reported(http, claude_office, 
     window = {"since": "2000-01-01T00:00:00Z", "until": "2000-01-02T00:00:00+00:00"}
     empty = (await http.get(f"/api/offices/{claude_office}/usage", params=window)).json()
     assert empty["rows"] == [] and empty["total"]["responses"] == 0
+
+    # the CLI prints it
+    line = "1,234 in · 567 out · 8,901 cache read · 234 cache write · claude-opus-5-5 · $0.0192"
+    for args in (("job", "show", f"{claude_office}/{job_id}"),
+                 ("session", "show", f"{claude_office}/{sid}"), ("office", "show", claude_office)):
+        out = (await semo(*args)).stdout
+        assert line in out, out
     await http.delete(f"/api/offices/{claude_office}/sessions/{sid}")
 
 
@@ -337,7 +345,7 @@ async def test_an_unknown_model_has_tokens_but_no_cost(http, claude_office, stan
     await http.delete(f"/api/offices/{claude_office}/sessions/{sid}")
 
 
-async def test_a_shell_job_has_no_usage(http, office):
+async def test_a_shell_job_has_no_usage(http, office, semo):
     r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
     assert r.status_code == 201, r.text
     sid = r.json()["session_id"]
@@ -348,6 +356,9 @@ async def test_a_shell_job_has_no_usage(http, office):
     assert (await http.get(f"/api/offices/{office}")).json()["usage"] is None
     table = (await http.get(f"/api/offices/{office}/usage")).json()
     assert table["rows"] == [] and table["total"]["responses"] == 0
+    assert "usage not reported by this agent" in " ".join(
+        (await semo("session", "show", f"{office}/{sid}")).stdout.split())
+    assert "usage" not in (await semo("job", "show", f"{office}/{job_id}")).stdout
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
 
