@@ -332,6 +332,46 @@ async def _job_usage(http, office: str, job_id: str, responses: int) -> dict | N
     return job if job["usage"] and job["usage"]["responses"] >= responses else None
 
 
+SUB_PROMPT = "Count the widgets in the repository."
+
+
+def _last_message(body: dict) -> str:
+    return json.dumps((body.get("messages") or [{}])[-1])
+
+
+def _subagents_first_request(body: dict) -> bool:
+    """The subagent's conversation: its task, and no model turn yet."""
+    messages = body.get("messages") or []
+    return (SUB_PROMPT in json.dumps(messages)
+            and not any(m.get("role") == "assistant" for m in messages))
+
+
+async def test_a_subagents_responses_count_for_the_job(http, claude_office, standin):
+    """The Agent tool runs a subagent (in the background, in 2.1.330): its responses are in
+    a file of their own next to the transcript, and count for the job that started it."""
+    standin.reply_tool_use("Agent", {"description": "count widgets", "prompt": SUB_PROMPT,
+                                     "subagent_type": "general-purpose"},
+                           usage=usage_of(400, 40, 1000, 0))
+    standin.reply_text("There are 3 widgets.", usage=usage_of(500, 50, 0, 100),
+                       match=_subagents_first_request)
+    standin.reply_text(f"The subagent counted 3 widgets.\n{MARKER}", usage=usage_of(600, 60),
+                       match=lambda body: "task-notification" in _last_message(body))
+    sid = (await new_session(http, claude_office))["session_id"]
+    asked = len(standin.main_requests())
+    job_id = await send_prompt(http, claude_office, sid, "How many widgets are there? Ask an agent.")
+    job = await job_when(http, claude_office, job_id, "done", "failed", "timed_out")
+    assert job["status"] == "done", job
+    assert standin.pending() == 0, "the subagent and the final turn took their replies"
+    # what the model reported for this conversation: the three scripted replies, and the
+    # default reply if the CLI asked once more between the tool call and the agent's result
+    answered = [r.reply for r in standin.main_requests()[asked:]]
+    expected = {k: sum(r.reported_usage()[k] for r in answered) for k in usage_of()}
+    assert expected["input_tokens"] >= 1500
+    assert tokens(job["usage"]) == expected, (job["usage"], answered)
+    assert job["usage"]["responses"] == len(answered)
+    await http.delete(f"/api/offices/{claude_office}/sessions/{sid}")
+
+
 async def test_an_unknown_model_has_tokens_but_no_cost(http, claude_office, standin):
     reported = usage_of(10, 20, 30, 40)
     standin.reply_text(f"Done.\n{MARKER}", usage=reported, model="claude-nonesuch-9")

@@ -87,7 +87,9 @@ class Reply:
     that survives the CLI's own retries needs several). `usage` is what the reply
     reports (`input_tokens`, `output_tokens`, `cache_read_input_tokens`,
     `cache_creation_input_tokens`; missing ones default to DEFAULT_USAGE) and `model`
-    the model it names (default: the one requested).
+    the model it names (default: the one requested). `match`, when given, makes the reply
+    wait in the queue for a request whose body it accepts (a subagent's request, say), while
+    other requests take the replies after it.
     """
 
     blocks: list[TextBlock | ToolUseBlock] = field(default_factory=list)
@@ -99,6 +101,7 @@ class Reply:
     times: int = 1
     usage: dict[str, int] | None = None
     model: str | None = None
+    match: Callable[[dict[str, Any]], bool] | None = None
 
     def reported_usage(self) -> dict[str, int]:
         return {**DEFAULT_USAGE, **(self.usage or {})}
@@ -277,9 +280,10 @@ class ScriptedAnthropicStandIn:
         return reply
 
     def reply_text(self, text: str, *, usage: dict[str, int] | None = None,
-                   model: str | None = None) -> Reply:
+                   model: str | None = None,
+                   match: Callable[[dict[str, Any]], bool] | None = None) -> Reply:
         """The next main turn answers `text` (reporting `usage`, see Reply) and ends the turn."""
-        return self.enqueue(Reply(blocks=[TextBlock(text)], usage=usage, model=model))
+        return self.enqueue(Reply(blocks=[TextBlock(text)], usage=usage, model=model, match=match))
 
     def reply_tool_use(self, name: str, tool_input: dict[str, Any], *, text: str | None = None,
                        usage: dict[str, int] | None = None, model: str | None = None) -> str:
@@ -355,14 +359,15 @@ class ScriptedAnthropicStandIn:
                  f"?{request.url.query}" if request.url.query else "", kind, rec.model)
         return rec
 
-    def _next_main_reply(self) -> Reply:
+    def _next_main_reply(self, body: Any) -> Reply:
         with self._lock:
-            if not self._queue:
+            reply = next((r for r in self._queue
+                          if r.match is None or (isinstance(body, dict) and r.match(body))), None)
+            if reply is None:
                 return self.default_reply
-            reply = self._queue[0]
             reply.times -= 1
             if reply.times <= 0:
-                self._queue.popleft()
+                self._queue.remove(reply)
             return reply
 
     def _side_reply(self, body: Any) -> Reply:
@@ -387,7 +392,7 @@ class ScriptedAnthropicStandIn:
         if request.method == "POST" and path == "/v1/messages":
             main = is_main_turn(body)
             rec = self._record(request, body, "main" if main else "side")
-            reply = self._next_main_reply() if main else self._side_reply(body)
+            reply = self._next_main_reply(body) if main else self._side_reply(body)
             rec.reply = reply
             return self._message_response(reply, body if isinstance(body, dict) else {})
         self._record(request, body, "other")
