@@ -121,15 +121,6 @@ async def session_sums(pool: AsyncConnectionPool, session_ids: list[str]) -> tup
     return {r["session_id"] for r in marked} | {r["session_id"] for r in rows}, rows
 
 
-async def office_sums(pool: AsyncConnectionPool, office_id: str) -> tuple[bool, list[dict]]:
-    """(whether a session of the office reports usage, the office's per-model sums)."""
-    rows = await _all(pool, f"""select {_SUMS} from model_responses where office_id = %s
-                                group by model order by model""", (office_id,))
-    marked = await _all(pool, "select 1 from usage_sessions where office_id = %s limit 1",
-                        (office_id,))
-    return bool(rows or marked), rows
-
-
 _KEYS = {
     "session": "r.session_id",
     "role": "coalesce(s.role, '')",
@@ -174,8 +165,21 @@ async def sessions_usage(pool: AsyncConnectionPool, session_ids: list[str],
 async def office_usage(pool: AsyncConnectionPool, office_id: str,
                        prices: dict[str, ModelPrice]) -> dict | None:
     """The office's usage object; None when none of its sessions ever reported usage."""
-    reports, rows = await office_sums(pool, office_id)
-    return summarize(rows, prices) if reports else None
+    return (await offices_usage(pool, [office_id], prices))[office_id]
+
+
+async def offices_usage(pool: AsyncConnectionPool, office_ids: list[str],
+                        prices: dict[str, ModelPrice]) -> dict[str, dict | None]:
+    """Each office's usage object (None for those none of whose sessions reported usage)."""
+    rows = await _all(pool, f"""select office_id, {_SUMS} from model_responses
+                                where office_id = any(%s) group by office_id, model
+                                order by office_id, model""", (office_ids,))
+    marked = await _all(pool, "select distinct office_id from usage_sessions"
+                        " where office_id = any(%s)", (office_ids,))
+    reporting = {r["office_id"] for r in marked} | {r["office_id"] for r in rows}
+    by_office = summarize_by(rows, "office_id", prices)
+    return {oid: (by_office.get(oid) or empty()) if oid in reporting else None
+            for oid in office_ids}
 
 
 async def usage_table(pool: AsyncConnectionPool, office_id: str, group_by: str,

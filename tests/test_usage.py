@@ -279,6 +279,8 @@ async def test_a_job_shows_the_usage_its_response_reported(http, claude_office, 
     office = (await http.get(f"/api/offices/{claude_office}")).json()
     assert tokens(office["usage"]) == reported
     assert office["usage"]["cost_usd"] == pytest.approx(OPUS.cost(reported))
+    offices = (await http.get("/api/offices")).json()["offices"]
+    assert tokens(next(o for o in offices if o["office_id"] == claude_office)["usage"]) == reported
 
     # the table: by session, by role, by day; the total is the office's
     for group_by, key in (("session", sid), ("role", "BE")):
@@ -394,6 +396,8 @@ async def test_a_shell_job_has_no_usage(http, office, semo):
     assert job["status"] == "done" and job["usage"] is None, job
     assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["usage"] is None
     assert (await http.get(f"/api/offices/{office}")).json()["usage"] is None
+    offices = (await http.get("/api/offices")).json()["offices"]
+    assert next(o for o in offices if o["office_id"] == office)["usage"] is None
     table = (await http.get(f"/api/offices/{office}/usage")).json()
     assert table["rows"] == [] and table["total"]["responses"] == 0
     assert "usage not reported by this agent" in " ".join(

@@ -33,7 +33,10 @@ async def create_office(body: OfficeCreate, state: State, user: CurrentUser, res
 async def list_offices(state: State, user: CurrentUser):
     ids = None if user.all_offices else sorted(
         set(user.claimed_offices) | set(await reads.member_office_ids(state.pool, user.sub)))
-    return {"offices": await reads.list_offices(state.pool, ids)}
+    offices = await reads.list_offices(state.pool, ids)
+    found = await usage.offices_usage(state.pool, [o["office_id"] for o in offices],
+                                      state.settings.prices)
+    return {"offices": [{**o, "usage": found[o["office_id"]]} for o in offices]}
 
 
 @router.get("/{office_id}", response_model=schemas.Office)
