@@ -159,6 +159,8 @@ def read_new(session: _Session) -> dict[str, Response]:
     for path in transcript_files(session.transcript):
         state = session.files.setdefault(path, _File())
         try:
+            if path.stat().st_size == state.offset:
+                continue  # nothing new: not even opened
             with path.open("rb") as f:
                 size = f.seek(0, os.SEEK_END)
                 if size < state.offset:  # replaced or truncated: read it again (nothing counts twice)

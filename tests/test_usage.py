@@ -15,9 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from activities.usage import UsageTracker
+from activities.usage import UsageTracker, _Session, read_new
 from claude_standin.claude_home import claude_env
 from claude_standin.install import ClaudeInstallError, claude_path
 from claude_standin.server import ScriptedAnthropicStandIn
@@ -99,13 +100,42 @@ def _user(prompt_id: str, text: str, sidechain: bool = False) -> str:
 
 
 def _assistant(msg_id: str, usage: dict, *, model: str = "claude-opus-5-5", block: str = "text",
-               sidechain: bool = False, at: str = "2026-12-01T10:00:00.000Z") -> str:
+               sidechain: bool = False, at: str = "2026-12-01T10:00:00.000Z",
+               stop_reason: str | None = None) -> str:
     return _line(type="assistant", isSidechain=sidechain, timestamp=at,
                  message={"id": msg_id, "role": "assistant", "model": model,
-                          "content": [{"type": block}],
+                          "content": [{"type": block}], "stop_reason": stop_reason,
                           "usage": {**usage, "service_tier": "standard",
                                     "cache_creation": {"ephemeral_1h_input_tokens": 0,
                                                        "ephemeral_5m_input_tokens": 0}}})
+
+
+TRANSCRIPT = (_user("p1", "first") + _assistant("msg_1", usage_of(100, 20, 7, 3))
+              + _assistant("msg_1", usage_of(100, 20, 7, 3), block="tool_use")
+              + _user("p1", "tool result") + _assistant("msg_2", usage_of(300, 30))
+              + _user("p2", "second")
+              + _assistant("msg_3", usage_of(5, 6, 7, 8), stop_reason="end_turn")).encode()
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(TRANSCRIPT)), max_size=8))
+def test_reading_a_transcript_as_it_grows_finds_the_same_responses(tmp_path: Path, cuts) -> None:
+    """However the file grows between reads (a line cut anywhere), the responses found, their
+    counts and the jobs they belong to are those of one read of the whole file."""
+    path = tmp_path / ".claude" / "projects" / "-w" / f"{uuid.uuid4().hex}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    session = _Session("s", "o", transcript=path, jobs={"p1": "job-1", "p2": "job-2"})
+    found: dict = {}
+    path.write_bytes(b"")
+    for cut in [*sorted(cuts), len(TRANSCRIPT)]:
+        path.write_bytes(TRANSCRIPT[:cut])
+        for msg_id, r in read_new(session).items():
+            found.setdefault(msg_id, r).merge(r)
+    got = {m: (r.job_id, r.input_tokens, r.output_tokens, r.cache_read_input_tokens,
+               r.cache_creation_input_tokens) for m, r in found.items()}
+    assert got == {"msg_1": ("job-1", 100, 20, 7, 3), "msg_2": ("job-1", 300, 30, 0, 0),
+                   "msg_3": ("job-2", 5, 6, 7, 8)}
+    assert session.ended == {"p2"}, "the last response ended its turn (end_turn)"
 
 
 async def _sums(pool, office: str) -> dict:
