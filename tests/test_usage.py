@@ -8,6 +8,7 @@ through the API, against the scripted stand-in whose replies report known usage.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
@@ -215,6 +216,38 @@ async def test_a_restarted_worker_does_not_count_a_response_twice(pool, tmp_path
     assert [(r["key"], r["responses"]) for r in days["rows"]] == [("2026-12-01", 3), ("2026-12-02", 1)]
     assert days["total"]["responses"] == 4
     await again.close()
+
+
+async def test_a_jobs_end_waits_for_its_last_response_to_reach_the_transcript(pool, tmp_path):
+    """Claude Code's transcript writes are buffered: the Stop hook can come before the turn's
+    last line is in the file. The read before the end is signalled waits for it."""
+    office, sid = f"u-{uuid.uuid4().hex[:8]}", f"be-{uuid.uuid4().hex[:8]}"
+    transcript = tmp_path / ".claude" / "projects" / "-w" / "late.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_text(_user("p1", "go") + _assistant("msg_1", usage_of(10, 1), block="tool_use",
+                                                         stop_reason="tool_use"))
+    tracker = UsageTracker(pool)
+    tap = await tracker.track(sid, office)
+    tap({"hook_event_name": "UserPromptSubmit", "prompt_id": "p1",
+         "transcript_path": str(transcript)}, "job-late")
+
+    async def write_late() -> None:
+        await asyncio.sleep(0.4)
+        with transcript.open("a") as f:
+            f.write(_user("p1", "tool result")
+                    + _assistant("msg_2", usage_of(20, 2), stop_reason="end_turn"))
+
+    late = asyncio.create_task(write_late())
+    await tracker.flush_before_end(sid, "job-late", turn_ended=True)
+    await late
+    got = await usage_db.job_usage(pool, "job-late", sid, DEFAULT_PRICES)
+    assert (got["responses"], got["input_tokens"], got["output_tokens"]) == (2, 30, 3)
+
+    # a job that ended another way (the agent exited) does not wait for a line
+    started = asyncio.get_running_loop().time()
+    await tracker.flush_before_end(sid, "job-late", turn_ended=False)
+    assert asyncio.get_running_loop().time() - started < 1
+    await tracker.close()
 
 
 async def test_a_hook_cannot_point_the_reader_outside_claude_codes_transcripts(pool, tmp_path):
