@@ -38,8 +38,10 @@ from db.usage import Response, mark_session, record_responses
 
 log = logging.getLogger(__name__)
 
-#: what one read takes of a file at most (the rest waits for the next read)
-READ_CHUNK = 8 * 1024 * 1024
+#: a file is read in chunks of this size, at most MAX_CHUNKS per read (the rest waits for
+#: the next read); a line longer than a chunk is skipped
+READ_CHUNK = 4 * 1024 * 1024
+MAX_CHUNKS = 16
 #: how long a read before a job's end may hold its completion signal
 FLUSH_TIMEOUT_S = 10.0
 #: Claude Code writes transcript lines through a buffer: the turn's last response can land a
@@ -60,6 +62,8 @@ class _File:
     offset: int = 0
     #: the prompt the lines read so far belong to (the last `user` line's promptId)
     prompt_id: str | None = None
+    #: in the middle of a line longer than a chunk
+    skipping: bool = False
 
 
 @dataclass
@@ -164,28 +168,53 @@ def read_new(session: _Session) -> dict[str, Response]:
             with path.open("rb") as f:
                 size = f.seek(0, os.SEEK_END)
                 if size < state.offset:  # replaced or truncated: read it again (nothing counts twice)
-                    state.offset, state.prompt_id = 0, None
-                f.seek(state.offset)
-                data = f.read(READ_CHUNK)
+                    state.offset, state.prompt_id, state.skipping = 0, None, False
+                for _ in range(MAX_CHUNKS):
+                    f.seek(state.offset)  # where the last complete line ended
+                    data = f.read(READ_CHUNK)
+                    _take(data, state, session, found)
+                    if len(data) < READ_CHUNK:
+                        break
         except OSError:
             continue
-        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        for line in data[:end].splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict):
-                continue
-            if _ends_turn(entry) and state.prompt_id:
-                session.ended.add(state.prompt_id)
-            if (r := response_of(entry, state, session)) is not None:
-                if r.message_id in found:
-                    found[r.message_id].merge(r)
-                else:
-                    found[r.message_id] = r
-        state.offset += end
     return found
+
+
+def _take(data: bytes, state: _File, session: _Session, found: dict[str, Response]) -> None:
+    """Take the complete lines of `data` (read at `state.offset`) and move the offset past them."""
+    start = 0
+    if state.skipping:  # the rest of a line longer than a chunk: no response is that long
+        nl = data.find(b"\n")
+        if nl < 0:
+            state.offset += len(data)
+            return
+        start, state.skipping = nl + 1, False
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+    if end <= start:
+        if len(data) - start == READ_CHUNK:  # one line fills the chunk: skip it
+            log.warning("%s: a transcript line over %d bytes skipped", session.session_id,
+                        READ_CHUNK)
+            state.offset, state.skipping = state.offset + len(data), True
+        else:
+            state.offset += start
+        return
+    for line in data[start:end].splitlines():
+        if b"assistant" not in line and b"promptId" not in line:
+            continue  # most lines (attachments, request blobs) are neither: not parsed
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        if _ends_turn(entry) and state.prompt_id:
+            session.ended.add(state.prompt_id)
+        if (r := response_of(entry, state, session)) is not None:
+            if r.message_id in found:
+                found[r.message_id].merge(r)
+            else:
+                found[r.message_id] = r
+    state.offset += end
 
 
 class UsageTracker:

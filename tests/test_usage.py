@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+import activities.usage as usage_reader
 from activities.usage import UsageTracker, _Session, read_new
 from claude_standin.claude_home import claude_env
 from claude_standin.install import ClaudeInstallError, claude_path
@@ -119,24 +120,43 @@ TRANSCRIPT = (_user("p1", "first") + _assistant("msg_1", usage_of(100, 20, 7, 3)
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cuts=st.lists(st.integers(min_value=0, max_value=len(TRANSCRIPT)), max_size=8))
-def test_reading_a_transcript_as_it_grows_finds_the_same_responses(tmp_path: Path, cuts) -> None:
-    """However the file grows between reads (a line cut anywhere), the responses found, their
-    counts and the jobs they belong to are those of one read of the whole file."""
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(TRANSCRIPT)), max_size=8),
+       chunk=st.sampled_from([usage_reader.READ_CHUNK, 1024, 600]))
+def test_reading_a_transcript_as_it_grows_finds_the_same_responses(tmp_path: Path, cuts,
+                                                                    chunk) -> None:
+    """However the file grows between reads (a line cut anywhere) and whatever the chunks it
+    is read in, the responses found, their counts and the jobs they belong to are those of
+    one read of the whole file."""
     path = tmp_path / ".claude" / "projects" / "-w" / f"{uuid.uuid4().hex}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     session = _Session("s", "o", transcript=path, jobs={"p1": "job-1", "p2": "job-2"})
     found: dict = {}
     path.write_bytes(b"")
-    for cut in [*sorted(cuts), len(TRANSCRIPT)]:
-        path.write_bytes(TRANSCRIPT[:cut])
-        for msg_id, r in read_new(session).items():
-            found.setdefault(msg_id, r).merge(r)
+    default, usage_reader.READ_CHUNK = usage_reader.READ_CHUNK, chunk
+    try:
+        for cut in [*sorted(cuts), len(TRANSCRIPT)]:
+            path.write_bytes(TRANSCRIPT[:cut])
+            for msg_id, r in read_new(session).items():
+                found.setdefault(msg_id, r).merge(r)
+    finally:
+        usage_reader.READ_CHUNK = default
     got = {m: (r.job_id, r.input_tokens, r.output_tokens, r.cache_read_input_tokens,
                r.cache_creation_input_tokens) for m, r in found.items()}
     assert got == {"msg_1": ("job-1", 100, 20, 7, 3), "msg_2": ("job-1", 300, 30, 0, 0),
                    "msg_3": ("job-2", 5, 6, 7, 8)}
     assert session.ended == {"p2"}, "the last response ended its turn (end_turn)"
+
+
+def test_a_line_longer_than_a_chunk_is_skipped_and_reading_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(usage_reader, "READ_CHUNK", 1024)
+    path = tmp_path / ".claude" / "projects" / "-w" / "long.jsonl"
+    path.parent.mkdir(parents=True)
+    huge = _line(type="attachment", attachment={"content": "x" * 5000})
+    path.write_text(_user("p1", "go") + huge + _assistant("msg_1", usage_of(3, 4)))
+    session = _Session("s", "o", transcript=path, jobs={"p1": "job-1"})
+    found = read_new(session)
+    assert [(m, r.job_id, r.output_tokens) for m, r in found.items()] == [("msg_1", "job-1", 4)]
+    assert session.files[path].offset == path.stat().st_size
 
 
 async def _sums(pool, office: str) -> dict:
