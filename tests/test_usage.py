@@ -384,6 +384,11 @@ async def test_a_job_shows_the_usage_its_response_reported(http, claude_office, 
                  ("session", "show", f"{claude_office}/{sid}"), ("office", "show", claude_office)):
         out = (await semo(*args)).stdout
         assert line in out, out
+    out = (await semo("office", "usage", claude_office, "--by", "role")).stdout
+    row = next(ln.split() for ln in out.splitlines() if ln.startswith("BE"))
+    assert row == ["BE", "1,234", "567", "8,901", "234", "1", "$0.0192"], out
+    r = await semo("office", "usage", claude_office, "--by", "week", code=1)
+    assert "group_by" in r.stderr, r.stderr
     await http.delete(f"/api/offices/{claude_office}/sessions/{sid}")
 
 
