@@ -655,6 +655,8 @@ class ClaudeDriver:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = [asyncio.get_running_loop().create_task(self._deliver())]
         self._closed = False
+        #: sees every hook event with the job of the turn under way (activities/usage.py)
+        self.tap: Callable[[dict, str | None], None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -842,6 +844,8 @@ class ClaudeDriver:
     def on_hook(self, event: dict) -> asyncio.Future | None:
         """A hook event from the relay (already authenticated): handled in order. For a
         permission, a question or a plan, a future the relay waits on for the decision."""
+        if self.tap is not None:
+            self.tap(event, self.term.job_id if self.term is not None and self.job_open else None)
         name = event.get("hook_event_name")
         if name == "UserPromptSubmit":
             self.prompt_submitted.set()  # at once: submit() may be waiting for it

@@ -25,6 +25,7 @@ from activities.claude import ClaudeIntegration, ClaudeSetupError, DialogOpen, S
 from activities.output_monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
 from activities.session_manager import SessionManager, Terminal, TerminalError
+from activities.usage import UsageTracker
 from activities.workspace import WorkspaceError, resolve_working_dir
 from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
 from semo.settings import AgentProfile, Settings
@@ -73,8 +74,11 @@ def input_problem(inp: SendInput) -> str | None:
 
 class ClientActivities:
     def __init__(self, settings: Settings, manager: SessionManager, client: Client,
-                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
+                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+                 usage: UsageTracker | None = None) -> None:
         self.settings = settings
+        #: token usage from Claude Code's transcripts (None: not recorded)
+        self.usage = usage
         self.manager = manager
         self.client = client
         self.roots = settings.resolved_workspace_roots
@@ -122,6 +126,8 @@ class ClientActivities:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
                                    type="InvalidWorkingDir", non_retryable=True) from err
         self.workflow_ids[inp.session_id] = inp.workflow_id
+        if driver is not None and self.usage is not None:
+            driver.tap = await self.usage.track(inp.session_id, inp.office_id)
         try:
             resume = profile.resume_args if inp.generation > 0 else []
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
@@ -234,6 +240,8 @@ class ClientActivities:
     async def stop_agent(self, inp: StopAgentInput) -> None:
         await self.manager.terminate(inp.session_id)
         await self.claude.release(inp.session_id)
+        if self.usage is not None:
+            await self.usage.forget(inp.session_id)
         self.workflow_ids.pop(inp.session_id, None)
         wt = self.worktrees.pop(inp.session_id, None)
         if wt is not None and self.settings.remove_worktrees:  # by default the work stays
@@ -273,6 +281,10 @@ class ClientActivities:
         job_id = data.pop("job_id", None)
         if ev.kind == "waiting_input":  # every question gets an id its answer names
             data.setdefault("input_id", f"in-{secrets.token_hex(8)}")
+        if job_id is not None and ev.kind in ("completion", "error") and self.usage is not None:
+            # a done job shows its usage; after a Stop hook the turn's last response is due
+            await self.usage.flush_before_end(term.session_id, job_id,
+                                              turn_ended=data.get("kind") != "exit")
         signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,
                                data=data, offset=ev.offset)
         await self.client.get_workflow_handle(workflow_id).signal("monitor", signal,
@@ -290,6 +302,8 @@ class ClientActivities:
                 await self.manager.terminate(sid)
                 await self.claude.release(sid)
                 self.workflow_ids.pop(sid, None)
+                if self.usage is not None:
+                    await self.usage.forget(sid)
 
     async def aclose(self) -> None:
         """Stop listening for hooks (the worker is shutting down)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from workflows.contracts import CircuitState, JobStatus, Persona, SessionStatus
 
@@ -27,6 +27,45 @@ class PermissionRules(BaseModel):
     deny: list[str] = []
 
 
+class ModelUsage(BaseModel):
+    """One model's part of a usage total."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_creation_input_tokens: int
+    responses: int
+    cost_usd: float | None = Field(description="null: the price table does not name the model")
+
+
+class Usage(BaseModel):
+    """Token usage summed over model responses (Claude Code's transcript), and its cost."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_creation_input_tokens: int
+    model: str | None = Field(description="the model, when every response used the same one")
+    cost_usd: float | None = Field(
+        description="USD at list prices (SEMO_MODEL_PRICES over dated defaults); null when a "
+                    "response used a model the price table does not name")
+    responses: int = Field(description="model responses counted (subagents' included)")
+    models: dict[str, ModelUsage] = Field(description="the totals per model")
+
+
+class UsageRow(Usage):
+    key: str = Field(description="the session id, role or UTC day (YYYY-MM-DD) of this row")
+
+
+class UsageTable(BaseModel):
+    office_id: str
+    since: datetime | None
+    until: datetime | None
+    group_by: Literal["session", "role", "day"]
+    rows: list[UsageRow]
+    total: Usage
+
+
 class Session(BaseModel):
     session_id: str
     office_id: str
@@ -45,6 +84,8 @@ class Session(BaseModel):
     last_error: str | None = None
     #: what the session waits for a person to answer (POST .../answer), or null
     pending_input: PendingInput | None = None
+    #: null for agents that report no usage (a shell)
+    usage: Usage | None = None
 
 
 class PoolSession(Session):
@@ -96,6 +137,8 @@ class Office(BaseModel):
     permission_rules: PermissionRules = PermissionRules()
     input_timeout_s: float | None = None
     pool: Pool | None = None
+    #: over all its sessions; null when none reports usage
+    usage: Usage | None = None
 
 
 class OfficeList(BaseModel):
@@ -176,6 +219,8 @@ class Job(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    #: over its turn's model responses (subagents' included); null for a shell's job
+    usage: Usage | None = None
 
 
 class CommandResult(BaseModel):

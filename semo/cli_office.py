@@ -28,6 +28,7 @@ from semo.cli_common import (
     stdout,
     styled,
 )
+from semo.usage import describe as describe_usage
 
 app = typer.Typer(help="Offices: teams of agents with a session pool.", epilog=EXIT_CODES_HELP,
                   no_args_is_help=True)
@@ -150,6 +151,8 @@ def show(office_id: OfficeId, api_url: ApiUrl = None, token: Token = None,
                   f"{office['idle_timeout_s']}s · created {short_time(office['created_at'])}")
         out.print(f"  pool: {pool.get('in_use', 0)} in use, {pool.get('live', 0)} live, "
                   f"capacity {pool.get('capacity', office['max_sessions'])}")
+        if office.get("usage") is not None:
+            out.print(f"  usage: {escape(describe_usage(office['usage']))}")
         sessions = pool.get("sessions") or []
         if not sessions:
             out.print("  no live sessions")
@@ -164,6 +167,42 @@ def show(office_id: OfficeId, api_url: ApiUrl = None, token: Token = None,
         out.print(table)
 
     emit(office, as_json, human)
+
+
+@app.command("usage")
+def usage(
+    office_id: OfficeId,
+    group_by: Annotated[str, typer.Option(
+        "--by", help="One row per session, role or (UTC) day")] = "session",
+    since: Annotated[str | None, typer.Option(
+        help="Responses from this time on (ISO 8601 with a zone, e.g. 2026-12-01T00:00Z)")] = None,
+    until: Annotated[str | None, typer.Option(help="Responses before this time")] = None,
+    api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
+) -> None:
+    """Tokens and cost of an office's agents: per session, role or day, and in total."""
+    api = client(api_url, token)
+    with api_errors(api, office=office_id):
+        table = api.office_usage(office_id, group_by=group_by, since=since, until=until)
+
+    def human() -> None:
+        if not table["rows"]:
+            say("no model responses recorded in that time")
+            return
+        out = Table(group_by.upper(), "IN", "OUT", "CACHE READ", "CACHE WRITE", "RESPONSES",
+                    "COST", box=None, pad_edge=False)
+
+        def add(key: str, u: dict) -> None:
+            cost = "unknown" if u["cost_usd"] is None else f"${u['cost_usd']:.4f}"
+            out.add_row(escape(key), f"{u['input_tokens']:,}", f"{u['output_tokens']:,}",
+                        f"{u['cache_read_input_tokens']:,}",
+                        f"{u['cache_creation_input_tokens']:,}", str(u["responses"]), cost)
+
+        for row in table["rows"]:
+            add(row["key"] or "-", row)
+        add("total", table["total"])
+        stdout().print(out)
+
+    emit(table, as_json, human)
 
 
 @app.command("delete")

@@ -36,6 +36,7 @@ from semo.cli_common import (
     styled,
 )
 from semo.client import SemoClient, TimedOut, Unreachable
+from semo.usage import describe as describe_usage
 
 app = typer.Typer(help="Sessions: agent terminals.", epilog=EXIT_CODES_HELP,
                   no_args_is_help=True)
@@ -148,6 +149,7 @@ def show(session: SessionRef, office: Office = None, api_url: ApiUrl = None, tok
             table.add_row(label, value)
         if s.get("last_error"):
             table.add_row("last error", f"[red]{escape(s['last_error'])}[/]")
+        table.add_row("usage", escape(describe_usage(s.get("usage"))))
         stdout().print(table)
 
     emit(s, as_json, human)
@@ -430,6 +432,8 @@ def _print_job(job: dict) -> None:
         out.print(f"  completion: {clip(json.dumps(job['completion']), 100)}")
     if job.get("error"):
         out.print(f"  error: [red]{escape(job['error'])}[/]")
+    if job.get("usage") is not None:
+        out.print(f"  usage: {escape(describe_usage(job['usage']))}")
     if job.get("events"):
         table = Table("AT", "EVENT", "DATA", box=None, pad_edge=False)
         for ev in job["events"]:

@@ -188,6 +188,12 @@ class SemoClient:
     def get_office(self, office_id: str) -> dict:
         return self._get(f"/api/offices/{_seg(office_id)}")
 
+    def office_usage(self, office_id: str, *, group_by: str = "session",
+                     since: str | None = None, until: str | None = None) -> dict:
+        params = {"group_by": group_by, "since": since, "until": until}
+        return self._get(f"/api/offices/{_seg(office_id)}/usage",
+                         params={k: v for k, v in params.items() if v is not None})
+
     def delete_office(self, office_id: str) -> dict:
         return self._command("DELETE", f"/api/offices/{_seg(office_id)}")
 

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from semo.usage import DEFAULT_PRICES, ModelPrice, parse_prices
+
 
 class StartupDialogs(BaseModel):
     """How a Claude Code profile answers the dialogs Claude Code may show when it starts
@@ -191,6 +193,14 @@ class Settings(BaseSettings):
     orphan_grace_s: float = 120.0
     #: a running job with no output for this long is reported as a `stall` event (None: never)
     stall_after_s: float | None = 300.0
+    #: how often a running Claude Code session's transcript is read for token usage (a
+    #: job's end reads it at once)
+    usage_interval_s: float = Field(default=5.0, gt=0)
+
+    # --- usage and cost -------------------------------------------------------------------
+    #: USD per million tokens by model, JSON `{"model": {"input", "output", "cache_read",
+    #: "cache_write", "cache_write_1h"?}}`, merged over semo/usage.py's dated defaults
+    model_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
 
     # --- sessions -------------------------------------------------------------------------
     default_job_timeout_s: float = 3600.0
@@ -231,6 +241,13 @@ class Settings(BaseSettings):
         return {name: merge_profile(name, fields) if isinstance(fields, dict) else fields
                 for name, fields in value.items()}
 
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        return parse_prices(value)
+
     @field_validator("machine_id")
     @classmethod
     def _check_machine_id(cls, value: str) -> str:
@@ -243,6 +260,11 @@ class Settings(BaseSettings):
     def profiles(self) -> dict[str, AgentProfile]:
         """Configured agent profiles merged over the built-in `claude` and `shell`."""
         return {**BUILTIN_PROFILES, **self.agent_profiles}
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        """The price table: the defaults, with the configured models over them."""
+        return {**DEFAULT_PRICES, **self.model_prices}
 
     @property
     def resolved_workspace_roots(self) -> list[Path]:

@@ -24,6 +24,7 @@ from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager, become_subreaper
 from db import reads
+from activities.usage import UsageTracker
 from db.pool import open_pool
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
@@ -69,8 +70,11 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                              transcripts_dir=(settings.home / "transcripts").resolve(),
                              rows=settings.terminal_rows, cols=settings.terminal_cols,
                              stall_after_s=settings.stall_after_s)
+    usage = UsageTracker(pool, meter, interval_s=settings.usage_interval_s)
+    usage.start()
     acts = ClientActivities(settings, manager, client,
-                            office_policy=lambda office_id: reads.office_policy(pool, office_id))
+                            office_policy=lambda office_id: reads.office_policy(pool, office_id),
+                            usage=usage)
     await register_machine(pool, settings)
     worker = Worker(
         client,
@@ -94,6 +98,7 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         gauges.cancel()
         await manager.close_all()
         await acts.aclose()
+        await usage.close()
         await store.close()
 
 

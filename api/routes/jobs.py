@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path
 
 from api import schemas
 from api.deps import OfficeRow, State
-from db import reads
+from db import reads, usage
 from semo.errors import NotFound
 
 router = APIRouter(prefix="/api/offices/{office_id}", tags=["jobs", "commands"])
@@ -19,6 +19,7 @@ async def get_job(office: OfficeRow, state: State,
     job = await reads.get_job(state.pool, office["office_id"], job_id)
     if job is None:
         raise NotFound(f"job {job_id!r} not found in office {office['office_id']!r}")
+    job["usage"] = await usage.job_usage(state.pool, job_id, job["session_id"], state.settings.prices)
     return job
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from api import schemas
 from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open
 from api.routes import answer
-from db import reads
+from db import reads, usage
 from semo.errors import Conflict
 from semo.payloads import Empty, OfficeCreate, OfficeUpdate
 
@@ -33,7 +33,10 @@ async def create_office(body: OfficeCreate, state: State, user: CurrentUser, res
 async def list_offices(state: State, user: CurrentUser):
     ids = None if user.all_offices else sorted(
         set(user.claimed_offices) | set(await reads.member_office_ids(state.pool, user.sub)))
-    return {"offices": await reads.list_offices(state.pool, ids)}
+    offices = await reads.list_offices(state.pool, ids)
+    found = await usage.offices_usage(state.pool, [o["office_id"] for o in offices],
+                                      state.settings.prices)
+    return {"offices": [{**o, "usage": found[o["office_id"]]} for o in offices]}
 
 
 @router.get("/{office_id}", response_model=schemas.Office)
@@ -46,8 +49,11 @@ async def get_office(office: OfficeRow, state: State):
              "warm": pooled[s["session_id"]].warm if s["session_id"] in pooled else None}
             for s in sessions]
     in_use = view.in_use if view else sum(1 for s in sessions if s["status"] != "failed")
+    prices = state.settings.prices
     return {**office, "pool": {"capacity": office["max_sessions"], "in_use": in_use,
-                               "live": len(sessions), "sessions": rows}}
+                               "live": len(sessions),
+                               "sessions": await usage.with_usage(state.pool, rows, prices)},
+            "usage": await usage.office_usage(state.pool, office["office_id"], prices)}
 
 
 @router.patch("/{office_id}", response_model=schemas.Office)

@@ -22,7 +22,7 @@ from api.deps import (
     check_access,
 )
 from api.routes import answer
-from db import reads
+from db import reads, usage
 from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 
@@ -44,12 +44,13 @@ async def create_session(body: SessionCreate, office: OfficeRow, state: State, u
 
 @router.get("", response_model=schemas.SessionList)
 async def list_sessions(office: OfficeRow, state: State):
-    return {"sessions": await reads.list_sessions(state.pool, office["office_id"])}
+    sessions = await reads.list_sessions(state.pool, office["office_id"])
+    return {"sessions": await usage.with_usage(state.pool, sessions, state.settings.prices)}
 
 
 @router.get("/{session_id}", response_model=schemas.Session)
-async def get_session(session: SessionRow):
-    return session
+async def get_session(session: SessionRow, state: State):
+    return (await usage.with_usage(state.pool, [session], state.settings.prices))[0]
 
 
 async def _command(state, user, office_id, session_id, response, type_, payload, idempotency_key):

@@ -50,6 +50,9 @@ from starlette.routing import Route
 log = logging.getLogger("claude_standin")
 
 DEFAULT_TEXT = "[stand-in] No scripted reply is queued."
+#: what a reply reports when its script names no usage
+DEFAULT_USAGE = {"input_tokens": 10, "output_tokens": 10, "cache_read_input_tokens": 0,
+                 "cache_creation_input_tokens": 0}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -81,7 +84,12 @@ class Reply:
     `status` >= 400 makes it an HTTP error with an Anthropic error body.
     `delay_s` holds the stream open after `message_start` before any content
     (a slow model); `times` repeats the reply for that many requests (an error
-    that survives the CLI's own retries needs several).
+    that survives the CLI's own retries needs several). `usage` is what the reply
+    reports (`input_tokens`, `output_tokens`, `cache_read_input_tokens`,
+    `cache_creation_input_tokens`; missing ones default to DEFAULT_USAGE) and `model`
+    the model it names (default: the one requested). `match`, when given, makes the reply
+    wait in the queue for a request whose body it accepts (a subagent's request, say), while
+    other requests take the replies after it.
     """
 
     blocks: list[TextBlock | ToolUseBlock] = field(default_factory=list)
@@ -91,6 +99,12 @@ class Reply:
     error_message: str = ""
     delay_s: float = 0.0
     times: int = 1
+    usage: dict[str, int] | None = None
+    model: str | None = None
+    match: Callable[[dict[str, Any]], bool] | None = None
+
+    def reported_usage(self) -> dict[str, int]:
+        return {**DEFAULT_USAGE, **(self.usage or {})}
 
     @property
     def is_error(self) -> bool:
@@ -265,11 +279,14 @@ class ScriptedAnthropicStandIn:
             self._changed.notify_all()
         return reply
 
-    def reply_text(self, text: str) -> Reply:
-        """The next main turn answers `text` and ends the turn."""
-        return self.enqueue(Reply(blocks=[TextBlock(text)]))
+    def reply_text(self, text: str, *, usage: dict[str, int] | None = None,
+                   model: str | None = None,
+                   match: Callable[[dict[str, Any]], bool] | None = None) -> Reply:
+        """The next main turn answers `text` (reporting `usage`, see Reply) and ends the turn."""
+        return self.enqueue(Reply(blocks=[TextBlock(text)], usage=usage, model=model, match=match))
 
-    def reply_tool_use(self, name: str, tool_input: dict[str, Any], *, text: str | None = None) -> str:
+    def reply_tool_use(self, name: str, tool_input: dict[str, Any], *, text: str | None = None,
+                       usage: dict[str, int] | None = None, model: str | None = None) -> str:
         """The next main turn calls tool `name` (optionally after some text); returns the tool_use id.
 
         The CLI runs the tool (asking permission first where needed) and sends the
@@ -278,7 +295,7 @@ class ScriptedAnthropicStandIn:
         tool_id = self.new_tool_use_id()
         blocks: list[TextBlock | ToolUseBlock] = [TextBlock(text)] if text else []
         blocks.append(ToolUseBlock(tool_id, name, dict(tool_input)))
-        self.enqueue(Reply(blocks=blocks, stop_reason="tool_use"))
+        self.enqueue(Reply(blocks=blocks, stop_reason="tool_use", usage=usage, model=model))
         return tool_id
 
     def reply_error(
@@ -342,14 +359,15 @@ class ScriptedAnthropicStandIn:
                  f"?{request.url.query}" if request.url.query else "", kind, rec.model)
         return rec
 
-    def _next_main_reply(self) -> Reply:
+    def _next_main_reply(self, body: Any) -> Reply:
         with self._lock:
-            if not self._queue:
+            reply = next((r for r in self._queue
+                          if r.match is None or (isinstance(body, dict) and r.match(body))), None)
+            if reply is None:
                 return self.default_reply
-            reply = self._queue[0]
             reply.times -= 1
             if reply.times <= 0:
-                self._queue.popleft()
+                self._queue.remove(reply)
             return reply
 
     def _side_reply(self, body: Any) -> Reply:
@@ -374,7 +392,7 @@ class ScriptedAnthropicStandIn:
         if request.method == "POST" and path == "/v1/messages":
             main = is_main_turn(body)
             rec = self._record(request, body, "main" if main else "side")
-            reply = self._next_main_reply() if main else self._side_reply(body)
+            reply = self._next_main_reply(body) if main else self._side_reply(body)
             rec.reply = reply
             return self._message_response(reply, body if isinstance(body, dict) else {})
         self._record(request, body, "other")
@@ -403,8 +421,9 @@ class ScriptedAnthropicStandIn:
                 status_code=reply.status,
                 headers=headers,
             )
-        model = body.get("model") or "claude-sonnet-4-5"
-        msg_id = f"msg_standin_{next(self._ids):06d}"
+        model = reply.model or body.get("model") or "claude-sonnet-4-5"
+        msg_id = f"msg_standin_{next(self._ids):06d}"  # every reply its own id
+        usage = reply.reported_usage()
         if not body.get("stream"):
             content = [
                 {"type": "text", "text": b.text}
@@ -421,17 +440,20 @@ class ScriptedAnthropicStandIn:
                     "content": content,
                     "stop_reason": reply.stop_reason,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": 10, "output_tokens": 10},
+                    "usage": usage,
                 },
                 headers=headers,
             )
         return StreamingResponse(
-            self._stream(reply, model, msg_id),
+            self._stream(reply, model, msg_id, usage),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
 
-    async def _stream(self, reply: Reply, model: str, msg_id: str) -> AsyncIterator[bytes]:
+    async def _stream(self, reply: Reply, model: str, msg_id: str,
+                      usage: dict[str, int]) -> AsyncIterator[bytes]:
+        # as the real API does: the input side in message_start (output_tokens 1 so far),
+        # the final output count in message_delta
         yield _sse(
             "message_start",
             {
@@ -444,7 +466,7 @@ class ScriptedAnthropicStandIn:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": 10, "output_tokens": 1},
+                    "usage": {**usage, "output_tokens": 1},
                 },
             },
         )
@@ -476,7 +498,7 @@ class ScriptedAnthropicStandIn:
         yield _sse(
             "message_delta",
             {"type": "message_delta", "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-             "usage": {"output_tokens": 10}},
+             "usage": {"output_tokens": usage["output_tokens"]}},
         )
         yield _sse("message_stop", {"type": "message_stop"})
 

@@ -77,3 +77,31 @@ def test_errors_repeat_as_scripted_and_other_paths_answer_harmlessly(
     assert client.get("/v1/models").json()["data"]
     assert client.head("/api/hello").status_code == 200
     assert "HEAD /api/hello" in standin.paths()
+
+
+def test_replies_report_their_usage_and_a_matching_reply_waits_for_its_request(
+    standin: ScriptedAnthropicStandIn, client: httpx.Client
+) -> None:
+    standin.reply_text("for the subagent", usage={"input_tokens": 7, "output_tokens": 3},
+                       match=lambda body: "sub task" in json.dumps(body["messages"]))
+    standin.reply_text("for the main turn", model="claude-other-1",
+                       usage={"input_tokens": 100, "output_tokens": 42,
+                              "cache_read_input_tokens": 5, "cache_creation_input_tokens": 6})
+
+    main = client.post("/v1/messages", json={
+        "model": "m", "stream": True, "tools": TOOLS, "messages": [{"role": "user", "content": "go"}]})
+    events = sse_events(main.text)
+    start = events[0]["message"]
+    assert start["model"] == "claude-other-1"
+    assert start["usage"] == {"input_tokens": 100, "output_tokens": 1, "cache_read_input_tokens": 5,
+                              "cache_creation_input_tokens": 6}, "input side first, as the API does"
+    assert [e for e in events if e["type"] == "message_delta"][0]["usage"] == {"output_tokens": 42}
+    assert "for the main turn" in main.text, "the matching reply waited; the next one answered"
+
+    sub = client.post("/v1/messages", json={
+        "model": "m", "tools": TOOLS, "messages": [{"role": "user", "content": "sub task"}]}).json()
+    assert sub["content"][0]["text"] == "for the subagent"
+    assert sub["usage"] == {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": 0,
+                            "cache_creation_input_tokens": 0}
+    assert sub["id"] != start["id"], "every reply has its own message id"
+    assert standin.pending() == 0
