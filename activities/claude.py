@@ -1111,7 +1111,11 @@ class ClaudeDriver:
     # --- input --------------------------------------------------------------------------
 
     async def before_keys(self) -> None:
-        """Hold keys until a freshly drawn dialog takes them."""
+        """Hold keys until a freshly drawn dialog takes them. A hook tells of a question
+        before Claude Code has drawn its dialog: keys for it wait for the dialog first."""
+        asked = self._hook_waiting_at
+        if asked is not None and time.monotonic() - asked < HOOK_REPORT_COVERS_S:
+            await self._until(lambda: self.dialog() is not None, 3.0)
         ep = self._episode
         if ep is not None and ep.gone_at is None:
             wait = KEY_SETTLE_S - (time.monotonic() - ep.first_seen)
