@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from rich.console import Console
 
 from api.auth import mint_token
@@ -195,6 +196,7 @@ def _run(settings: Settings, home: Path) -> int:
             if not stopping:
                 status.update("applying migrations…")
                 migrate(database_url)
+                since = _db_now(database_url)
             for name in COMPONENTS:
                 if stopping:
                     break
@@ -204,6 +206,10 @@ def _run(settings: Settings, home: Path) -> int:
             if not stopping:
                 status.update("waiting for the API…")
                 _wait_api(settings, children["api"], lambda: stopping)
+            if not stopping:
+                status.update("waiting for this machine's client worker…")
+                _wait_machine(settings, database_url, since, children["client_worker"],
+                              lambda: stopping)
         if not stopping:
             _write_info(settings, info, children)
             _print_summary(info)
@@ -261,6 +267,29 @@ def _wait_api(settings: Settings, api: Child, stopped) -> None:
             raise EmbeddedError(f"the API exited with code {api.proc.returncode}; see "
                                 f"{settings.home / 'logs' / 'api.log'}")
         time.sleep(0.1)
+
+
+def _db_now(database_url: str):
+    with psycopg.connect(database_url, connect_timeout=10) as conn:
+        return conn.execute("select now()").fetchone()[0]
+
+
+def _wait_machine(settings: Settings, database_url: str, since, worker: Child, stopped) -> None:
+    """Until the client worker has registered this machine: an office on it is refused
+    before that (422), so "running" means an office can be made at once."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stopped():
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            if conn.execute("select 1 from client_machines where id = %s and started_at >= %s",
+                            (settings.machine_id, since)).fetchone():
+                return
+        if worker.proc.poll() is not None:
+            raise EmbeddedError(f"the client worker exited with code {worker.proc.returncode}; "
+                                f"see {settings.home / 'logs' / 'client_worker.log'}")
+        time.sleep(0.1)
+    if not stopped():
+        raise EmbeddedError(f"the client worker did not register machine {settings.machine_id} "
+                            f"within 60s; see {settings.home / 'logs' / 'client_worker.log'}")
 
 
 def _write_info(settings: Settings, info: dict, children: dict[str, Child]) -> None:
