@@ -211,8 +211,8 @@ def _run(settings: Settings, home: Path) -> int:
                 _wait_machine(settings, database_url, since, children["client_worker"],
                               lambda: stopping)
         if not stopping:
+            _print_summary(info)  # before dev.json, whose pids say "running" to scripts
             _write_info(settings, info, children)
-            _print_summary(info)
         while not stopping:
             time.sleep(0.2)
             if _supervise(children):
