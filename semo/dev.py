@@ -276,20 +276,19 @@ def _db_now(database_url: str):
 
 def _wait_machine(settings: Settings, database_url: str, since, worker: Child, stopped) -> None:
     """Until the client worker has registered this machine: an office on it is refused
-    before that (422), so "running" means an office can be made at once."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not stopped():
+    before that (422), so "running" means an office can be made at once. A worker that is
+    slow or dies is not fatal: it is supervised like the rest, and this says so."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not stopped() and worker.proc.poll() is None:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             if conn.execute("select 1 from client_machines where id = %s and started_at >= %s",
                             (settings.machine_id, since)).fetchone():
                 return
-        if worker.proc.poll() is not None:
-            raise EmbeddedError(f"the client worker exited with code {worker.proc.returncode}; "
-                                f"see {settings.home / 'logs' / 'client_worker.log'}")
         time.sleep(0.1)
     if not stopped():
-        raise EmbeddedError(f"the client worker did not register machine {settings.machine_id} "
-                            f"within 60s; see {settings.home / 'logs' / 'client_worker.log'}")
+        console.print(f"[yellow]the client worker has not registered machine "
+                      f"{settings.machine_id} yet: offices on it are refused until it does; see "
+                      f"{settings.home / 'logs' / 'client_worker.log'}[/]")
 
 
 def _write_info(settings: Settings, info: dict, children: dict[str, Child]) -> None:

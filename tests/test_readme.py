@@ -155,7 +155,7 @@ def stack(tmp_path):
     root.mkdir()
     (root / ".venv").symlink_to(REPO / ".venv")  # the clone's .venv, as `make run` made it
     stack = DevStack(root)
-    stack.start(timeout=180)
+    stack.start(timeout=300)  # a loaded machine (two cores, shared) starts it slowly
     yield stack
     assert stack.stop() == 0
 
