@@ -93,6 +93,9 @@ class TokenVerifier:
             raise Unauthorized("invalid token: its signing key is not in the JWKS") from None
         except jwt.InvalidSignatureError:
             raise Unauthorized("invalid token: bad signature") from None
+        except jwt.DecodeError as err:  # after InvalidSignatureError, which is one of these
+            raise Unauthorized(f"invalid token: not a readable JWT ({err}); a token is three "
+                               "base64url parts joined by dots (header.payload.signature)") from None
         except (jwt.PyJWTError, ValueError, TypeError) as err:
             raise Unauthorized(f"invalid token: {type(err).__name__}") from None
         return _principal(claims)

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import docs, errors
 from api.auth import TokenVerifier, redact_tokens_in_logs
 from api.deps import AppState
 from api.live import LiveNotifier
@@ -46,8 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Create, drive, watch and clean up interactive terminal sessions of CLI "
                     "coding agents, each a Temporal workflow.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # docs.install serves them without a CDN
     )
     errors.install(app)
+    docs.install(app)
     app.state.metrics = ApiMetrics()
     app.add_middleware(RequestContext, metrics=app.state.metrics)  # ids on log lines, counts
     for router in (health.router, offices.router, sessions.router, jobs.router, attach.router,

@@ -20,12 +20,13 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from semo.client import (
     ApiFailed,
@@ -208,6 +209,10 @@ def _hint(err: SemoClientError, config: ClientConfig | None, ctx: dict[str, str]
         if "command" in detail:
             return "a command id is in every answer to a change (command_id), and in 504s"
     if err.status == 409:
+        if "office" in detail and "already exists" in detail:
+            taken = office or "OFFICE_ID"
+            return (f"choose another id (--id), or delete the old office first (`semo office "
+                    f"delete {taken} --yes`); `semo office list` shows the ones you have")
         if "busy" in detail or "waiting" in detail:
             sid = ctx.get("session", "SESSION_ID")
             job = re.search(r"\bjob (\S+?);", err.message)
@@ -253,3 +258,25 @@ def short_time(value: str | None) -> str:
 def clip(value: Any, width: int = 60) -> str:
     text = " ".join(str(value).split()) if value is not None else "-"
     return escape(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str | None]],
+          styles: dict[str, Callable[[str | None], str]] | None = None) -> None:
+    """Rows of plain values. On a terminal: aligned columns that fit the window (statuses
+    coloured with `styles`). Piped or logged: a tab-separated line per row with every value
+    whole (no ellipsis, no wrapping at 80 columns), so ids can be copied and `cut -f` works."""
+    if not sys.stdout.isatty():
+        for row in (columns, *rows):
+            sys.stdout.write("\t".join(_cell(v) for v in row) + "\n")
+        sys.stdout.flush()
+        return
+    styles = styles or {}
+    grid = Table(*columns, box=None, pad_edge=False)
+    for row in rows:
+        grid.add_row(*(styles[c](v) if c in styles else escape(_cell(v))
+                       for c, v in zip(columns, row)))
+    stdout().print(grid)
+
+
+def _cell(value: str | None) -> str:
+    return "-" if value is None or value == "" else " ".join(str(value).split())

@@ -19,7 +19,6 @@ from semo.cli_common import (
     Token,
     api_errors,
     client,
-    clip,
     die,
     emit,
     progress,
@@ -27,6 +26,7 @@ from semo.cli_common import (
     short_time,
     stdout,
     styled,
+    table,
 )
 from semo.usage import describe as describe_usage
 
@@ -85,7 +85,7 @@ def create(
             office = api.create_office(body)
         if wait and office["warm_roles"]:
             office = _wait_warm(api, office, wait_timeout)
-    emit(office, as_json, lambda: _print_created(office))
+    emit(office, as_json, lambda: _print_created(office, defaulted=not (no_warm or warm)))
 
 
 def _wait_warm(api, office: dict, timeout_s: float) -> dict:
@@ -105,11 +105,15 @@ def _wait_warm(api, office: dict, timeout_s: float) -> dict:
             time.sleep(0.5)
 
 
-def _print_created(office: dict) -> None:
+def _print_created(office: dict, defaulted: bool = False) -> None:
     warm = ", ".join(office["warm_roles"]) or "none"
     stdout().print(f"created office [bold]{escape(office['office_id'])}[/] "
                    f"({escape(office['name'])}) on machine {escape(office['machine_id'])}; "
                    f"agent {escape(office['agent'])}; warm roles: {escape(warm)}")
+    if defaulted and office["warm_roles"]:
+        # they start now and hold slots of the office's cap: not something to learn later
+        say(f"[dim]note:[/] no --warm given, so one warm session of each default role "
+            f"({escape(warm)}) is starting now; choose with --warm ROLE (repeat) or --no-warm")
 
 
 @app.command("list")
@@ -123,13 +127,9 @@ def list_(api_url: ApiUrl = None, token: Token = None, as_json: Json = False) ->
         if not offices:
             say("no offices yet: `semo office create NAME` makes one")
             return
-        table = Table("OFFICE", "NAME", "MACHINE", "AGENT", "WARM", "MAX", "CREATED",
-                      box=None, pad_edge=False)
-        for o in offices:
-            table.add_row(escape(o["office_id"]), clip(o["name"], 30), escape(o["machine_id"]),
-                          escape(o["agent"]), escape(",".join(o["warm_roles"]) or "-"),
-                          str(o["max_sessions"]), short_time(o["created_at"]))
-        stdout().print(table)
+        table(("OFFICE", "NAME", "MACHINE", "AGENT", "WARM", "MAX", "CREATED"),
+              [(o["office_id"], o["name"], o["machine_id"], o["agent"], ",".join(o["warm_roles"]),
+                str(o["max_sessions"]), short_time(o["created_at"])) for o in offices])
 
     emit({"offices": offices}, as_json, human)
 

@@ -34,6 +34,7 @@ from semo.cli_common import (
     short_time,
     stdout,
     styled,
+    table,
 )
 from semo.client import SemoClient, TimedOut, Unreachable
 from semo.usage import describe as describe_usage
@@ -70,10 +71,10 @@ def create(
     api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
 ) -> None:
     """Start a session (or take an idle warm one) and wait until it is ready."""
+    api = client(api_url, token)
     if not office:
         die("which office? Pass --office OFFICE_ID (or set SEMO_OFFICE)", EXIT_USAGE,
             hint="`semo office list` shows the offices your token opens")
-    api = client(api_url, token)
     body: dict = {"role": role}
     for key, value in (("agent", agent), ("working_dir", working_dir), ("machine_id", machine),
                        ("wait_s", wait_s)):
@@ -97,10 +98,10 @@ def list_(office: Office = None,
           all_: Annotated[bool, typer.Option("--all", "-a", help="Terminated ones too")] = False,
           api_url: ApiUrl = None, token: Token = None, as_json: Json = False) -> None:
     """An office's sessions (live ones; --all for terminated ones too)."""
+    api = client(api_url, token)
     if not office:
         die("which office? Pass --office OFFICE_ID (or set SEMO_OFFICE)", EXIT_USAGE,
             hint="`semo office list` shows the offices your token opens")
-    api = client(api_url, token)
     with api_errors(api, office=office):
         sessions = api.list_sessions(office)
     if not all_:
@@ -111,14 +112,12 @@ def list_(office: Office = None,
             say(f"no {'' if all_ else 'live '}sessions in office {escape(office)}: "
                 f"`semo session create --office {escape(office)} --role BE` starts one")
             return
-        table = Table("SESSION", "ROLE", "AGENT", "STATUS", "JOB", "RESTARTS", "CIRCUIT",
-                      "MACHINE", "LAST ACTIVITY", box=None, pad_edge=False)
-        for s in sessions:
-            table.add_row(escape(s["session_id"]), escape(s["role"]), escape(s["agent"]),
-                          styled(s["status"]), escape(s.get("current_job_id") or "-"),
-                          str(s["restarts"]), styled(s["circuit"]), escape(s["machine_id"]),
-                          short_time(s["last_activity_at"]))
-        stdout().print(table)
+        table(("SESSION", "ROLE", "AGENT", "STATUS", "JOB", "RESTARTS", "CIRCUIT", "MACHINE",
+               "LAST ACTIVITY"),
+              [(s["session_id"], s["role"], s["agent"], s["status"], s.get("current_job_id"),
+                str(s["restarts"]), s["circuit"], s["machine_id"],
+                short_time(s["last_activity_at"])) for s in sessions],
+              styles={"STATUS": styled, "CIRCUIT": styled})
 
     emit({"sessions": sessions}, as_json, human)
 
@@ -127,8 +126,8 @@ def list_(office: Office = None,
 def show(session: SessionRef, office: Office = None, api_url: ApiUrl = None, token: Token = None,
          as_json: Json = False) -> None:
     """A session: status, current job, restarts, circuit, where it runs."""
-    office, sid = ref(session, office)
     api = client(api_url, token)
+    office, sid = ref(session, office)
     with api_errors(api, office=office, session=sid):
         s = api.get_session(office, sid)
 
@@ -176,12 +175,12 @@ def prompt(
 
     With --wait, wait for the job to end; exit 6 if it does not end `done`.
     """
+    api = client(api_url, token)
     office, sid = ref(session, office)
     if text == "-":
         text = sys.stdin.read()
     if not text.strip():
         die("the prompt is empty", EXIT_USAGE)
-    api = client(api_url, token)
     with api_errors(api, office=office, session=sid):
         sent = api.prompt(office, sid, text, job_id=job_id, timeout_s=timeout_s)
         if not wait:
@@ -224,11 +223,11 @@ def keys(
     office: Office = None, api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
 ) -> None:
     """Send keystrokes: the text, then the named keys, then (with --enter) Enter; one command."""
+    api = client(api_url, token)
     office, sid = ref(session, office)
     names = [k.lower() for k in names or []] + (["enter"] if enter else [])
     if not names and not text:
         die("nothing to send: name keys (e.g. `ctrl+c`, `enter`), or give --text", EXIT_USAGE)
-    api = client(api_url, token)
     with api_errors(api, office=office, session=sid):
         answer = api.keys(office, sid, names, text)
     emit(answer, as_json, lambda: stdout().print(f"sent; session is {styled(answer['status'])}"))
@@ -238,8 +237,8 @@ def keys(
 def cancel(session: SessionRef, office: Office = None, api_url: ApiUrl = None,
            token: Token = None, as_json: Json = False) -> None:
     """Press Ctrl+C in the session: its running job ends `cancelled`."""
-    office, sid = ref(session, office)
     api = client(api_url, token)
+    office, sid = ref(session, office)
     with api_errors(api, office=office, session=sid):
         res = api.cancel(office, sid)
     what = f"job {escape(res['job_id'])}" if res.get("job_id") else "(no job was running)"
@@ -251,8 +250,8 @@ def cancel(session: SessionRef, office: Office = None, api_url: ApiUrl = None,
 def release(session: SessionRef, office: Office = None, api_url: ApiUrl = None,
             token: Token = None, as_json: Json = False) -> None:
     """Hand the session back to the office pool, idle, for the next create of its role."""
-    office, sid = ref(session, office)
     api = client(api_url, token)
+    office, sid = ref(session, office)
     with api_errors(api, office=office, session=sid):
         res = api.release(office, sid)
     emit(res, as_json, lambda: stdout().print(
@@ -263,8 +262,8 @@ def release(session: SessionRef, office: Office = None, api_url: ApiUrl = None,
 def terminate(session: SessionRef, office: Office = None, api_url: ApiUrl = None,
               token: Token = None, as_json: Json = False) -> None:
     """Stop the session: its agent's whole process group, for good."""
-    office, sid = ref(session, office)
     api = client(api_url, token)
+    office, sid = ref(session, office)
     with api_errors(api, office=office, session=sid):
         with progress(f"terminating {escape(sid)}…"):
             res = api.terminate(office, sid)
@@ -281,21 +280,25 @@ def output(
     follow: Annotated[bool, typer.Option(
         "--follow", "-f",
         help="Keep printing new output, like tail -f, until the session ends")] = False,
-    since: Annotated[int, typer.Option(help="Start at this byte offset of the raw stream")] = 0,
+    since: Annotated[int | None, typer.Option(
+        help="Start at this byte offset of the raw stream (default: the start; with "
+             "--follow, the last --lines lines, and --since 0 replays it all)")] = None,
+    lines: Annotated[int, typer.Option(
+        "--lines", "-n", min=0, help="With --follow: how many of the last lines to show first")] = 10,
     raw: Annotated[bool, typer.Option(
         "--raw",
         help="Raw bytes, escape sequences and all (default: text, escapes removed)")] = False,
     api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
 ) -> None:
     """What the session printed (kept in Postgres; the oldest is dropped past retention)."""
+    api = client(api_url, token)
     office, sid = ref(session, office)
     fmt = "raw" if raw else "text"
-    api = client(api_url, token)
     with api_errors(api, office=office, session=sid):
         if follow:
-            _follow(api, office, sid, since, fmt, as_json)
+            _follow(api, office, sid, since, lines, fmt, as_json)
             return
-        pages, offset = [], since
+        pages, offset = [], since or 0
         while True:
             page = api.output(office, sid, since=offset, limit=1024 * 1024, format=fmt)
             pages.append(page)
@@ -313,40 +316,94 @@ def output(
         say(f"[dim](output before byte {pages[0]['truncated_before']} is no longer kept)[/]")
 
 
-def _follow(api: SemoClient, office: str, sid: str, since: int, fmt: str, as_json: bool) -> None:
-    """The SSE stream; reconnects from where it was when the connection drops."""
+#: with --follow, the last lines are looked for in this many bytes before the end
+TAIL_BYTES = 16 * 1024
+
+
+class _Printer:
+    """Output on stdout, status lines on stderr, each status line on a line of its own: a
+    session's output usually ends mid-line (its shell prompt), and on a terminal both go to
+    the same screen. The newline that separates them goes to stderr, so stdout stays exactly
+    what the session printed."""
+
+    def __init__(self) -> None:
+        self.mid_line = False
+
+    def output(self, data: str) -> None:
+        if data:
+            sys.stdout.write(data)
+            sys.stdout.flush()
+            self.mid_line = not data.endswith("\n")
+
+    def status(self, message: str) -> None:
+        self.line_break()
+        say(message)
+
+    def line_break(self) -> None:
+        if self.mid_line:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.mid_line = False
+
+
+def _last_lines(page: dict, lines: int) -> str:
+    """The last `lines` lines of a tail page (its first line is cut unless it starts at 0)."""
+    text = page["data"]
+    parts = text.splitlines(keepends=True)
+    if page["since"] > 0 and parts:
+        parts = parts[1:]  # the page starts in the middle of that line
+    return "".join(parts[-lines:]) if lines else ""
+
+
+def _follow(api: SemoClient, office: str, sid: str, since: int | None, lines: int, fmt: str,
+            as_json: bool) -> None:
+    """The SSE stream, after the last lines (like tail -f) unless `since` is given;
+    reconnects from where it was when the connection drops."""
+    printer = _Printer()
+    if since is None:
+        page = api.output(office, sid, tail=TAIL_BYTES, limit=TAIL_BYTES, format=fmt)
+        if as_json:  # the whole tail page, so that its offsets are exact
+            sys.stdout.write(json.dumps({"event": "output", "offset": page["since"],
+                                         "next_offset": page["next_offset"],
+                                         "data": page["data"]}) + "\n")
+            sys.stdout.flush()
+        else:
+            printer.output(_last_lines(page, lines))
+        since = page["next_offset"]
     offset, retries = since, 0
-    while True:
-        try:
-            for ev in api.stream_output(office, sid, since=offset, format=fmt):
-                retries = 0
-                if as_json:
-                    sys.stdout.write(json.dumps({"event": ev.event, **ev.data}) + "\n")
-                    sys.stdout.flush()
-                if ev.event == "output":
-                    offset = ev.data.get("next_offset", offset)
-                    if not as_json:
-                        sys.stdout.write(ev.data.get("data", ""))
+    try:
+        while True:
+            try:
+                for ev in api.stream_output(office, sid, since=offset, format=fmt):
+                    retries = 0
+                    if as_json:
+                        sys.stdout.write(json.dumps({"event": ev.event, **ev.data}) + "\n")
                         sys.stdout.flush()
-                elif ev.event == "status" and not as_json:
-                    job = ev.data.get("current_job_id")
-                    say(f"[dim]── session {escape(sid)}: {ev.data.get('status')}"
-                        f"{' (job ' + escape(job) + ')' if job else ''}[/]")
-            return  # the stream ends when the session is terminated
-        except (Unreachable, TimedOut) as err:
-            retries += 1
-            if retries > 5:
-                raise
-            say(f"[dim]── {escape(err.message)}; reconnecting ({retries}/5)…[/]")
-            time.sleep(min(0.5 * 2 ** retries, 8))
+                    if ev.event == "output":
+                        offset = ev.data.get("next_offset", offset)
+                        if not as_json:
+                            printer.output(ev.data.get("data", ""))
+                    elif ev.event == "status" and not as_json:
+                        job = ev.data.get("current_job_id")
+                        printer.status(f"[dim]── session {escape(sid)}: {ev.data.get('status')}"
+                                       f"{' (job ' + escape(job) + ')' if job else ''}[/]")
+                return  # the stream ends when the session is terminated
+            except (Unreachable, TimedOut) as err:
+                retries += 1
+                if retries > 5:
+                    raise
+                printer.status(f"[dim]── {escape(err.message)}; reconnecting ({retries}/5)…[/]")
+                time.sleep(min(0.5 * 2 ** retries, 8))
+    finally:
+        printer.line_break()  # the shell's prompt (or an error) starts on a line of its own
 
 
 @app.command("screen")
 def screen(session: SessionRef, office: Office = None, api_url: ApiUrl = None,
            token: Token = None, as_json: Json = False) -> None:
     """The terminal screen as a person would see it now."""
-    office, sid = ref(session, office)
     api = client(api_url, token)
+    office, sid = ref(session, office)
     with api_errors(api, office=office, session=sid):
         shot = api.screen(office, sid)
 
@@ -382,12 +439,12 @@ def attach(
     """
     from semo.attach import AttachError, attach as run_attach, detach_byte
 
+    api = client(api_url, token)
     office, sid = ref(session, office)
     try:
         key = detach_byte(detach_key)
     except ValueError as err:
         die(str(err), EXIT_USAGE)
-    api = client(api_url, token)
     with api_errors(api, office=office, session=sid):
         try:
             code = run_attach(api.config, office, sid, read_only=read_only, detach_key=key,
@@ -413,8 +470,8 @@ def job_show(
 
     With --wait, wait for it to end; exit 6 unless it ends `done`.
     """
-    office, jid = ref(job_id, office, "job")
     api = client(api_url, token)
+    office, jid = ref(job_id, office, "job")
     with api_errors(api, office=office, job=jid):
         job = _wait_job(api, office, jid, wait_timeout) if wait else api.get_job(office, jid)
     emit(job, as_json, lambda: _print_job(job))
@@ -449,8 +506,8 @@ def command_show(
     office: Office = None, api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
 ) -> None:
     """A command (a change someone asked for) and its result, once it has one."""
-    office, cid = ref(command_id, office, "command")
     api = client(api_url, token)
+    office, cid = ref(command_id, office, "command")
     with api_errors(api, office=office, command=cid):
         cmd = api.get_command(office, cid)
 

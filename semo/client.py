@@ -238,9 +238,11 @@ class SemoClient:
         return self._command("DELETE", self._session(office_id, session_id))
 
     def output(self, office_id: str, session_id: str, *, since: int = 0, limit: int = 65536,
-               format: str = "text") -> dict:
-        return self._get(f"{self._session(office_id, session_id)}/output",
-                         params={"since": since, "limit": limit, "format": format})
+               format: str = "text", tail: int | None = None) -> dict:
+        params = {"since": since, "limit": limit, "format": format}
+        if tail is not None:
+            params["tail"] = tail
+        return self._get(f"{self._session(office_id, session_id)}/output", params=params)
 
     def screen(self, office_id: str, session_id: str) -> dict:
         return self._get(f"{self._session(office_id, session_id)}/screen")

@@ -425,12 +425,21 @@ class CommandExecutor:
             repository=(office.get("settings") or {}).get("repository"))
 
     async def _check_office_machine(self, p: OfficeCreate) -> None:
-        machine = await reads.get_machine(self.pool, p.machine_id)
-        if machine is not None:  # a machine not seen yet may join later
-            if p.agent not in machine["agent_profiles"]:
-                raise InvalidInput(_unknown_agent(p.agent, machine))
-            if p.workspace_root is not None:
-                _check_in_roots(p.workspace_root, machine)
+        machine = await self._registered_machine(p.machine_id)
+        if p.agent not in machine["agent_profiles"]:
+            raise InvalidInput(_unknown_agent(p.agent, machine))
+        if p.workspace_root is not None:
+            _check_in_roots(p.workspace_root, machine)
+
+    async def _registered_machine(self, machine_id: str) -> dict:
+        """The machine's registration, or a 422: an office or a session on a machine no
+        client worker has registered would only ever wait (its warm sessions forever)."""
+        machine = await reads.get_machine(self.pool, machine_id)
+        if machine is None:
+            raise InvalidInput(
+                f"machine {machine_id!r} has no client worker registered; start one there with "
+                f"`SEMO_MACHINE_ID={machine_id} semo worker client`")
+        return machine
 
     async def _do_delete_office(self, cmd: Command, p: Empty) -> tuple[int, dict]:
         office = await reads.get_office(self.pool, cmd.office_id)
@@ -479,11 +488,7 @@ class CommandExecutor:
                                f"({', '.join(office['roles'])})")
         machine_id = p.machine_id or office["machine_id"]
         agent = p.agent or office["agent"]
-        machine = await reads.get_machine(self.pool, machine_id)
-        if machine is None:
-            raise InvalidInput(
-                f"machine {machine_id!r} has no client worker registered; start one there with "
-                f"`SEMO_MACHINE_ID={machine_id} semo worker client`")
+        machine = await self._registered_machine(machine_id)
         if agent not in machine["agent_profiles"]:
             raise InvalidInput(_unknown_agent(agent, machine))
         if p.working_dir is not None:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from rich.console import Console
 
 from api.auth import mint_token
@@ -195,6 +196,7 @@ def _run(settings: Settings, home: Path) -> int:
             if not stopping:
                 status.update("applying migrations…")
                 migrate(database_url)
+                since = _db_now(database_url)
             for name in COMPONENTS:
                 if stopping:
                     break
@@ -204,9 +206,13 @@ def _run(settings: Settings, home: Path) -> int:
             if not stopping:
                 status.update("waiting for the API…")
                 _wait_api(settings, children["api"], lambda: stopping)
+            if not stopping:
+                status.update("waiting for this machine's client worker…")
+                _wait_machine(settings, database_url, since, children["client_worker"],
+                              lambda: stopping)
         if not stopping:
+            _print_summary(info)  # before dev.json, whose pids say "running" to scripts
             _write_info(settings, info, children)
-            _print_summary(info)
         while not stopping:
             time.sleep(0.2)
             if _supervise(children):
@@ -261,6 +267,28 @@ def _wait_api(settings: Settings, api: Child, stopped) -> None:
             raise EmbeddedError(f"the API exited with code {api.proc.returncode}; see "
                                 f"{settings.home / 'logs' / 'api.log'}")
         time.sleep(0.1)
+
+
+def _db_now(database_url: str):
+    with psycopg.connect(database_url, connect_timeout=10) as conn:
+        return conn.execute("select now()").fetchone()[0]
+
+
+def _wait_machine(settings: Settings, database_url: str, since, worker: Child, stopped) -> None:
+    """Until the client worker has registered this machine: an office on it is refused
+    before that (422), so "running" means an office can be made at once. A worker that is
+    slow or dies is not fatal: it is supervised like the rest, and this says so."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not stopped() and worker.proc.poll() is None:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            if conn.execute("select 1 from client_machines where id = %s and started_at >= %s",
+                            (settings.machine_id, since)).fetchone():
+                return
+        time.sleep(0.1)
+    if not stopped():
+        console.print(f"[yellow]the client worker has not registered machine "
+                      f"{settings.machine_id} yet: offices on it are refused until it does; see "
+                      f"{settings.home / 'logs' / 'client_worker.log'}[/]")
 
 
 def _write_info(settings: Settings, info: dict, children: dict[str, Child]) -> None:

