@@ -429,3 +429,37 @@ async def test_only_rows_left_for_the_intake_wake_it(settings, pool, http, offic
                 await conn.execute("delete from agent_commands where id = %s", (row_id,))
     assert first.payload == str(row_id), "the API's own command woke the intake"
     await http.delete(f"/api/offices/{office}/sessions/{r.json()['session_id']}")
+
+
+async def test_an_answer_from_the_table_answers_the_pending_input(settings, pool, temporal_client,
+                                                                  workers, office, http):
+    """`answer_input` is a command like the others: a row a dashboard inserts answers what the
+    session waits for, and a second answer to the same input is refused (409)."""
+    sid = (await shell_sessions(http, office, 1))[0]
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={
+        "prompt": "read -p 'Deploy to staging? [y/N] ' a; echo answer-$a; echo [SEMO:DONE]"})
+    job_id = r.json()["job_id"]
+
+    async def pending():
+        s = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+        return s["pending_input"]
+    asked = await wait_for(pending, what="the pending input")
+    rows = [{"office_id": office, "session_id": sid, "type": "answer_input",
+             "payload": {"input_id": asked["input_id"], "text": "y"}}] * 2
+    first, second = await insert_rows(pool, rows[:1]) + await insert_rows(pool, rows[1:])
+    async with running_intake(settings, temporal_client):
+        await wait_for(lambda: _at_least(pool, [first, second], 2), timeout=60, what="results")
+    async with pool.connection() as conn:
+        got = dict(await (await conn.execute(
+            """select command_id, status from agent_command_results
+               where command_id = any(%s)""", ([first, second],))).fetchall())
+    assert sorted(got.values()) == ["error", "ok"], got
+    job = (await http.get(f"/api/offices/{office}/jobs/{job_id}")).json()
+    assert job["status"] in ("running", "done")
+    await wait_for(lambda: _output_has(http, office, sid, "answer-y"), what="the answer typed")
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def _output_has(http, office, sid, text):
+    out = (await http.get(f"/api/offices/{office}/sessions/{sid}/output?format=text")).json()
+    return text in out["data"]
