@@ -78,6 +78,8 @@ DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_int
 APPLIED_KEEP = 500
 #: patch: a prompt's job and session rows are written by whoever answers the update
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
+#: patch: a job interrupted by a failure ends with the session restarting, not ready
+NOT_READY_WHILE_FAILING = "not-ready-while-failing"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
 DRAINED = "client worker shut down (drained)"
@@ -560,6 +562,8 @@ class SessionWorkflow:
         self.last_error = reason
         self.s.pending = None  # the agent that asked is gone
         if self.s.job is not None:
+            if workflow.patched(NOT_READY_WHILE_FAILING):
+                self._set_status("restarting")  # its agent is gone: not `ready` in between
             await self._end_job("failed", error="interrupted",
                                 event=("interrupted", {"reason": reason}))
         if reason == DRAINED:
