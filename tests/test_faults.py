@@ -9,6 +9,7 @@ import os
 import signal
 import uuid
 
+import httpx
 import psycopg
 import pytest
 
@@ -152,3 +153,34 @@ def test_postgres_restarted_loses_no_command(stack, api):
          "the table's job to complete")
     r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "echo api-ok"})
     assert r.status_code == 200, r.text
+
+
+def test_a_pending_input_survives_the_api_and_the_server_worker_being_killed(stack, api):
+    """The question is held by the session workflow: killing the API and the server worker
+    between the question and the answer loses neither."""
+    office, sid = new_session(api, stack)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={
+        "prompt": "read -p 'Ship it? [y/N] ' a; echo shipped-$a; echo [SEMO:DONE]"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    pending = wait(lambda: session(api, office, sid)["pending_input"], 30, "the question")
+    pids = stack.running_info()["pids"]
+    for component in ("api", "server_worker"):
+        os.kill(pids[component], signal.SIGKILL)
+    for component in ("api", "server_worker"):
+        stack.restarted(component, pids[component])
+    with stack.api() as again:
+        def answered():  # the new API may not listen yet, or still be connecting
+            try:
+                r = again.post(f"/api/offices/{office}/sessions/{sid}/answer",
+                               json={"input_id": pending["input_id"], "text": "y"})
+            except httpx.TransportError:
+                return None
+            return r if r.status_code != 503 else None
+        r = wait(answered, 60, "the answer to be taken")
+        assert r.status_code == 200, r.text
+        job = wait(lambda: (j := again.get(f"/api/offices/{office}/jobs/{job_id}").json())["status"]
+                   != "running" and j, 60, "the job to end")
+        assert job["status"] == "done", job
+        assert "shipped-y" in output(again, office, sid)
+        assert session(again, office, sid)["pending_input"] is None
