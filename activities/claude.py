@@ -581,8 +581,13 @@ def decision_output(held: _Held, decision: str | None, option: str | None, text:
     event = held.event
     if held.kind == "permission":
         verdict: dict[str, Any] = {"behavior": decision or "deny"}
-        if decision == "allow" and remember and isinstance(event.get("permission_suggestions"), list):
-            verdict["updatedPermissions"] = event["permission_suggestions"]
+        if decision == "allow" and remember:
+            # "always allow": Claude Code's own suggestions for this request, except a
+            # change of permission mode (that would allow far more than was asked)
+            kept = [sug for sug in event.get("permission_suggestions") or []
+                    if isinstance(sug, dict) and sug.get("type") != "setMode"]
+            if kept:
+                verdict["updatedPermissions"] = kept
         if decision != "allow":
             verdict["message"] = text or "Denied through semo."
         return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": verdict}}

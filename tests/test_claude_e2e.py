@@ -762,3 +762,24 @@ async def test_a_start_up_dialog_the_policy_does_not_answer_fails_the_start(http
     detail = r.json()["detail"]
     assert "Is this a project you created or one you trust?" in detail, detail
     assert "dialogs.trust_folder" in detail
+
+
+def test_an_answer_becomes_the_hooks_decision() -> None:
+    from activities.claude import _Held, decision_output
+    suggestions = [{"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test"}],
+                    "behavior": "allow", "destination": "localSettings"},
+                   {"type": "setMode", "mode": "acceptEdits", "destination": "session"}]
+    asked = _Held("permission", {"permission_suggestions": suggestions}, None, [])  # type: ignore[arg-type]
+    out = decision_output(asked, "allow", None, None, True)["hookSpecificOutput"]
+    assert out["hookEventName"] == "PermissionRequest"
+    assert out["decision"] == {"behavior": "allow", "updatedPermissions": suggestions[:1]}, \
+        "remember keeps the rule, never a change of mode"
+    denied = decision_output(asked, "deny", None, "not here", False)["hookSpecificOutput"]
+    assert denied["decision"] == {"behavior": "deny", "message": "not here"}
+    question = _Held("question", {"tool_input": {"questions": [{"question": "Colour?"}]}}, None, [])  # type: ignore[arg-type]
+    out = decision_output(question, None, "Blue", None, False)["hookSpecificOutput"]
+    assert out["permissionDecision"] == "allow"
+    assert out["updatedInput"]["answers"] == {"Colour?": "Blue"}
+    plan = _Held("plan", {}, None, [])  # type: ignore[arg-type]
+    out = decision_output(plan, "deny", None, None, False)["hookSpecificOutput"]
+    assert out["permissionDecision"] == "deny" and out["permissionDecisionReason"]
