@@ -21,7 +21,7 @@ from db import webhooks as db
 from semo import webhooks as rules
 from semo.errors import InvalidInput
 from semo.settings import Settings
-from workflows.webhooks import DeliveryOutcome, DeliveryRef, GiveUp
+from workflows.webhook_contracts import DeliveryOutcome, DeliveryRef, GiveUp
 
 #: how much of a receiver's answer is kept in the log
 _ERROR_CHARS = 300
@@ -57,7 +57,7 @@ class WebhookActivities:
             await db.finish_delivery(self.pool, webhook_id=ref.webhook_id, event_id=ref.event_id,
                                      status="skipped", reason="the webhook is disabled")
             return DeliveryOutcome(status="skipped", detail="the webhook is disabled")
-        attempt = activity.info().attempt
+        attempt = ref.attempt_offset + activity.info().attempt
         started = time.monotonic()
         try:
             await rules.check_destination(row["url"], self.settings)
@@ -109,9 +109,11 @@ class WebhookActivities:
 
     @staticmethod
     def _next_attempt_at(ref: DeliveryRef, attempt: int) -> datetime | None:
-        """When Temporal's retry policy makes the next attempt (None: it will make none)."""
+        """When the next attempt is due (workflows/webhooks.py: the interval doubles from
+        `retry_initial_s`); None when none will be made."""
         p = ref.policy
-        interval = min(p.retry_initial_s * 2.0 ** (attempt - 1), p.retry_max_interval_s)
+        interval = p.retry_initial_s * 2.0 ** (attempt - 1)
+        if attempt > 1:
+            interval = min(interval, max(p.retry_max_interval_s, 2 * p.retry_initial_s))
         at = datetime.now(timezone.utc) + timedelta(seconds=interval)
-        deadline = activity.info().scheduled_time + timedelta(seconds=p.retry_for_s)
-        return at if at < deadline else None
+        return at if at < ref.deadline else None

@@ -17,6 +17,7 @@ MODULES = [
     "bench_monitor",
     "bench_terminal",
     "bench_e2e",
+    "bench_webhooks",
 ]
 TIMEOUT_S = 1800
 

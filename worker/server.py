@@ -10,28 +10,28 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.records import RecordActivities
-from activities.webhooks import WebhookActivities
 from db.pool import open_pool
 from semo.observability import ContextInterceptor
 from semo.settings import Settings
 from semo.temporal import connect
-from worker.webhook_dispatch import webhook_dispatcher
+from worker.webhook_dispatch import webhook_runtime
 from workflows.pool import OfficePoolWorkflow
 from workflows.session import SessionWorkflow
 from workflows.webhooks import WebhookEventWorkflow
 
 log = logging.getLogger(__name__)
 
+#: every workflow (for replays too); webhook deliveries run on a queue of their own
+#: (worker/webhook_dispatch.py)
 WORKFLOWS = [SessionWorkflow, OfficePoolWorkflow, WebhookEventWorkflow]
 
 
 def build_server_worker(client: Client, settings: Settings, records: RecordActivities) -> Worker:
-    hooks = WebhookActivities(records.pool, settings)
     return Worker(
         client,
         task_queue=settings.server_task_queue,
         workflows=WORKFLOWS,
-        activities=[records.record, hooks.deliver, hooks.give_up],
+        activities=[records.record],
         interceptors=[ContextInterceptor()],
         max_concurrent_local_activities=200,
     )
@@ -42,7 +42,7 @@ async def run_server_worker(settings: Settings, stop: asyncio.Event) -> None:
     pool = await open_pool(settings.effective_database_url(), max_size=20, name="server-worker")
     try:
         worker = build_server_worker(client, settings, RecordActivities(pool))
-        async with worker, webhook_dispatcher(client, pool, settings):
+        async with worker, webhook_runtime(client, settings):
             log.info("server worker on %s", settings.server_task_queue)
             await stop.wait()
     finally:

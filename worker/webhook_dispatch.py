@@ -1,6 +1,9 @@
-"""The webhook dispatcher: starts a delivery workflow for each event the triggers recorded.
+"""Webhooks in the server worker process: the dispatcher, which starts a delivery workflow
+for each event the triggers recorded, and the worker that runs those workflows on a task
+queue of their own (`semo-server-webhooks`), so that deliveries, however slow their
+receivers, take no slot from sessions' workflow tasks and writes.
 
-Runs in the server worker process. Wake-ups: LISTEN on `webhook_events` (NOTIFYed by the
+The dispatcher's wake-ups Wake-ups: LISTEN on `webhook_events` (NOTIFYed by the
 trigger when the state change commits), and a poll every `webhook_dispatch_poll_s` for what a
 lost connection missed; at start it drains too, so events recorded while no server worker ran
 go out when one comes back. An event is marked dispatched only once its workflow's start is on
@@ -24,11 +27,15 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.worker import Worker
 
+from activities.webhooks import WebhookActivities
 from db import webhooks as db
+from db.pool import open_pool
+from semo.observability import ContextInterceptor
 from semo.settings import Settings
-from workflows.webhooks import (DeliveryPolicy, WebhookEventInput, WebhookEventWorkflow,
-                                webhook_workflow_id)
+from workflows.webhook_contracts import DeliveryPolicy, WebhookEventInput, webhook_workflow_id
+from workflows.webhooks import WebhookEventWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +100,7 @@ class WebhookDispatcher:
             await self.client.start_workflow(
                 WebhookEventWorkflow.run,
                 WebhookEventInput(event_id=event_id, webhook_ids=webhook_ids, policy=policy),
-                id=webhook_workflow_id(event_id), task_queue=self.settings.server_task_queue,
+                id=webhook_workflow_id(event_id), task_queue=webhook_task_queue(self.settings),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 request_eager_start=True)
         except WorkflowAlreadyStartedError:
@@ -117,15 +124,31 @@ class WebhookDispatcher:
                 await asyncio.sleep(1.0)
 
 
+def webhook_task_queue(settings: Settings) -> str:
+    return f"{settings.server_task_queue}-webhooks"
+
+
 @contextlib.asynccontextmanager
-async def webhook_dispatcher(client: Client, pool: AsyncConnectionPool,
-                             settings: Settings) -> AsyncIterator[WebhookDispatcher]:
-    """Run the dispatcher for the duration of the block."""
+async def webhook_runtime(client: Client, settings: Settings) -> AsyncIterator[WebhookDispatcher]:
+    """Run the webhook worker and the dispatcher for the duration of the block, on a
+    connection pool of their own (as their task queue is: sessions' writes never wait for
+    a connection a delivery holds)."""
+    pool = await open_pool(settings.effective_database_url(), max_size=10, name="webhooks")
+    hooks = WebhookActivities(pool, settings)
+    worker = Worker(client, task_queue=webhook_task_queue(settings),
+                    workflows=[WebhookEventWorkflow], activities=[hooks.deliver, hooks.give_up],
+                    interceptors=[ContextInterceptor()], max_concurrent_activities=100,
+                    max_concurrent_local_activities=100)
     dispatcher = WebhookDispatcher(client, pool, settings)
-    task = asyncio.create_task(dispatcher.run(), name="webhook-dispatch")
     try:
-        yield dispatcher
+        async with worker:
+            task = asyncio.create_task(dispatcher.run(), name="webhook-dispatch")
+            try:
+                yield dispatcher
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await hooks.close()
+        await pool.close()
