@@ -5,7 +5,9 @@ to a receiver in this process. The latency of one delivery is from the state cha
 event's `at`: the time of the transaction that ended the job, by Postgres' clock, the same
 machine's) to the receiver reading the request.
 
-Keys: webhook_delivery_p50_ms, webhook_delivery_p95_ms, webhooks_delivered.
+Keys: webhook_delivery_p50_ms, webhook_delivery_p95_ms, webhooks_delivered,
+webhook_delivery_idle_p50_ms (one session alone, before the load), and
+webhook_bench_prompt_p50_ms (`POST …/prompt` under the same load, for scale).
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ from bench.bench_e2e import office, pct, wait_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from devstack import DevStack  # noqa: E402
-from webhook_receiver import Receiver  # noqa: E402
+from webhook_receiver import Received, Receiver  # noqa: E402
 
 SESSIONS = 50
 BUSY_S = 15.0
+IDLE_REPS = 20
+
+
+def _latency(r: Received) -> float:
+    """State change (the event's `at`) to the receiver, in ms."""
+    return (r.at - datetime.fromisoformat(r.json()["at"]).timestamp()) * 1000
 
 
 async def measure(stack: DevStack, info: dict, receiver: Receiver) -> dict[str, float]:
+    idle: list[float] = []
     async with httpx.AsyncClient(base_url=info["api_url"], timeout=120,
                                  headers={"Authorization": f"Bearer {info['token']}"},
                                  limits=httpx.Limits(max_connections=200)) as api:
@@ -40,13 +49,27 @@ async def measure(stack: DevStack, info: dict, receiver: Receiver) -> dict[str, 
                            json={"url": receiver.url, "events": ["job.done"]})
         r.raise_for_status()
         sids = await asyncio.gather(*(_start(api, o) for _ in range(SESSIONS)))
+        # one session alone first: the cost of a delivery itself, without load
+        for _ in range(IDLE_REPS):
+            r = await api.post(f"/api/offices/{o}/sessions/{sids[0]}/prompt",
+                               json={"prompt": "printf '[SEMO:%s]\\n' DONE"})
+            r.raise_for_status()
+            await wait_job(api, o, r.json()["job_id"])
+            until = time.monotonic() + 30
+            while len(receiver.requests) < len(idle) + 1 and time.monotonic() < until:
+                await asyncio.sleep(0.002)
+            idle.append(_latency(receiver.requests[-1]))
+        receiver.requests.clear()
         deadline = time.perf_counter() + BUSY_S
         jobs: list[str] = []
+        prompt_ms: list[float] = []
 
         async def keep_busy(s: str) -> None:
             while time.perf_counter() < deadline:
+                t = time.perf_counter()
                 r = await api.post(f"/api/offices/{o}/sessions/{s}/prompt",
                                    json={"prompt": "printf '[SEMO:%s]\\n' DONE"})
+                prompt_ms.append((time.perf_counter() - t) * 1000)
                 r.raise_for_status()
                 jobs.append(r.json()["job_id"])
                 await wait_job(api, o, r.json()["job_id"], poll_s=0.02)
@@ -57,19 +80,16 @@ async def measure(stack: DevStack, info: dict, receiver: Receiver) -> dict[str, 
         while len(receiver.of_type("job.done")) < len(jobs) and time.monotonic() < until:
             await asyncio.sleep(0.05)
         await api.delete(f"/api/offices/{o}")
-    import psycopg
-    with psycopg.connect(info["database_url"]) as c:
-        print(c.execute("""select percentile_cont(0.5) within group (order by extract(epoch from dispatched_at - e.at)*1000),
-           percentile_cont(0.5) within group (order by extract(epoch from a.at - e.dispatched_at)*1000),
-           percentile_cont(0.5) within group (order by a.duration_ms)
-           from webhook_events e join webhook_attempts a on a.event_id = e.id""").fetchall(), file=sys.stderr)
     got = receiver.of_type("job.done")
     if len(got) < len(jobs):
         raise SystemExit(f"only {len(got)} of {len(jobs)} job.done webhooks arrived")
-    latencies = [(r.at - datetime.fromisoformat(r.json()["at"]).timestamp()) * 1000 for r in got]
-    return {"webhook_delivery_p50_ms": statistics.median(latencies),
+    latencies = [_latency(r) for r in got]
+    return {"webhook_delivery_idle_p50_ms": statistics.median(idle),
+            "webhook_delivery_p50_ms": statistics.median(latencies),
             "webhook_delivery_p95_ms": pct(latencies, 0.95),
-            "webhooks_delivered": float(len(got))}
+            "webhooks_delivered": float(len(got)),
+            # the same load's prompt latency, for scale: both wait on the same Temporal server
+            "webhook_bench_prompt_p50_ms": statistics.median(prompt_ms)}
 
 
 async def _start(api: httpx.AsyncClient, o: str) -> str:

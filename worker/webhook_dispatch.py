@@ -3,13 +3,13 @@ for each event the triggers recorded, and the worker that runs those workflows o
 queue of their own (`semo-server-webhooks`), so that deliveries, however slow their
 receivers, take no slot from sessions' workflow tasks and writes.
 
-The dispatcher's wake-ups Wake-ups: LISTEN on `webhook_events` (NOTIFYed by the
-trigger when the state change commits), and a poll every `webhook_dispatch_poll_s` for what a
-lost connection missed; at start it drains too, so events recorded while no server worker ran
-go out when one comes back. An event is marked dispatched only once its workflow's start is on
-record; starting it again (after a crash in between, or from a second server worker) is
-refused by Temporal for the same workflow id, which counts as started. So no event is lost,
-and none is sent twice under a new id.
+The dispatcher starts an event's workflow as soon as the trigger's NOTIFY on `webhook_events`
+names it (when the state change commits), and sweeps for undispatched events at start, after
+a reconnect and every `webhook_dispatch_poll_s`, so events recorded while no server worker ran
+(or while its LISTEN connection was down) go out when one is back. An event is marked
+dispatched only once its workflow's start is on record; starting it again (after a crash in
+between, or from a second server worker) is refused by Temporal for the same workflow id,
+which counts as started. So no event is lost, and none is sent twice under a new id.
 
 The workflow is started with eager start requested: when this process's worker has a slot,
 Temporal hands the first workflow task back with the start, saving a poll round trip.
@@ -39,16 +39,24 @@ from workflows.webhooks import WebhookEventWorkflow
 
 log = logging.getLogger(__name__)
 
-#: events started per round
+#: events looked up per sweep
 BATCH = 200
+#: delivery workflows being started at once
+MAX_IN_FLIGHT = 100
 
 
 class WebhookDispatcher:
+    """Each NOTIFY names its event and webhooks, and is started at once, concurrently with
+    the others (a start under load can take a while; the next event does not wait for it).
+    A sweep, at start, after a reconnect and every poll interval, starts what is left."""
+
     def __init__(self, client: Client, pool: AsyncConnectionPool, settings: Settings) -> None:
         self.client = client
         self.pool = pool
         self.settings = settings
-        self._wake = asyncio.Event()
+        self._sweep = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task] = {}
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     def policy(self) -> DeliveryPolicy:
         s = self.settings
@@ -60,40 +68,48 @@ class WebhookDispatcher:
         listener = asyncio.create_task(self._listen(), name="webhook-listen")
         try:
             while True:
-                self._wake.clear()
+                self._sweep.clear()
                 try:
-                    while await self.drain() == BATCH:
-                        pass
+                    await self.sweep()
                 except Exception as err:  # Postgres or Temporal away: the next round retries
-                    log.warning("webhook dispatch failed (%s); retrying", err)
+                    log.warning("webhook dispatch sweep failed (%s); retrying", err)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.webhook_dispatch_poll_s)
+                    await asyncio.wait_for(self._sweep.wait(), self.settings.webhook_dispatch_poll_s)
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in [listener, *self._in_flight.values()]:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    async def drain(self) -> int:
-        """Start the workflows of up to BATCH undispatched events; how many were started."""
-        events = await db.undispatched(self.pool, BATCH)
-        if not events:
-            return 0
-        policy = self.policy()
-        # an event whose webhooks were all deleted meanwhile has nothing to start
-        started = await asyncio.gather(*(self._start(e["id"], e["webhook_ids"], policy)
-                                         for e in events if e["webhook_ids"]),
-                                       return_exceptions=True)
-        outcomes = iter(started)
-        done = []
-        for e in events:
-            ok = next(outcomes) if e["webhook_ids"] else True
-            if ok is True:
-                done.append(e["id"])
-            else:
-                log.warning("could not start the delivery of %s: %s", e["id"], ok)
-        if done:
-            await db.mark_dispatched(self.pool, done)
-        return len(done)
+    async def sweep(self) -> None:
+        """Start every undispatched event that is not being started already."""
+        while True:
+            events = await db.undispatched(self.pool, BATCH)
+            tasks = [self._dispatch(e["id"], e["webhook_ids"]) for e in events
+                     if e["id"] not in self._in_flight]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if len(events) < BATCH:
+                return
+
+    def _dispatch(self, event_id: str, webhook_ids: list[str]) -> asyncio.Task:
+        task = self._in_flight.get(event_id)
+        if task is None:
+            task = asyncio.create_task(self._start_one(event_id, webhook_ids),
+                                       name=f"webhook-start-{event_id}")
+            self._in_flight[event_id] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(event_id, None))
+        return task
+
+    async def _start_one(self, event_id: str, webhook_ids: list[str]) -> None:
+        async with self._slots:
+            try:
+                # an event whose webhooks were all deleted meanwhile has nothing to start
+                if webhook_ids:
+                    await self._start(event_id, webhook_ids, self.policy())
+                await db.mark_dispatched(self.pool, [event_id])
+            except Exception as err:  # the next sweep tries again
+                log.warning("could not start the delivery of %s: %s", event_id, err)
 
     async def _start(self, event_id: str, webhook_ids: list[str], policy: DeliveryPolicy) -> bool:
         try:
@@ -114,9 +130,11 @@ class WebhookDispatcher:
                         self.settings.effective_database_url(), autocommit=True,
                         connect_timeout=10) as conn:
                     await conn.execute("listen webhook_events")
-                    self._wake.set()  # what came while we were not listening
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    self._sweep.set()  # what came while we were not listening
+                    async for note in conn.notifies():
+                        # "{event_id} {webhook_id},{webhook_id}..." (0009's trigger)
+                        event_id, _, ids = note.payload.partition(" ")
+                        self._dispatch(event_id, [i for i in ids.split(",") if i])
             except asyncio.CancelledError:
                 raise
             except Exception as err:

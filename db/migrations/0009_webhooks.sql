@@ -86,6 +86,7 @@ create or replace function semo_webhook_event(p_office text, p_type text, p_sess
 language plpgsql as $$
 declare
     event_id text;
+    webhook_ids text;
 begin
     if not exists (select 1 from webhooks w
                    where w.office_id = p_office and w.enabled and p_type = any(w.events)) then
@@ -94,10 +95,14 @@ begin
     event_id := 'msg_' || replace(gen_random_uuid()::text, '-', '');
     insert into webhook_events (id, office_id, type, session_id, job_id, data)
     values (event_id, p_office, p_type, p_session, p_job, p_data);
-    insert into webhook_deliveries (webhook_id, event_id)
-    select w.id, event_id from webhooks w
-    where w.office_id = p_office and w.enabled and p_type = any(w.events);
-    perform pg_notify('webhook_events', event_id);
+    with added as (
+        insert into webhook_deliveries (webhook_id, event_id)
+        select w.id, event_id from webhooks w
+        where w.office_id = p_office and w.enabled and p_type = any(w.events)
+        returning webhook_id)
+    select string_agg(webhook_id, ',' order by webhook_id) into webhook_ids from added;
+    -- what the dispatcher needs to start its delivery, without a query
+    perform pg_notify('webhook_events', event_id || ' ' || coalesce(webhook_ids, ''));
 end $$;
 
 -- A session's transitions. Deferred to commit, so that the `waiting_input` event the same
