@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from conftest import MACHINE_ID, token_for, wait_for
+from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
 from devstack import DevStack, wait
 from webhook_receiver import Receiver
 
@@ -167,6 +167,36 @@ async def test_waiting_input_arrives_with_the_question(http, office, receiver, l
     assert data["status"] == "waiting_input" and data["previous_status"] == "busy"
     assert "Continue? [y/N]" in data["question"]
     assert "pending_input" in data  # null until sessions have the column
+
+
+async def test_an_agent_killed_again_and_again_sends_failed_and_circuit_open(
+        http, office, receiver, loopback):
+    hook = await subscribe(http, office, receiver.url,
+                           ["session.failed", "session.circuit_open", "session.ready"])
+    sid = await new_session(http, office)
+    for strike in range(3):
+        # each strike hits a fresh agent: the one the previous restart brought up
+        async def ready():
+            s = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+            return s["status"] == "ready" and s["restarts"] == strike
+        await wait_for(ready, what=f"ready before strike {strike + 1}")
+        agents = live_pids_with_env("SEMO_SESSION_ID", sid)
+        assert agents
+        for pid in agents:
+            os.kill(pid, signal.SIGKILL)
+    [opened] = await wait_for(arrived(receiver, "session.circuit_open"), what="circuit_open")
+    [failed] = await wait_for(arrived(receiver, "session.failed"), what="session.failed")
+    for got in (opened, failed):
+        payload = Webhook(hook["secret"]).verify(got.body, got.headers)
+        assert payload["session_id"] == sid and "job_id" not in payload
+        assert payload["data"]["circuit"] == "open" and payload["data"]["status"] == "failed"
+        assert "signal 9" in payload["data"]["last_error"]
+    assert opened.headers["webhook-id"] != failed.headers["webhook-id"]
+    # ready once at the start and after each of the two restarts before the circuit opened
+    await wait_for(arrived(receiver, "session.ready", 3), what="three session.ready")
+    assert len(receiver.of_type("session.ready")) == 3
+    r = await http.delete(f"/api/offices/{office}/sessions/{sid}")
+    assert r.status_code == 200, r.text
 
 
 async def test_slack_format_sends_text_unsigned(http, office, receiver, loopback):
