@@ -2,13 +2,14 @@
 
 An attempt reads the event and the webhook from Postgres (the secret never enters Temporal's
 history), checks again that the URL may be called (a name can change what it resolves to
-after the webhook was made), POSTs with a timeout and no redirects, and writes the attempt to
-the delivery log. A 2xx answer delivers; anything else fails the attempt, and Temporal's retry
+after the webhook was made) and connects to the address it checked, POSTs with a timeout and
+no redirects, and writes the attempt to the delivery log. A 2xx answer delivers; anything else fails the attempt, and Temporal's retry
 policy (workflows/webhooks.py) makes the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -60,24 +61,54 @@ class WebhookActivities:
         attempt = ref.attempt_offset + activity.info().attempt
         started = time.monotonic()
         try:
-            await rules.check_destination(row["url"], self.settings)
+            addresses = await rules.check_destination(row["url"], self.settings)
         except InvalidInput as err:
             await self._log(ref, attempt, None, err.detail, started, delivered=False, last=True)
             raise ApplicationError(err.detail, type="WebhookRefused", non_retryable=True) from None
         content, headers = self._request(row)
         try:
-            resp = await self.http.post(row["url"], content=content, headers=headers,
-                                        timeout=self.settings.webhook_timeout_s)
-        except httpx.HTTPError as err:
-            error = f"{type(err).__name__}: {err}"[:_ERROR_CHARS] or type(err).__name__
+            status, head = await self._post_to_any(row["url"], addresses, content, headers)
+        except (httpx.HTTPError, TimeoutError) as err:
+            error = f"{type(err).__name__}: {err}".strip().rstrip(":")[:_ERROR_CHARS]
             await self._log(ref, attempt, None, error, started, delivered=False)
             raise ApplicationError(error, type="WebhookUnreachable") from None
-        if 200 <= resp.status_code < 300:
-            await self._log(ref, attempt, resp.status_code, None, started, delivered=True)
-            return DeliveryOutcome(status="delivered", status_code=resp.status_code)
-        error = f"HTTP {resp.status_code}: {resp.text[:_ERROR_CHARS]}".strip()
-        await self._log(ref, attempt, resp.status_code, error, started, delivered=False)
+        if 200 <= status < 300:
+            await self._log(ref, attempt, status, None, started, delivered=True)
+            return DeliveryOutcome(status="delivered", status_code=status)
+        error = f"HTTP {status}: {head}".strip()
+        await self._log(ref, attempt, status, error, started, delivered=False)
         raise ApplicationError(error, type="WebhookRejected")
+
+    async def _post_to_any(self, url: str, addresses: list, content: bytes,
+                           headers: dict[str, str]) -> tuple[int, str]:
+        """Connect to the checked addresses in turn (as a client does with a name's
+        addresses) until one takes the connection."""
+        targets = list(dict.fromkeys(rules.pinned(url, ip) for ip in addresses))
+        for i, (target, host) in enumerate(targets):
+            try:
+                return await self._post(target, content,
+                                        {**headers, "host": host} if host else headers)
+            except httpx.ConnectError:
+                if i == len(targets) - 1:
+                    raise
+        raise AssertionError("no address")  # check_destination returns at least one
+
+    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """POST within `webhook_timeout_s` in all (a receiver that drips its answer gets no
+        more), without redirects; the status, and the start of a non-2xx answer's body (the
+        rest is never read)."""
+        timeout = self.settings.webhook_timeout_s
+        async with asyncio.timeout(timeout):
+            async with self.http.stream("POST", url, content=content, headers=headers,
+                                        timeout=timeout) as resp:
+                if 200 <= resp.status_code < 300:
+                    return resp.status_code, ""
+                head = b""
+                async for chunk in resp.aiter_bytes():
+                    head += chunk
+                    if len(head) >= _ERROR_CHARS:
+                        break
+                return resp.status_code, head[:_ERROR_CHARS].decode(errors="replace")
 
     @activity.defn(name="give_up_webhook_delivery")
     async def give_up(self, g: GiveUp) -> None:

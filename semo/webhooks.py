@@ -19,7 +19,7 @@ import json
 import secrets
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from semo.errors import InvalidInput
 from semo.settings import Settings
@@ -34,6 +34,8 @@ EVENT_TYPES = (
     "job.cancelled",
     "job.timed_out",
 )
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SECRET_PREFIX = "whsec_"
 #: how long resolving a webhook's host may take
@@ -109,8 +111,7 @@ def check_events(events: list[str]) -> list[str]:
     return sorted(set(events), key=EVENT_TYPES.index)
 
 
-def _address_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                     settings: Settings) -> str | None:
+def _address_refused(ip: IPAddress, settings: Settings) -> str | None:
     """Why calling this address is not allowed, or None."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -149,10 +150,11 @@ def check_url_form(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
-async def check_destination(url: str, settings: Settings) -> None:
+async def check_destination(url: str, settings: Settings) -> list[IPAddress]:
     """Refuse a URL that is not http(s), or whose host resolves to an address this deployment
     does not call (loopback, link-local, private: see Settings.webhook_allow_*). Every address
-    the name resolves to must be allowed, so that no answer of a round-robin name slips by."""
+    the name resolves to must be allowed, so that no answer of a round-robin name slips by.
+    Returns the addresses, for the caller to connect to one of them (`pinned`)."""
     host, port = check_url_form(url)
     try:
         ip = ipaddress.ip_address(host)
@@ -171,3 +173,25 @@ async def check_destination(url: str, settings: Settings) -> None:
             raise InvalidInput(f"url: {host!r} resolves to {ip}, {reason}, which webhooks may not "
                                f"call here (see SEMO_WEBHOOK_ALLOW_LOOPBACK and "
                                f"SEMO_WEBHOOK_ALLOW_PRIVATE)")
+    return addresses
+
+
+def pinned(url: str, ip: IPAddress) -> tuple[str, str | None]:
+    """An http:// URL rewritten to connect to `ip`, the address that was checked, and the
+    Host header that names the original host: so that a name resolving to another address
+    by the time of the request (DNS rebinding) cannot steer it elsewhere. https:// URLs are
+    left as they are: their certificate must match the host, which an address it was
+    rebound to cannot present. Returns (url, host header or None)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return url, None  # already an address
+    except ValueError:
+        pass
+    if parts.scheme != "http":
+        return url, None
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = literal + (f":{parts.port}" if parts.port else "")
+    original = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=netloc)), original

@@ -136,6 +136,22 @@ async def test_a_500_is_retried_with_the_same_webhook_id_and_both_attempts_are_l
     assert "HTTP 500" in d["attempts"][0]["error"] and d["attempts"][1]["error"] is None
 
 
+async def test_a_receiver_that_does_not_answer_in_time_is_tried_again(http, office, settings):
+    with overridden(settings, webhook_allow_loopback=True, webhook_retry_initial_s=0.3,
+                    webhook_timeout_s=0.5), Receiver(delays=[3.0]) as receiver:
+        hook = await subscribe(http, office, receiver.url, ["job.done"])
+        sid = await new_session(http, office)
+        await prompt(http, office, sid, DONE)
+        first, second = await wait_for(arrived(receiver, "job.done", 2), what="two attempts")
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+        [d] = await wait_for(lambda: _finished(http, office, hook["webhook_id"]), what="the log")
+    assert d["status"] == "delivered"
+    timed_out, ok = d["attempts"]
+    assert timed_out["status_code"] is None and "Timeout" in timed_out["error"]
+    assert timed_out["duration_ms"] < 2500, "the attempt's timeout cut it short"
+    assert ok["status_code"] == 204
+
+
 async def test_a_delivery_retried_until_pending_shows_its_next_try(http, office, settings):
     with overridden(settings, webhook_allow_loopback=True, webhook_retry_initial_s=30,
                     webhook_retry_max_interval_s=30), Receiver(default=503) as receiver:
@@ -197,6 +213,31 @@ async def test_an_agent_killed_again_and_again_sends_failed_and_circuit_open(
     assert len(receiver.of_type("session.ready")) == 3
     r = await http.delete(f"/api/offices/{office}/sessions/{sid}")
     assert r.status_code == 200, r.text
+
+
+async def test_a_host_name_is_resolved_checked_and_connected_to(http, office, receiver, loopback):
+    port = receiver.server.server_address[1]
+    hook = await subscribe(http, office, f"http://localhost:{port}/hook", ["job.done"])
+    sid = await new_session(http, office)
+    await prompt(http, office, sid, DONE)
+    [got] = await wait_for(arrived(receiver, "job.done"), what="job.done via localhost")
+    assert Webhook(hook["secret"]).verify(got.body, got.headers)["session_id"] == sid
+    # sent to the address that was checked, under the name it was given
+    assert got.headers["host"] == f"localhost:{port}"
+
+
+def test_an_http_url_is_pinned_to_the_checked_address_and_https_is_not():
+    from ipaddress import ip_address
+
+    from semo.webhooks import pinned
+    assert pinned("http://hooks.example.com:8080/in?x=1", ip_address("93.184.216.34")) == \
+        ("http://93.184.216.34:8080/in?x=1", "hooks.example.com:8080")
+    assert pinned("http://hooks.example.com/in", ip_address("2606:2800:220:1::1")) == \
+        ("http://[2606:2800:220:1::1]/in", "hooks.example.com")
+    # a certificate must match the name: rebinding cannot pass it, so the name is kept
+    assert pinned("https://hooks.example.com/in", ip_address("93.184.216.34")) == \
+        ("https://hooks.example.com/in", None)
+    assert pinned("http://127.0.0.1:9/in", ip_address("127.0.0.1")) == ("http://127.0.0.1:9/in", None)
 
 
 async def test_slack_format_sends_text_unsigned(http, office, receiver, loopback):

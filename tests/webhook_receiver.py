@@ -22,10 +22,13 @@ class Received:
 
 
 class Receiver:
-    """`statuses` are answered in order, then `default` (which a test may change)."""
+    """`statuses` are answered in order, then `default` (which a test may change); the first
+    requests wait `delays` seconds each before they are answered."""
 
-    def __init__(self, statuses: list[int] | None = None, default: int = 204) -> None:
+    def __init__(self, statuses: list[int] | None = None, default: int = 204,
+                 delays: list[float] | None = None) -> None:
         self.script = list(statuses or [])
+        self.delays = list(delays or [])
         self.default = default
         self.requests: list[Received] = []
         self._lock = threading.Lock()
@@ -36,8 +39,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with receiver._lock:
                     status = receiver.script.pop(0) if receiver.script else receiver.default
+                    delay = receiver.delays.pop(0) if receiver.delays else 0.0
                     receiver.requests.append(Received(
                         {k.lower(): v for k, v in self.headers.items()}, body, status, time.time()))
+                time.sleep(delay)
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
