@@ -139,3 +139,16 @@ async def finish_delivery(pool: AsyncConnectionPool, *, webhook_id: str, event_i
                 from webhook_deliveries d
                 where w.id = %s and w.enabled and d.webhook_id = w.id and d.event_id = %s""",
                 (reason, webhook_id, event_id))
+
+
+async def prune(pool: AsyncConnectionPool, older_than_days: float) -> int:
+    """Forget events (with their deliveries and attempts) older than this whose deliveries
+    are all finished; how many."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("""
+            delete from webhook_events e
+            where e.at < now() - %s * interval '1 day' and e.dispatched_at is not null
+              and not exists (select 1 from webhook_deliveries d
+                              where d.event_id = e.id and d.status = 'pending')""",
+            (older_than_days,))
+        return cur.rowcount

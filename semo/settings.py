@@ -162,6 +162,8 @@ class Settings(BaseSettings):
     webhook_retry_for_s: float = Field(default=86400.0, gt=0)
     #: the dispatcher looks for events a missed NOTIFY left behind this often
     webhook_dispatch_poll_s: float = Field(default=5.0, gt=0)
+    #: finished deliveries (events, attempts) are kept this long in the delivery log
+    webhook_log_retention_days: float = Field(default=30.0, gt=0)
 
     # --- command intake -------------------------------------------------------------------
     intake_poll_interval_s: float = 2.0

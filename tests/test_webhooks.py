@@ -114,6 +114,24 @@ async def test_job_done_arrives_signed_as_the_spec_says(http, office, receiver, 
     assert [r.json()["type"] for r in receiver.requests] == ["job.done"]
 
 
+async def test_the_delivery_log_forgets_finished_deliveries_after_its_retention(
+        http, office, receiver, loopback, pool):
+    from db.webhooks import prune
+    hook = await subscribe(http, office, receiver.url, ["job.done"])
+    sid = await new_session(http, office)
+    for _ in range(2):
+        job_id = await prompt(http, office, sid, DONE)
+        await wait_for(lambda: _job_ended(http, office, job_id), what="the job")
+    ds = await wait_for(lambda: _finished(http, office, hook["webhook_id"]), what="the log")
+    assert len(ds) == 2
+    old, new = ds[1]["event_id"], ds[0]["event_id"]
+    async with pool.connection() as conn:
+        await conn.execute("update webhook_events set at = now() - interval '31 days'"
+                           " where id = %s", (old,))
+    assert await prune(pool, 30) >= 1
+    assert [d["event_id"] for d in await deliveries(http, office, hook["webhook_id"])] == [new]
+
+
 async def _finished(http, office, webhook_id):
     ds = await deliveries(http, office, webhook_id)
     return ds if ds and all(d["status"] != "pending" for d in ds) else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 BATCH = 200
 #: delivery workflows being started at once
 MAX_IN_FLIGHT = 100
+#: how often the delivery log is pruned (Settings.webhook_log_retention_days)
+PRUNE_EVERY_S = 3600.0
 
 
 class WebhookDispatcher:
@@ -66,11 +69,15 @@ class WebhookDispatcher:
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen(), name="webhook-listen")
+        pruned_at = -PRUNE_EVERY_S
         try:
             while True:
                 self._sweep.clear()
                 try:
                     await self.sweep()
+                    if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                        pruned_at = time.monotonic()
+                        await db.prune(self.pool, self.settings.webhook_log_retention_days)
                 except Exception as err:  # Postgres or Temporal away: the next round retries
                     log.warning("webhook dispatch sweep failed (%s); retrying", err)
                 with contextlib.suppress(asyncio.TimeoutError):
