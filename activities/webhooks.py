@@ -3,8 +3,8 @@
 An attempt reads the event and the webhook from Postgres (the secret never enters Temporal's
 history), checks again that the URL may be called (a name can change what it resolves to
 after the webhook was made) and connects to the address it checked, POSTs with a timeout and
-no redirects, and writes the attempt to the delivery log. A 2xx answer delivers; anything else fails the attempt, and Temporal's retry
-policy (workflows/webhooks.py) makes the next one.
+no redirects, and writes the attempt to the delivery log. A 2xx answer delivers; anything
+else fails the attempt, and the workflow (workflows/webhooks.py) makes the next one.
 """
 
 from __future__ import annotations

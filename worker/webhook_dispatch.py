@@ -118,7 +118,7 @@ class WebhookDispatcher:
             except Exception as err:  # the next sweep tries again
                 log.warning("could not start the delivery of %s: %s", event_id, err)
 
-    async def _start(self, event_id: str, webhook_ids: list[str], policy: DeliveryPolicy) -> bool:
+    async def _start(self, event_id: str, webhook_ids: list[str], policy: DeliveryPolicy) -> None:
         try:
             await self.client.start_workflow(
                 WebhookEventWorkflow.run,
@@ -128,7 +128,6 @@ class WebhookDispatcher:
                 request_eager_start=True)
         except WorkflowAlreadyStartedError:
             pass  # started before (by us before a crash, or by another server worker)
-        return True
 
     async def _listen(self) -> None:
         while True:
