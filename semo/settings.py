@@ -212,6 +212,23 @@ class Settings(BaseSettings):
     breaker_window_s: float = 600.0
     breaker_cooldown_s: float = 300.0
 
+    # --- webhooks -------------------------------------------------------------------------
+    #: webhooks may call loopback addresses; None: only in `semo dev` (dev_mode)
+    webhook_allow_loopback: bool | None = None
+    #: webhooks may call private, link-local and reserved addresses (an internal receiver)
+    webhook_allow_private: bool = False
+    #: one delivery attempt's HTTP timeout
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    #: retries back off from this interval, doubling up to the max, for `retry_for_s` in all;
+    #: then the delivery has failed and its webhook is disabled
+    webhook_retry_initial_s: float = Field(default=5.0, gt=0)
+    webhook_retry_max_interval_s: float = Field(default=1800.0, gt=0)
+    webhook_retry_for_s: float = Field(default=86400.0, gt=0)
+    #: the dispatcher looks for events a missed NOTIFY left behind this often
+    webhook_dispatch_poll_s: float = Field(default=5.0, gt=0)
+    #: finished deliveries (events, attempts) are kept this long in the delivery log
+    webhook_log_retention_days: float = Field(default=30.0, gt=0)
+
     # --- command intake -------------------------------------------------------------------
     intake_poll_interval_s: float = 2.0
     command_max_age_s: float = 3600.0

@@ -27,6 +27,7 @@ from semo.settings import Settings
 from semo.temporal import connect
 from worker.client import client_runtime
 from worker.server import build_server_worker
+from worker.webhook_dispatch import webhook_runtime
 
 JWT_SECRET = "test-secret-" + "x" * 32
 MACHINE_ID = "test-machine"
@@ -84,7 +85,8 @@ async def pool(settings):
 async def workers(settings, temporal_client, pool):
     """The server worker and this machine's client worker, in this process."""
     server = build_server_worker(temporal_client, settings, RecordActivities(pool))
-    async with server, client_runtime(settings, temporal_client, pool) as client_acts:
+    async with server, webhook_runtime(temporal_client, settings), \
+            client_runtime(settings, temporal_client, pool) as client_acts:
         yield client_acts
 
 

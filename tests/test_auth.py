@@ -56,6 +56,8 @@ BODIES = {
     ("POST", "/api/offices/{office_id}/sessions"): {"role": "BE"},
     ("POST", "/api/offices/{office_id}/sessions/{session_id}/prompt"): {"prompt": "echo pwned"},
     ("POST", "/api/offices/{office_id}/sessions/{session_id}/keys"): {"keys": ["ctrl+c"]},
+    ("POST", "/api/offices/{office_id}/webhooks"): {"url": "http://93.184.216.34/in",
+                                                    "events": ["job.done"]},
 }
 
 
@@ -136,8 +138,12 @@ async def target(api_url, pool):
             return job["status"] == "done"
 
         await wait_for(done, what="the target's job to finish")
+        # a webhook for an event the target never has (nothing is ever sent to it)
+        r = await http.post(f"/api/offices/{office}/webhooks",
+                            json={"url": "http://93.184.216.34/in", "events": ["job.timed_out"]})
+        assert r.status_code == 201, r.text
         yield {"office_id": office, "session_id": sid, "job_id": sent["job_id"],
-               "command_id": sent["command_id"]}
+               "command_id": sent["command_id"], "webhook_id": r.json()["webhook_id"]}
         await http.delete(f"/api/offices/{office}")
 
 
@@ -194,7 +200,7 @@ async def test_other_offices_token_gets_the_404_a_missing_office_gets(api_url, t
                 absent["detail"].replace("t-no-such-office", "X"), (hidden, absent)
             assert {k: v for k, v in hidden.items() if k != "detail"} == \
                 {k: v for k, v in absent.items() if k != "detail"}
-            for secret_id in ("session_id", "job_id", "command_id"):
+            for secret_id in ("session_id", "job_id", "command_id", "webhook_id"):
                 assert target[secret_id] not in hidden["detail"]
     async with pool.connection() as conn:
         n = (await (await conn.execute("select count(*) from agent_commands where created_by = %s",
@@ -210,6 +216,9 @@ async def test_the_target_is_untouched_and_opens_to_its_members(api_url, target,
         r = await client.get(f"/api/offices/{office}/sessions/{sid}", headers=member)
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "ready", "the stranger's prompt/delete must not have landed"
+        r = await client.get(f"/api/offices/{office}/webhooks", headers=member)
+        assert [h["webhook_id"] for h in r.json()["webhooks"]] == [target["webhook_id"]], \
+            "the stranger's webhook create/delete must not have landed"
         listed = (await client.get("/api/offices", headers=member)).json()["offices"]
         assert office in [o["office_id"] for o in listed]
         claimed = {"Authorization": f"Bearer {token_for([office], sub=STRANGER)}"}

@@ -1,5 +1,5 @@
 """The server worker: session and pool workflows, and their Postgres writes (task queue
-`semo-server`)."""
+`semo-server`); webhook deliveries, and the dispatcher that starts them."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from db.pool import open_pool
 from semo.observability import ContextInterceptor
 from semo.settings import Settings
 from semo.temporal import connect
+from worker.webhook_dispatch import webhook_runtime
 from workflows.pool import OfficePoolWorkflow
 from workflows.session import SessionWorkflow
+from workflows.webhooks import WebhookEventWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [SessionWorkflow, OfficePoolWorkflow]
+#: every workflow (for replays too); webhook deliveries run on a queue of their own
+#: (worker/webhook_dispatch.py)
+WORKFLOWS = [SessionWorkflow, OfficePoolWorkflow, WebhookEventWorkflow]
 
 
 def build_server_worker(client: Client, settings: Settings, records: RecordActivities) -> Worker:
@@ -38,7 +42,7 @@ async def run_server_worker(settings: Settings, stop: asyncio.Event) -> None:
     pool = await open_pool(settings.effective_database_url(), max_size=20, name="server-worker")
     try:
         worker = build_server_worker(client, settings, RecordActivities(pool))
-        async with worker:
+        async with worker, webhook_runtime(client, settings):
             log.info("server worker on %s", settings.server_task_queue)
             await stop.wait()
     finally:
