@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import wait_for
 from test_claude_e2e import event_of, job_when, send_prompt
 from test_claude_versions import machine, new_session, standin  # noqa: F401 (fixtures)
+from test_webhooks import arrived, loopback, receiver, subscribe  # noqa: F401 (fixtures)
 
 MARKER = "[SEMO:DONE]"
 QUESTION = {"questions": [{"question": "Which colour should the button be?", "header": "Colour",
@@ -196,4 +197,27 @@ async def test_a_shell_dialog_is_pending_input_answered_with_text(http, office):
     assert job["status"] == "done", job
     out = (await http.get(f"/api/offices/{office}/sessions/{sid}/output?format=text")).json()
     assert "got-y" in out["data"]
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_a_permission_is_a_signed_waiting_input_webhook_naming_the_tool(
+        http, machine, receiver, loopback):  # noqa: F811
+    from standardwebhooks.webhooks import Webhook
+
+    office = await claude_office(http, machine)
+    hook = await subscribe(http, office, receiver.url, ["session.waiting_input"])
+    bash(machine.standin, "touch hooked.txt")
+    machine.standin.reply_text(f"Done.\n{MARKER}")
+    sid = (await new_session(http, office))["session_id"]
+    job_id = await send_prompt(http, office, sid, "Create hooked.txt")
+    [got] = await wait_for(arrived(receiver, "session.waiting_input"), timeout=60,
+                           what="the webhook")
+    payload = Webhook(hook["secret"]).verify(got.body, got.headers)
+    assert payload["session_id"] == sid and payload["job_id"] == job_id
+    pending = payload["data"]["pending_input"]
+    assert pending["kind"] == "permission" and pending["tool"] == "Bash"
+    assert pending["input"]["command"] == "touch hooked.txt"
+    r = await answer(http, office, sid, input_id=pending["input_id"], decision="allow")
+    assert r.status_code == 200, r.text
+    await job_when(http, office, job_id, "done")
     await http.delete(f"/api/offices/{office}/sessions/{sid}")

@@ -200,7 +200,9 @@ async def test_waiting_input_arrives_with_the_question(http, office, receiver, l
     data = payload["data"]
     assert data["status"] == "waiting_input" and data["previous_status"] == "busy"
     assert "Continue? [y/N]" in data["question"]
-    assert "pending_input" in data  # null until sessions have the column
+    pending = data["pending_input"]
+    assert pending["kind"] == "dialog" and "Continue? [y/N]" in pending["question"]
+    assert pending["input_id"]
 
 
 async def test_an_agent_killed_again_and_again_sends_failed_and_circuit_open(
