@@ -153,6 +153,10 @@ class Job(BaseModel):
     finished_at: datetime | None = None
 
 
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
 class CommandResult(BaseModel):
     status: Literal["ok", "error", "expired"]
     result: dict[str, Any] | None
