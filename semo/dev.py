@@ -206,8 +206,8 @@ def _run(settings: Settings, home: Path) -> int:
                 _wait_api(settings, children["api"], lambda: stopping)
         if not stopping:
             info["console_url"] = _console_url(info)
+            _print_summary(info)  # before dev.json says it runs: a reader of it sees the links
             _write_info(settings, info, children)
-            _print_summary(info)
         while not stopping:
             time.sleep(0.2)
             if _supervise(children):

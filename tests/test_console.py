@@ -315,8 +315,23 @@ async def test_session_page_terminal_prompt_and_jobs(context, http, office, tmp_
     await phone_screenshot(page, shot_path(tmp_path, "console-session.png"))
 
 
-async def test_inbox_answers_a_waiting_session(context, http, office, tmp_path):
+#: the page's notifications, recorded: the real Notification (permission granted to the
+#: context), whose titles are also kept in `window.__notes` for the test to read
+RECORD_NOTIFICATIONS = """
+    window.__notes = [];
+    if (window.Notification) {
+        const Real = window.Notification;
+        window.Notification = class extends Real {
+            constructor(title, options) { super(title, options); window.__notes.push(title); }
+        };
+    }
+"""
+
+
+async def test_inbox_answers_a_waiting_session(context, http, office, api_url, tmp_path):
     sid = await new_session(http, office)
+    await context.grant_permissions(["notifications"], origin=api_url)
+    await context.add_init_script(RECORD_NOTIFICATIONS)
     page = await context.new_page()
     await log_in(page, http, [office], f"/console/offices/{office}")
     await expect(page.locator(f"article.session[data-session='{sid}']")).to_be_visible()
@@ -328,6 +343,7 @@ async def test_inbox_answers_a_waiting_session(context, http, office, tmp_path):
     item = page.locator(f"#inbox article.waiting[data-session='{sid}']")
     await expect(item.locator(".question")).to_contain_text("Overwrite the file? (y/n)")
     await expect(page.locator("#inbox-count")).to_have_text("1")
+    await page.wait_for_function("window.__notes.some((t) => t.includes('is waiting for you'))")
     await phone_screenshot(page, shot_path(tmp_path, "console-inbox.png"))
     await item.locator("button", has_text="y ⏎").click()
 
@@ -335,6 +351,7 @@ async def test_inbox_answers_a_waiting_session(context, http, office, tmp_path):
         return await job_status(http, office, job_id) == "done"
     await wait_for(done, what="the job to finish once answered")
     await expect(page.locator("#inbox-count")).to_have_text("0")
+    await page.wait_for_function(f"window.__notes.includes('job done: {sid}')")
     await expect(page.locator(f"article.session[data-session='{sid}'] .preview")).to_contain_text("got-y")
 
 
