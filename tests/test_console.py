@@ -13,17 +13,21 @@ Playwright's own browser download cannot work here: `executable_path` points it 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
+from pydantic import SecretStr
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -115,6 +119,7 @@ async def phone_screenshot(page: Page, path: Path) -> None:
     """A phone-sized screenshot, and what a person would check on it: nothing wider than
     the screen (no sideways scrolling of the page)."""
     await page.set_viewport_size(PHONE)
+    await page.evaluate("window.scrollTo(0, 0)")
     await page.wait_for_timeout(300)  # let the layout settle after the resize
     overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than a phone's screen"
@@ -232,6 +237,52 @@ async def test_a_token_can_log_in_and_another_office_is_404(context, http, offic
     assert urlsplit(page.url).path == "/console/login"
 
 
+async def test_supabase_sign_in(context, api_url, settings, office, monkeypatch):
+    """Email and password go to the Supabase project's auth server, whose access token
+    becomes the console session. The auth server is a stand-in on loopback (a real project
+    cannot be reached from here) that answers as GoTrue's password grant does."""
+    seen: list[tuple[str, str | None, dict]] = []
+
+    class GoTrue(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("apikey"), body))
+            ok = body == {"email": "ana@example.com", "password": "right"}
+            data = json.dumps({"access_token": viewer_token([office]), "token_type": "bearer"}
+                              if ok else {"error": "invalid_grant"}).encode()
+            self.send_response(200 if ok else 400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), GoTrue)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(settings, "supabase_url", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setattr(settings, "supabase_key", SecretStr("anon-key"))
+    try:
+        page = await context.new_page()
+        await page.goto(f"{api_url}/console/login?{urlencode({'next': f'/console/offices/{office}'})}")
+        await page.fill("input[name=email]", "ana@example.com")
+        await page.fill("input[name=password]", "wrong")
+        await page.click("text=Sign in")
+        await expect(page.locator("#login-error")).to_contain_text("Supabase refused")
+        await page.fill("input[name=email]", "ana@example.com")
+        await page.fill("input[name=password]", "right")
+        await page.click("text=Sign in")
+        await page.wait_for_url(f"{api_url}/console/offices/{office}")
+        await expect(page.locator("h1")).to_contain_text("test office")
+        assert seen[-1][:2] == ("/auth/v1/token?grant_type=password", "anon-key")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 # --- watching and steering ------------------------------------------------------------------
 
 
@@ -251,7 +302,7 @@ async def test_office_page_shows_status_changes_live(context, http, office, tmp_
     await expect(card.locator(".status")).to_have_text("busy")
     await expect(card.locator(".prompt-text")).to_contain_text("sleep 600")
     await expect(card.locator(".preview")).to_contain_text("preview-5")
-    await phone_screenshot(page, shot_path(tmp_path, "console-office.png"))
+    await phone_screenshot(page, tmp_path / "console-office-busy.png")
 
     assert (await http.post(f"/api/offices/{office}/sessions/{sid}/cancel")).status_code == 200
     await expect(card.locator(".status")).to_have_text("ready")
@@ -344,7 +395,7 @@ async def test_inbox_answers_a_waiting_session(context, http, office, api_url, t
     await expect(item.locator(".question")).to_contain_text("Overwrite the file? (y/n)")
     await expect(page.locator("#inbox-count")).to_have_text("1")
     await page.wait_for_function("window.__notes.some((t) => t.includes('is waiting for you'))")
-    await phone_screenshot(page, shot_path(tmp_path, "console-inbox.png"))
+    await phone_screenshot(page, shot_path(tmp_path, "console-office.png"))
     await item.locator("button", has_text="y ⏎").click()
 
     async def done():
