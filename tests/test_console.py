@@ -185,7 +185,8 @@ async def test_a_token_can_log_in_and_another_office_is_404(context, http, offic
     mine, theirs = await new_session(http, office), await new_session(http, other_office)
 
     page = await context.new_page()
-    await page.goto(f"{api_url}/console/login?{urlencode({'next': '/console/'})}")
+    # `next` is only ever a console page: another site's address lands on the office list
+    await page.goto(f"{api_url}/console/login?{urlencode({'next': 'https://evil.example/'})}")
     await page.fill("textarea[name=token]", viewer_token([office]))
     await page.click("text=Log in with token")
     await page.wait_for_url(f"{api_url}/console/")
