@@ -64,7 +64,8 @@ async def opened_office_ids(state: AppState, user: Principal) -> list[str] | Non
     """The offices the user opens (None: every office)."""
     if user.all_offices:
         return None
-    return sorted(set(user.claimed_offices) | set(await reads.member_office_ids(state.pool, user.sub)))
+    members = await reads.member_office_ids(state.pool, user.sub)
+    return sorted(set(user.claimed_offices) | set(members))
 
 
 def office_not_found(office_id: str) -> NotFound:

@@ -14,7 +14,8 @@ async def add_login_code(pool: AsyncConnectionPool, code_hash: str, sub: str,
                          office_ids: list[str], ttl_s: float) -> datetime:
     """Store a code; returns when it expires. Codes long past are swept on the way."""
     async with pool.connection() as conn:
-        await conn.execute("delete from console_login_codes where expires_at < now() - interval '1 day'")
+        await conn.execute(
+            "delete from console_login_codes where expires_at < now() - interval '1 day'")
         row = await (await conn.execute(
             """insert into console_login_codes (code_hash, sub, office_ids, expires_at)
                values (%s, %s, %s, now() + make_interval(secs => %s)) returning expires_at""",

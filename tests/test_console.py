@@ -13,10 +13,13 @@ Playwright's own browser download cannot work here: `executable_path` points it 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import uuid
@@ -32,6 +35,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from conftest import MACHINE_ID, token_for, wait_for
+from semo import procfs
+from semo.embedded import venv_bin
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -65,12 +70,48 @@ def console_built() -> None:
         subprocess.run(["make", "-s", "console"], cwd=ROOT, check=True, timeout=600)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser(chromium, console_built):
+    """One browser for this module, and none of its processes left after it: the test
+    process is a child subreaper (the in-process client worker), so Chromium's helpers that
+    outlive their parent become its children (which tests of process leaks would count)."""
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(chromium), args=LAUNCH_ARGS)
         yield browser
         await browser.close()
+    await _end_orphans(_chromium_children)
+
+
+def _chromium_children() -> list[int]:
+    me, found = os.getpid(), []
+    for pid, fields in procfs.processes():
+        if int(fields[procfs.PPID]) != me or fields[procfs.STATE] == b"Z":
+            continue
+        try:
+            if b"chrom" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+async def _end_orphans(find, grace_s: float = 10.0) -> None:
+    """Let the processes `find` names exit by themselves, kill those that do not, and reap
+    them all (they are this process's children)."""
+    deadline = asyncio.get_running_loop().time() + grace_s
+    while find() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    for pid in find():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid, fields in procfs.processes():
+        if int(fields[procfs.PPID]) == os.getpid() and fields[procfs.STATE] == b"Z":
+            try:
+                if b"chrom" in Path(f"/proc/{pid}/comm").read_bytes():
+                    os.waitpid(pid, os.WNOHANG)
+            except (OSError, ChildProcessError):
+                continue
+    assert not find(), "Chromium processes outlived the browser"
 
 
 @pytest.fixture
@@ -311,7 +352,7 @@ async def test_office_page_shows_status_changes_live(context, http, office, tmp_
     await expect(card).to_have_count(0)
 
 
-async def test_session_page_terminal_prompt_and_jobs(context, http, office, tmp_path):
+async def test_session_page_terminal_prompt_and_jobs(context, http, office, api_url, tmp_path):
     sid = await new_session(http, office)
     r = await http.post(f"/api/offices/{office}/sessions/{sid}/keys",
                         json={"text": "echo before-$((40+2))\r"})
@@ -323,8 +364,18 @@ async def test_session_page_terminal_prompt_and_jobs(context, http, office, tmp_
     await wait_for(shown, what="the keys' output")
 
     # done when: the console link opens this session's page, with its id, status and output
+    # (the link from `semo console`, which asks the API as `semo dev` does for console_url)
+    next_path = f"/console/offices/{office}/sessions/{sid}"
+    proc = await asyncio.create_subprocess_exec(
+        str(venv_bin("semo")), "console", "--next", next_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={"PATH": os.environ["PATH"], "SEMO_API_URL": api_url,
+                                     "SEMO_TOKEN": viewer_token([office]),
+                                     "SEMO_HOME": str(tmp_path)})
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
     page = await context.new_page()
-    await log_in(page, http, [office], f"/console/offices/{office}/sessions/{sid}")
+    await page.goto(out.decode().strip())
+    await page.wait_for_url(f"{api_url}{next_path}")
     await expect(page.locator("#session-id")).to_have_text(sid)
     await expect(page.locator("#session-status")).to_have_text("ready")
     terminal = page.locator("#terminal .xterm-rows")
