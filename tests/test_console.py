@@ -114,6 +114,17 @@ async def _end_orphans(find, grace_s: float = 10.0) -> None:
     assert not find(), "Chromium processes outlived the browser"
 
 
+@pytest.fixture(autouse=True)
+async def deleted_after(http, office):
+    """Each test's offices are deleted after it, their sessions terminated: live terminals of
+    the in-process worker would restart while later, synchronous tests hold the event loop."""
+    offices = [office]
+    yield offices
+    for office_id in offices:
+        r = await http.delete(f"/api/offices/{office_id}")
+        assert r.status_code in (200, 404), r.text
+
+
 @pytest.fixture
 async def context(browser):
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
@@ -217,8 +228,10 @@ async def _ws_outcome(page: Page, office: str, sid: str) -> str:
     })""", [office, sid])
 
 
-async def test_a_token_can_log_in_and_another_office_is_404(context, http, office, api_url):
+async def test_a_token_can_log_in_and_another_office_is_404(context, http, office, api_url,
+                                                             deleted_after):
     other_office = f"t-{uuid.uuid4().hex[:10]}"
+    deleted_after.append(other_office)
     r = await http.post("/api/offices", json={"office_id": other_office, "name": "not yours",
                                               "machine_id": MACHINE_ID, "agent": "shell",
                                               "warm_roles": []})
@@ -403,6 +416,25 @@ async def test_session_page_terminal_prompt_and_jobs(context, http, office, api_
     await expect(terminal).to_contain_text("typed-9")
     out = (await http.get(f"/api/offices/{office}/sessions/{sid}/output")).json()["data"]
     assert "nope" not in out
+
+    # with the keyboard, the terminal may take the window's size: the PTY's changes with it
+    await expect(page.locator("#term-size")).to_have_text("40×120")  # the session's own
+    await page.set_viewport_size({"width": 700, "height": 700})
+    await page.click("#fit")
+    await expect(page.locator("#term-size")).not_to_have_text("40×120")
+    rows, cols = (await page.locator("#term-size").text_content()).split("×")
+
+    async def pty_size_shown() -> bool:  # the resize is an update of its own: ask until it landed
+        await page.locator("#terminal").click()
+        await page.keyboard.type("stty size")
+        await page.keyboard.press("Enter")
+        try:
+            await expect(terminal).to_contain_text(f"{rows} {cols}", timeout=3000)
+            return True
+        except AssertionError:
+            return False
+    await wait_for(pty_size_shown, timeout=30, what="the PTY to take the window's size")
+    await page.set_viewport_size({"width": 1280, "height": 900})
 
     # the keys row: Ctrl+C stops what runs, as it would in a terminal
     r = await http.post(f"/api/offices/{office}/sessions/{sid}/keys",

@@ -20,6 +20,9 @@
   term.loadAddon(fit);
   term.open(document.getElementById("terminal"));
 
+  const sizeNode = document.getElementById("term-size");
+  term.onResize(({ rows, cols }) => { sizeNode.textContent = `${rows}×${cols}`; });
+
   let ws = null;
   let offset = null;        // the raw output offset the terminal has shown up to
   let status = statusNode.dataset.status;
