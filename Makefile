@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-claude-latest bench clean
+.PHONY: install console run test test-claude-latest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,12 +14,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## The web console's front-end packages (xterm.js) from npm, by the lockfile, copied into
+## api/console/build/ (gitignored; no third-party code is committed).
+CONSOLE_DIR   := api/console
+CONSOLE_STAMP := $(CONSOLE_DIR)/build/.stamp
+
+$(CONSOLE_STAMP): $(CONSOLE_DIR)/package.json $(CONSOLE_DIR)/package-lock.json $(CONSOLE_DIR)/build.mjs
+	cd $(CONSOLE_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	touch $(CONSOLE_STAMP)
+
+console: $(CONSOLE_STAMP)
+
 ## Start the whole system on embedded defaults (Ctrl+C stops it).
-run: $(STAMP)
+run: $(STAMP) $(CONSOLE_STAMP)
 	$(VENV)/bin/semo dev
 
 ## Run the test suite against real Postgres, Temporal and PTYs.
-test: $(STAMP)
+test: $(STAMP) $(CONSOLE_STAMP)
 	$(VENV)/bin/pytest
 
 ## The Claude Code end-to-end tests against npm's newest CLI (make test runs the pinned
@@ -32,4 +43,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis $(CONSOLE_DIR)/node_modules $(CONSOLE_DIR)/build

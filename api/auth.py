@@ -134,7 +134,8 @@ def _principal(claims: dict) -> Principal:
 
 
 _SECRETS_IN_TEXT = [
-    (re.compile(r"([?&](?:token|access_token|api_key|apikey)=)[^&\s\"']+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"([?&](?:token|access_token|api_key|apikey|code)=)[^&\s\"']+", re.IGNORECASE),
+     r"\1[redacted]"),  # `code`: the console's one-time login link
     (re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted JWT]"),
 ]

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
+from api import console_auth
 from api.auth import Principal, TokenVerifier
 from api.live import LiveNotifier
 from db import reads
@@ -40,7 +41,11 @@ _bearer = HTTPBearer(auto_error=False, bearerFormat="JWT",
 
 async def _principal(state: State, request: Request,
                      _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    return await state.verifier.verify_async(request.headers.get("authorization"))
+    """The bearer token's user, or (with no Authorization header) the console cookie's."""
+    header = request.headers.get("authorization")
+    if header is None and console_auth.COOKIE in request.cookies:
+        return await console_auth.cookie_principal(state.pool, request, request.method)
+    return await state.verifier.verify_async(header)
 
 
 CurrentUser = Annotated[Principal, Depends(_principal)]
@@ -53,6 +58,14 @@ async def can_open(state: AppState, user: Principal, office_id: str) -> bool:
     if user.all_offices or office_id in user.claimed_offices:
         return True
     return office_id in await reads.member_office_ids(state.pool, user.sub)
+
+
+async def opened_office_ids(state: AppState, user: Principal) -> list[str] | None:
+    """The offices the user opens (None: every office)."""
+    if user.all_offices:
+        return None
+    members = await reads.member_office_ids(state.pool, user.sub)
+    return sorted(set(user.claimed_offices) | set(members))
 
 
 def office_not_found(office_id: str) -> NotFound:
@@ -95,3 +108,6 @@ async def _session(state: State, user: CurrentUser, office_id: OfficeIdPath,
 SessionRow = Annotated[dict, Depends(_session)]
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+#: the same load-or-404 rules for a caller that has its user already (the console's pages)
+load_office, load_session = _office, _session

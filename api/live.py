@@ -3,6 +3,9 @@
 The client worker NOTIFYs `session_output` with `{session_id}:{end_offset}` when it saves
 output; the session workflow's record activity NOTIFYs `job_events` when a job ends; a
 command's result is NOTIFYed on `command_results` with its id (the key woken).
+
+A reader that watches many keys at once (an office's event stream) takes a `Tap`: every
+notification, in order, with a flag for when some may have been missed.
 """
 
 from __future__ import annotations
@@ -10,17 +13,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 
 import psycopg
 
 log = logging.getLogger(__name__)
 
 
+class Tap:
+    """Every notification (channel, payload) since the last `take`, up to `limit`; past it,
+    or across a lost LISTEN connection, `lost` says the reader must read everything again."""
+
+    def __init__(self, limit: int = 2000) -> None:
+        self.limit = limit
+        self._notes: deque[tuple[str, str]] = deque()
+        self._lost = False
+        self._ready = asyncio.Event()
+
+    def put(self, channel: str, payload: str) -> None:
+        if len(self._notes) >= self.limit:
+            self._lost = True
+        else:
+            self._notes.append((channel, payload))
+        self._ready.set()
+
+    def lose(self) -> None:
+        self._lost = True
+        self._ready.set()
+
+    async def take(self, timeout: float) -> tuple[list[tuple[str, str]], bool]:
+        """What arrived (waiting up to `timeout` for something), and whether some was lost."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        self._ready.clear()
+        notes, lost = list(self._notes), self._lost
+        self._notes.clear()
+        self._lost = False
+        return notes, lost
+
+
 class LiveNotifier:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._conds: dict[str, asyncio.Event] = {}
+        self._taps: set[Tap] = set()
         self._task: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def tap(self):
+        """A `Tap` of every notification while the block runs."""
+        tap = Tap()
+        self._taps.add(tap)
+        try:
+            yield tap
+        finally:
+            self._taps.discard(tap)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._listen(), name="api-listen")
@@ -60,7 +107,11 @@ class LiveNotifier:
                     await conn.execute("listen command_results")
                     for key in list(self._conds):  # we may have missed some while away
                         self._wake(key)
+                    for tap in self._taps:
+                        tap.lose()
                     async for note in conn.notifies():
+                        for tap in self._taps:
+                            tap.put(note.channel, note.payload)
                         if note.channel in ("session_output", "session_status"):
                             self._wake(note.payload.split(":", 1)[0])
                         elif note.channel == "command_results":

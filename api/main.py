@@ -10,7 +10,18 @@ from api import docs, errors
 from api.auth import TokenVerifier, redact_tokens_in_logs
 from api.deps import AppState
 from api.live import LiveNotifier
-from api.routes import attach, health, jobs, metrics, offices, sessions, usage, webhooks
+from api.routes import (
+    attach,
+    console,
+    events,
+    health,
+    jobs,
+    metrics,
+    offices,
+    sessions,
+    usage,
+    webhooks,
+)
 from db.pool import open_pool
 from semo.commands import CommandExecutor
 from semo.observability import ApiMetrics, RequestContext
@@ -53,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ApiMetrics()
     app.add_middleware(RequestContext, metrics=app.state.metrics)  # ids on log lines, counts
     for router in (health.router, offices.router, sessions.router, jobs.router, attach.router,
-                   metrics.router, usage.router, webhooks.router):
+                   events.router, metrics.router, usage.router, webhooks.router):
         app.include_router(router)
+    console.install(app)  # the web console's pages, login and files (/console/...)
     return app

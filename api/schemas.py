@@ -223,6 +223,10 @@ class Job(BaseModel):
     usage: Usage | None = None
 
 
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
 class CommandResult(BaseModel):
     status: Literal["ok", "error", "expired"]
     result: dict[str, Any] | None

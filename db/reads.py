@@ -87,15 +87,39 @@ async def job_command(pool, job_id: str) -> str | None:
     return None if row is None else row["c"]
 
 
+_JOB_COLS = """id as job_id, session_id, office_id, status, prompt, timeout_s, completion, error,
+    created_at, started_at, finished_at, command_id::text as command_id"""
+
+
 async def get_job(pool, office_id: str, job_id: str) -> dict | None:
-    job = await _one(pool, """select id as job_id, session_id, office_id, status, prompt, timeout_s,
-            completion, error, created_at, started_at, finished_at, command_id::text as command_id
-            from jobs where office_id = %s and id = %s""", (office_id, job_id))
+    job = await _one(pool, f"select {_JOB_COLS} from jobs where office_id = %s and id = %s",
+                     (office_id, job_id))
     if job is None:
         return None
     job["events"] = await _all(pool, """select kind, at, data from session_events
             where job_id = %s order by id""", (job_id,))
     return job
+
+
+async def list_jobs(pool, office_id: str, session_id: str, limit: int) -> list[dict]:
+    """A session's latest jobs, newest first, each with its events (as `get_job`)."""
+    jobs = await _all(pool, f"""select {_JOB_COLS} from jobs where office_id = %s
+            and session_id = %s order by created_at desc, id desc limit %s""",
+                      (office_id, session_id, limit))
+    events = await _all(pool, """select job_id, kind, at, data from session_events
+            where job_id = any(%s) order by id""", ([j["job_id"] for j in jobs],))
+    by_job: dict[str, list[dict]] = {j["job_id"]: [] for j in jobs}
+    for ev in events:
+        by_job[ev.pop("job_id")].append(ev)
+    for job in jobs:
+        job["events"] = by_job[job["job_id"]]
+    return jobs
+
+
+async def list_live_sessions_in(pool, office_ids: list[str]) -> list[dict]:
+    """The sessions of these offices that are not terminated (an office's event stream)."""
+    return await _all(pool, f"select {SESSION_COLS} from agent_sessions where office_id = any(%s)"
+                      " and status <> 'terminated' order by created_at", (office_ids,))
 
 
 async def get_command(pool, office_id: str, command_id: str) -> dict | None:

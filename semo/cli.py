@@ -126,6 +126,17 @@ def token(office: list[str] = typer.Option(["*"], help="office ids the token ope
     typer.echo(mint_token(secret, sub, office, audience=settings.jwt_audience, ttl_s=ttl))
 
 
+@app.command(rich_help_panel="Using the API")
+def console(next_path: str = typer.Option("/console/", "--next", help="the console page to open"),
+            api_url: ApiUrl = None, token: Token = None) -> None:
+    """Print a one-time login link to the web console (valid once, for ten minutes)."""
+    from semo.cli_common import api_errors, client
+
+    api = client(api_url, token)
+    with api, api_errors(api):
+        typer.echo(api.console_link(next_path)["url"])
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="semo")
 

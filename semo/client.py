@@ -269,6 +269,10 @@ class SemoClient:
     def get_command(self, office_id: str, command_id: str) -> dict:
         return self._get(f"/api/offices/{_seg(office_id)}/commands/{_seg(command_id)}")
 
+    def console_link(self, next_path: str = "/console/") -> dict:
+        """A one-time login link to the web console for this token's user."""
+        return self._request("POST", "/api/console/login-codes", json={"next": next_path}).json()
+
     def ready(self) -> dict:
         r = self._request("GET", "/readyz", ok=(200, 503))
         return r.json()

@@ -211,6 +211,7 @@ def _run(settings: Settings, home: Path) -> int:
                 _wait_machine(settings, database_url, since, children["client_worker"],
                               lambda: stopping)
         if not stopping:
+            info["console_url"] = _console_url(info)
             _print_summary(info)  # before dev.json, whose pids say "running" to scripts
             _write_info(settings, info, children)
         while not stopping:
@@ -291,6 +292,20 @@ def _wait_machine(settings: Settings, database_url: str, since, worker: Child, s
                       f"{settings.home / 'logs' / 'client_worker.log'}[/]")
 
 
+def _console_url(info: dict) -> str | None:
+    """A one-time login link to the web console, minted by the API for the dev token."""
+    from semo.client import ClientConfig, SemoClient, SemoClientError
+
+    config = ClientConfig(api_url=info["api_url"], token=info["token"], api_url_from="semo dev",
+                          token_from="semo dev")
+    try:
+        with SemoClient(config) as api:
+            return api.console_link()["url"]
+    except SemoClientError as err:
+        console.print(f"[yellow]no console link: {err}[/]")
+        return None
+
+
 def _write_info(settings: Settings, info: dict, children: dict[str, Child]) -> None:
     info["pids"] = {name: c.proc.pid for name, c in children.items() if c.proc is not None}
     info.pop("stopped_at", None)
@@ -308,6 +323,8 @@ def _print_summary(info: dict) -> None:
     console.print(f"""[bold green]semo dev is running[/]
   API            {info['api_url']}
   API docs       {info['api_docs_url']}
+  Console        {info.get('console_url') or '(no link: see the API log)'}
+                 (one-time link, valid 10 minutes; `semo console` prints a new one)
   Temporal UI    {info['temporal_ui_url'] or '(external cluster)'}
   Temporal       {info['temporal_address']}
   Postgres       {info['database_url']}

@@ -26,6 +26,12 @@ class Unauthorized(SemoError):
     status, title = 401, "Unauthorized"
 
 
+class Forbidden(SemoError):
+    """A request the credentials would allow, refused for how it came (a console cookie
+    without the console's header, or from another origin: CSRF)."""
+    status, title = 403, "Forbidden"
+
+
 class NotFound(SemoError):
     status, title = 404, "Not found"
 
@@ -51,7 +57,7 @@ class CommandTimeout(SemoError):
 
 
 ERRORS_BY_TYPE: dict[str, type[SemoError]] = {
-    cls.__name__: cls for cls in (Unauthorized, NotFound, InvalidInput, Conflict,
+    cls.__name__: cls for cls in (Unauthorized, Forbidden, NotFound, InvalidInput, Conflict,
                                   CapacityExceeded, Unavailable, CommandTimeout)
 }
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
 
 from conftest import live_pids_with_env
 from devstack import DevStack, alive, wait
@@ -33,6 +36,17 @@ def test_semo_dev_runs_stops_cleanly_and_resumes(tmp_path):
             sid = r.json()["session_id"]
         agents = live_pids_with_env("SEMO_SESSION_ID", sid)
         assert agents
+
+        # the console link works once, and opens any console page (in Chromium: test_console)
+        assert info["console_url"] in printed
+        query = dict(parse_qsl(urlsplit(info["console_url"]).query))
+        query["next"] = f"/console/offices/dev-office/sessions/{sid}"
+        with httpx.Client(base_url=info["api_url"], timeout=30) as browser:
+            r = browser.get(f"/console/login?{urlencode(query)}")
+            assert r.status_code == 200 and "semo_console" in browser.cookies
+            page = browser.get(query["next"])
+            assert page.status_code == 200 and sid in page.text
+            assert browser.get(f"/console/login?{urlencode(query)}").status_code == 401
 
         second = subprocess.run([str(venv_bin("semo")), "dev"], cwd=tmp_path, env=stack.env,
                                 capture_output=True, text=True, timeout=60)

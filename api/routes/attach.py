@@ -21,9 +21,10 @@ Protocol
         text    {"type": "resize", "rows": R, "cols": C}
 
 Authentication happens before the upgrade, with the REST routes' rules: a bearer token in
-`Authorization` or a `token` query parameter (browsers cannot set headers on a WebSocket);
-missing or bad: 401, an office the token does not open or an unknown session: 404, answered
-as the same problem+json as REST (a WebSocket denial response).
+`Authorization` or a `token` query parameter (browsers cannot set headers on a WebSocket),
+or the web console's cookie from the console's own origin (api/console_auth.py); missing or
+bad: 401, an office the token does not open or an unknown session: 404, answered as the same
+problem+json as REST (a WebSocket denial response).
 
 Input is batched: while one keys command is in flight, what is typed meanwhile queues and
 goes in the next, so a fast typist or a paste costs a few commands, not one per byte. A
@@ -55,6 +56,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from api import console_auth
 from api.deps import can_open, office_not_found
 from api.errors import problem_response
 from db import reads
@@ -145,7 +147,10 @@ async def attach(websocket: WebSocket, office_id: str, session_id: str,
 async def _authorize(state, websocket: WebSocket, office_id: str, session_id: str,
                      token: str | None):
     header = websocket.headers.get("authorization")
-    user = await state.verifier.verify_async(header or (f"Bearer {token}" if token else None))
+    if header is None and token is None and console_auth.COOKIE in websocket.cookies:
+        user = await console_auth.cookie_principal(state.pool, websocket, None)
+    else:
+        user = await state.verifier.verify_async(header or (f"Bearer {token}" if token else None))
     if not _ID.fullmatch(office_id) or not _ID.fullmatch(session_id):
         raise NotFound("no such session")
     office = await reads.get_office(state.pool, office_id)

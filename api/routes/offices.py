@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Response
 
 from api import schemas
-from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open
+from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open, opened_office_ids
 from api.routes import answer
 from db import reads, usage
 from semo.errors import Conflict
@@ -31,9 +31,7 @@ async def create_office(body: OfficeCreate, state: State, user: CurrentUser, res
 
 @router.get("", response_model=schemas.OfficeList)
 async def list_offices(state: State, user: CurrentUser):
-    ids = None if user.all_offices else sorted(
-        set(user.claimed_offices) | set(await reads.member_office_ids(state.pool, user.sub)))
-    offices = await reads.list_offices(state.pool, ids)
+    offices = await reads.list_offices(state.pool, await opened_office_ids(state, user))
     found = await usage.offices_usage(state.pool, [o["office_id"] for o in offices],
                                       state.settings.prices)
     return {"offices": [{**o, "usage": found[o["office_id"]]} for o in offices]}
