@@ -34,7 +34,9 @@ from pydantic import SecretStr
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from claude_standin.install import pinned_version
 from conftest import MACHINE_ID, token_for, wait_for
+from test_claude_versions import machine, standin  # noqa: F401 (fixtures)
 from semo import procfs
 from semo.embedded import venv_bin
 
@@ -502,3 +504,43 @@ async def test_offices_page(context, http, office, tmp_path):
     assert r.status_code == 200, r.text
     await expect(card.locator(".waits")).to_contain_text(sid)  # live, from /api/events
     await phone_screenshot(page, shot_path(tmp_path, "console-offices.png"))
+
+
+@pytest.mark.parametrize("machine", [pinned_version()], indirect=True)
+async def test_inbox_allows_a_claude_permission_and_the_tool_runs(context, http, machine,
+                                                                   tmp_path):  # noqa: F811
+    """A real Claude Code session asks to run Bash: the inbox shows the tool and its command,
+    one click on Allow answers it through POST .../answer, and the command runs."""
+    office = f"ci-{uuid.uuid4().hex[:8]}"
+    r = await http.post("/api/offices", json={"office_id": office, "name": "inbox",
+                                              "machine_id": machine.machine_id, "agent": "claude",
+                                              "warm_roles": []})
+    assert r.status_code == 201, r.text
+    machine.standin.clear()
+    machine.standin.reply_tool_use("Bash", {"command": "touch from-the-inbox.txt",
+                                            "description": "Create the file"})
+    machine.standin.reply_text("Created.\n[SEMO:DONE]")
+    r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
+    assert r.status_code == 201, r.text
+    sid, wd = r.json()["session_id"], Path(r.json()["working_dir"])
+    page = await context.new_page()
+    await log_in(page, http, [office], f"/console/offices/{office}")
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                        json={"prompt": "Create from-the-inbox.txt"})
+    job_id = r.json()["job_id"]
+
+    item = page.locator(f"#inbox article.waiting[data-session='{sid}']")
+    await expect(item.locator(".kind")).to_have_text("permission: Bash")
+    await expect(item.locator(".tool-input")).to_contain_text("touch from-the-inbox.txt")
+    await expect(page.locator("#inbox-count")).to_have_text("1")
+    assert not (wd / "from-the-inbox.txt").exists()
+    await item.locator("button", has_text="Allow").click()
+
+    async def done():
+        return await job_status(http, office, job_id) == "done"
+    await wait_for(done, timeout=60, what="the job to finish once allowed")
+    assert (wd / "from-the-inbox.txt").exists(), "the allowed command ran"
+    await expect(page.locator("#inbox-count")).to_have_text("0")
+    session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+    assert session["pending_input"] is None
+    await http.delete(f"/api/offices/{office}")

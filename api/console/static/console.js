@@ -170,6 +170,11 @@ const semo = (() => {
       for (const option of p.options || []) {
         buttons.append(el("button", { onclick: () => send({ option }) }, option));
       }
+      if (p.kind === "dialog" && !(p.options || []).length) {  // a shell's y/n question
+        buttons.append(
+          el("button", { onclick: () => send({ text: "y" }) }, "y ⏎"),
+          el("button", { onclick: () => send({ text: "n" }) }, "n ⏎"));
+      }
       item.append(buttons, textReply((text) => send({ text })));
     } else {
       item.append(el("p", { class: "question" }, question || "waiting for input (see its terminal)"));
