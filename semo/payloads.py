@@ -88,8 +88,9 @@ class AnswerBody(_Body):
     def _something(self) -> "AnswerBody":
         if self.decision is None and self.option is None and not self.text:
             raise ValueError("an answer has a decision (allow, deny), an option or text")
-        if self.text is not None and "\x00" in self.text:
-            raise ValueError("text contains a NUL character")
+        for name in ("input_id", "option", "text"):
+            if "\x00" in (getattr(self, name) or ""):
+                raise ValueError(f"{name} contains a NUL character")
         return self
 
 

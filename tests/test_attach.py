@@ -132,7 +132,7 @@ async def test_attach_types_sees_resizes_and_detaches(http, office, session, att
         await asyncio.sleep(0.5)
         term.send(b"\x03")
         term.send(b"echo after-$((1+1))\r")
-        at = await term.expect("after-2", timeout=10, after=at)
+        at = await term.expect("after-2", timeout=30, after=at)
 
         # Ctrl+] detaches: not sent, the CLI exits 0, the terminal is cooked again
         term.send(b"\x1d")

@@ -56,6 +56,8 @@ BODIES = {
     ("POST", "/api/offices/{office_id}/sessions"): {"role": "BE"},
     ("POST", "/api/offices/{office_id}/sessions/{session_id}/prompt"): {"prompt": "echo pwned"},
     ("POST", "/api/offices/{office_id}/sessions/{session_id}/keys"): {"keys": ["ctrl+c"]},
+    ("POST", "/api/offices/{office_id}/sessions/{session_id}/answer"): {"input_id": "in-x",
+                                                                        "decision": "allow"},
     ("POST", "/api/offices/{office_id}/webhooks"): {"url": "http://93.184.216.34/in",
                                                     "events": ["job.done"]},
 }

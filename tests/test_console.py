@@ -37,6 +37,9 @@ from websockets.exceptions import InvalidStatus
 from claude_standin.install import pinned_version
 from conftest import MACHINE_ID, token_for, wait_for
 from test_claude_versions import machine, standin  # noqa: F401 (fixtures)
+
+# what the page shows comes over live streams: on a loaded 2-core machine, give it time
+expect.set_options(timeout=20_000)
 from semo import procfs
 from semo.embedded import venv_bin
 
