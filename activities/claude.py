@@ -57,15 +57,23 @@ from typing import Any
 import pyte
 
 from activities.output_monitor import MonitorEvent
-from semo import permission_rules
 from activities.persona import atomic_write, checked_target
 from activities.session_manager import SessionManager, Terminal, TerminalError
+from semo import permission_rules
 from semo.settings import AgentProfile, Settings, StartupDialogs
 
 log = logging.getLogger(__name__)
 
-HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PermissionRequest", "Notification",
-               "Stop", "StopFailure", "SessionEnd")
+HOOK_EVENTS = (
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "Notification",
+    "Stop",
+    "StopFailure",
+    "SessionEnd",
+)
 #: tool matchers of the hooks that take one (PreToolUse: only the tools that ask a person)
 HOOK_MATCHERS = {"PermissionRequest": "*", "PreToolUse": "AskUserQuestion|ExitPlanMode"}
 #: dialogs a profile's `dialogs` policy answers, whenever they show
@@ -127,7 +135,7 @@ PolicyFn = Callable[[], Awaitable[dict[str, Any]]]
 class DialogOpen(TerminalError):
     """A prompt arrived while Claude Code shows a dialog no policy answers: it is not typed."""
 
-    def __init__(self, dialog: "Dialog") -> None:
+    def __init__(self, dialog: Dialog) -> None:
         super().__init__(f"Claude Code shows a dialog ({dialog.kind()}): {dialog.question!r} "
                          f"(options: {', '.join(dialog.options)}); answer it first "
                          "(POST .../keys), then send the prompt")
@@ -220,7 +228,9 @@ def merge_settings(working_dir: Path, roots: list[Path], command: str | None = N
             try:
                 existing = json.loads(raw)
             except ValueError as err:
-                raise ClaudeSetupError(f"{target} is not valid JSON ({err}); fix or remove it") from None
+                raise ClaudeSetupError(
+                    f"{target} is not valid JSON ({err}); fix or remove it"
+                ) from None
             if not isinstance(existing, dict):
                 raise ClaudeSetupError(f"{target} does not hold a JSON object")
     try:
@@ -277,10 +287,16 @@ def last_assistant_text(path: Path, max_bytes: int = 4 * 1024 * 1024) -> str | N
             entry = json.loads(line)
         except ValueError:
             continue  # cut at the start of the tail, or being written
-        if not isinstance(entry, dict) or entry.get("type") != "assistant" or entry.get("isSidechain"):
+        if (
+            not isinstance(entry, dict)
+            or entry.get("type") != "assistant"
+            or entry.get("isSidechain")
+        ):
             continue
         content = (entry.get("message") or {}).get("content") or []
-        texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        texts = [
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+        ]
         if texts:
             last = "\n".join(texts)
     return last
@@ -371,7 +387,7 @@ def policy_option(dialog: Dialog, answer: str) -> int | None:
     if answer == "accept":
         tests = (lambda o: o.startswith("yes"), lambda o: "trust" in o and not o.startswith("no"))
     else:
-        tests = (lambda o: o.startswith("no"),)
+        tests = (lambda o: o.startswith("no"),)  # type: ignore[assignment]
     for test in tests:
         found = next((i for i, label in enumerate(labels) if test(label)), None)
         if found is not None:
@@ -461,7 +477,9 @@ def socket_path(settings: Settings) -> Path:
     if len(os.fsencode(base / name)) <= 100:
         return base / name
     digest = hashlib.sha256(os.fsencode(base)).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"semo-{os.getuid()}" / f"hooks-{digest}-{os.getpid()}.sock"
+    return (
+        Path(tempfile.gettempdir()) / f"semo-{os.getuid()}" / f"hooks-{digest}-{os.getpid()}.sock"
+    )
 
 
 def _private_dir(path: Path) -> None:
@@ -540,7 +558,7 @@ class HookServer:
                 if held is not None:  # a decision may come: wait for it, bounded
                     try:
                         output = await asyncio.wait_for(held, self.hold_s)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         output = None  # Claude Code shows its own dialog; keys answer it
                     if output:
                         answer = json.dumps({"output": output}).encode() + b"\n"
@@ -548,8 +566,14 @@ class HookServer:
                 self.denied += 1
                 log.warning("hook event for session %r refused: unknown session or wrong secret",
                             str(session_id)[:80])
-        except (ValueError, KeyError, TypeError, asyncio.TimeoutError, asyncio.LimitOverrunError,
-                ConnectionError) as err:
+        except (
+            TimeoutError,
+            ValueError,
+            KeyError,
+            TypeError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ) as err:
             log.warning("bad hook message: %s", type(err).__name__)
         except Exception:
             log.exception("hook handler failed")
@@ -581,7 +605,11 @@ def decision_output(held: _Held, decision: str | None, option: str | None, text:
     event = held.event
     if held.kind == "permission":
         verdict: dict[str, Any] = {"behavior": decision or "deny"}
-        if decision == "allow" and remember and isinstance(event.get("permission_suggestions"), list):
+        if (
+            decision == "allow"
+            and remember
+            and isinstance(event.get("permission_suggestions"), list)
+        ):
             verdict["updatedPermissions"] = event["permission_suggestions"]
         if decision != "allow":
             verdict["message"] = text or "Denied through semo."
@@ -590,9 +618,16 @@ def decision_output(held: _Held, decision: str | None, option: str | None, text:
         tool_input = event.get("tool_input") if isinstance(event.get("tool_input"), dict) else {}
         questions = [q for q in tool_input.get("questions") or [] if isinstance(q, dict)]
         first = str(questions[0].get("question")) if questions else ""
-        return {"hookSpecificOutput": {
-            "hookEventName": "PreToolUse", "permissionDecision": "allow",
-            "updatedInput": {**tool_input, "answers": {first: option if option is not None else text}}}}
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "allow",
+                "updatedInput": {
+                    **tool_input,
+                    "answers": {first: option if option is not None else text},
+                },
+            }
+        }
     out: dict[str, Any] = {"hookEventName": "PreToolUse",
                            "permissionDecision": "allow" if decision == "allow" else "deny"}
     if decision != "allow":
@@ -675,7 +710,7 @@ class ClaudeDriver:
             task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(self._tasks[0]), 2)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             self._tasks[0].cancel()
 
     # --- the screen ---------------------------------------------------------------------
@@ -1019,7 +1054,11 @@ class ClaudeDriver:
         term = self.term
         if term is None or not self.job_open or self.session_end is not None or self._stopping():
             return
-        how = f"signal {term.exit_signal}" if term.exit_signal is not None else f"code {term.exit_code}"
+        how = (
+            f"signal {term.exit_signal}"
+            if term.exit_signal is not None
+            else f"code {term.exit_code}"
+        )
         self._emit("error", {"kind": "exit", "source": "process",
                              "reason": f"Claude Code exited mid-job ({how})"})
 
@@ -1093,8 +1132,12 @@ class ClaudeDriver:
             return
         delta = target - dialog.selected
         if delta:
-            await self.manager.send_keystrokes(self.session_id, ["down" if delta > 0 else "up"] * abs(delta))
-            moved = await self._until(lambda: (d := self.dialog()) is not None and d.selected == target, 1.5)
+            await self.manager.send_keystrokes(
+                self.session_id, ["down" if delta > 0 else "up"] * abs(delta)
+            )
+            moved = await self._until(
+                lambda: (d := self.dialog()) is not None and d.selected == target, 1.5
+            )
             if not moved:
                 return  # try again later
             await asyncio.sleep(0.15)
@@ -1146,7 +1189,9 @@ class ClaudeDriver:
 
     def _ready_for_prompt(self) -> bool:
         lines = self.lines()
-        return input_box_row(lines) is not None and not is_busy(lines) and find_dialog(lines) is None
+        return (
+            input_box_row(lines) is not None and not is_busy(lines) and find_dialog(lines) is None
+        )
 
     async def submit(self, prompt: str, job_id: str | None) -> None:
         """Type `prompt` into the input box and submit it (see the module docstring)."""
@@ -1213,7 +1258,9 @@ class ClaudeDriver:
             if attempt == 0:
                 await self.manager.send_keystrokes(self.session_id, ["enter"])
         self.job_open = False
-        raise TerminalError(f"Claude Code did not take the prompt; its screen:\n{self._screen_tail()}")
+        raise TerminalError(
+            f"Claude Code did not take the prompt; its screen:\n{self._screen_tail()}"
+        )
 
 
 # --- per worker -------------------------------------------------------------------------------

@@ -31,19 +31,19 @@ from activities.worktree import Worktree, WorktreeError, remove_worktree, sessio
 from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
     MAX_ANSWER_TEXT,
+    MAX_COLS,
     MAX_KEYS,
     MAX_PROMPT_BYTES,
-    NAMED_KEYS,
-    MonitorSignal,
-    SendInput,
-    StartAgentInput,
-    StartAgentResult,
-    MAX_COLS,
     MAX_ROWS,
     MIN_COLS,
     MIN_ROWS,
+    NAMED_KEYS,
+    MonitorSignal,
     ResizeTerminalInput,
     SendAnswer,
+    SendInput,
+    StartAgentInput,
+    StartAgentResult,
     StopAgentInput,
     WatchAgentInput,
     WatchAgentResult,
@@ -60,7 +60,10 @@ _HOOKS_DECIDE = ("completion", "error", "waiting_input")
 
 def input_problem(inp: SendInput) -> str | None:
     """Why this machine refuses to type `inp`: bounded sizes, named keys only."""
-    if inp.prompt is not None and len(inp.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+    if (
+        inp.prompt is not None
+        and len(inp.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES
+    ):
         return f"prompt exceeds {MAX_PROMPT_BYTES} bytes"
     if inp.text is not None and len(inp.text.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
         return f"text exceeds {MAX_PROMPT_BYTES} bytes"
@@ -135,7 +138,9 @@ class ClientActivities:
                                              generation=inp.generation)
         except (OSError, TerminalError) as err:
             await self.claude.release(inp.session_id)
-            raise ApplicationError(f"could not start {inp.agent}: {err}", type="SpawnFailed") from err
+            raise ApplicationError(
+                f"could not start {inp.agent}: {err}", type="SpawnFailed"
+            ) from err
         if driver is not None:  # returns once Claude Code's input box is up
             driver.attach(term)
             try:
@@ -175,7 +180,7 @@ class ClientActivities:
                 activity.heartbeat()
                 try:
                     await asyncio.wait_for(asyncio.shield(term.exited.wait()), interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             term.leases -= 1
@@ -285,7 +290,7 @@ class ClientActivities:
             # a done job shows its usage; after a Stop hook the turn's last response is due
             await self.usage.flush_before_end(term.session_id, job_id,
                                               turn_ended=data.get("kind") != "exit")
-        signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,
+        signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,  # type: ignore[arg-type]
                                data=data, offset=ev.offset)
         await self.client.get_workflow_handle(workflow_id).signal("monitor", signal,
                                                                   rpc_timeout=_RPC_TIMEOUT)

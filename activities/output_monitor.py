@@ -743,7 +743,7 @@ class OutputMonitor:
         if batch.find(b"\x1b[", start, end) >= 0:
             bounds += [(m.start(), m.end()) for m in _LINE_ESC_RE.finditer(batch, start, end)]
         bounds.append((end, term))
-        for (_, s), (e, after) in zip(bounds, bounds[1:]):
+        for (_, s), (e, after) in zip(bounds, bounds[1:], strict=False):
             if e <= s:
                 continue
             window = max(s, e - LINE_CAP)

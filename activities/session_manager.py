@@ -346,7 +346,9 @@ class SessionManager:
         else:
             await self._write(term, text.encode() + b"\r")
 
-    async def send_keystrokes(self, session_id: str, keys: list[str], text: str | None = None) -> None:
+    async def send_keystrokes(
+        self, session_id: str, keys: list[str], text: str | None = None
+    ) -> None:
         """Type `text`, then press `keys`, in one write: in the order people type them
         (`text="yes", keys=["enter"]` answers a prompt)."""
         term = self.require(session_id)
@@ -492,9 +494,9 @@ class SessionManager:
             del tail[: len(tail) - TAIL_BYTES]
         if term.transcript is not None:
             self._write_transcript(term, data)
-        self.sink.append(term.session_id, start, data)
+        self.sink.append(term.session_id, start, data)  # type: ignore[arg-type]
         try:
-            events = term.monitor.feed(data, now)
+            events = term.monitor.feed(data, now)  # type: ignore[arg-type]
         except Exception:  # a monitor bug must not stop the terminal
             log.exception("output monitor failed on %s", term.session_id)
             events = []
@@ -510,10 +512,10 @@ class SessionManager:
         try:
             view = memoryview(data)
             while view:
-                view = view[term.transcript.write(view):]
+                view = view[term.transcript.write(view):]  # type: ignore[attr-defined]
         except OSError as err:  # disk full, ...: the database copy goes on
             log.warning("transcript of %s stopped: %s", term.session_id, err)
-            term.transcript.close()
+            term.transcript.close()  # type: ignore[attr-defined]
             term.transcript = None
 
     async def _resume_when_drained(self, term: Terminal) -> None:
@@ -718,7 +720,7 @@ class SessionManager:
             pass
         term.proc.closed = True
         if term.transcript is not None:
-            term.transcript.close()
+            term.transcript.close()  # type: ignore[attr-defined]
             term.transcript = None
         term.events.put_nowait(None)
         term.exited.set()
@@ -872,10 +874,10 @@ async def _writable(fd: int, timeout: float) -> None:
     """Return once `fd` can take more bytes, or after `timeout` (the caller checks again)."""
     loop = asyncio.get_running_loop()
     room = loop.create_future()
-    loop.add_writer(fd, lambda: room.done() or room.set_result(None))
+    loop.add_writer(fd, lambda: room.done() or room.set_result(None))  # type: ignore[func-returns-value]
     try:
         await asyncio.wait_for(room, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     finally:
         loop.remove_writer(fd)

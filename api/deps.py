@@ -38,8 +38,11 @@ _bearer = HTTPBearer(auto_error=False, bearerFormat="JWT",
                      description="A Supabase-style JWT (`semo token` mints one)")
 
 
-async def _principal(state: State, request: Request,
-                     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+async def _principal(
+    state: State,
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
     return await state.verifier.verify_async(request.headers.get("authorization"))
 
 

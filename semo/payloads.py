@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from semo.permission_rules import check_rules
 from workflows.contracts import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, NAMED_KEYS, Persona
@@ -30,7 +37,7 @@ class PermissionRules(_Body):
     deny: list[str] = Field(default_factory=list, max_length=200)
 
     @model_validator(mode="after")
-    def _parsed(self) -> "PermissionRules":
+    def _parsed(self) -> PermissionRules:
         check_rules(self.model_dump())
         return self
 
@@ -56,7 +63,7 @@ class OfficeCreate(_OfficePolicy):
     repository: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
-    def _warm_fits(self) -> "OfficeCreate":
+    def _warm_fits(self) -> OfficeCreate:
         if len(self.warm_roles) > self.max_sessions:
             raise ValueError(
                 f"warm_roles has {len(self.warm_roles)} roles but max_sessions is "
@@ -85,7 +92,7 @@ class AnswerBody(_Body):
     remember: bool = False
 
     @model_validator(mode="after")
-    def _something(self) -> "AnswerBody":
+    def _something(self) -> AnswerBody:
         if self.decision is None and self.option is None and not self.text:
             raise ValueError("an answer has a decision (allow, deny), an option or text")
         if self.text is not None and "\x00" in self.text:
@@ -145,7 +152,7 @@ class KeysBody(_Body):
         return value
 
     @model_validator(mode="after")
-    def _something(self) -> "KeysBody":
+    def _something(self) -> KeysBody:
         if not self.keys and not self.text:
             raise ValueError("give keys, text, or both")
         return self

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from claude_standin.claude_home import claude_env
+from claude_standin.install import ClaudeInstallError, claude_path
+from claude_standin.server import ScriptedAnthropicStandIn
+from conftest import replay_and_maybe_record, wait_for
 
 from activities.claude import (
     HOOK_EVENTS,
@@ -37,10 +41,6 @@ from activities.claude import (
     reply_outcome,
 )
 from activities.persona import BEGIN, user_text
-from claude_standin.claude_home import claude_env
-from claude_standin.install import ClaudeInstallError, claude_path
-from claude_standin.server import ScriptedAnthropicStandIn
-from conftest import replay_and_maybe_record, wait_for
 from semo.settings import AgentProfile, StartupDialogs
 from worker.client import client_runtime
 

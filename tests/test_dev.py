@@ -9,6 +9,7 @@ import subprocess
 
 from conftest import live_pids_with_env
 from devstack import DevStack, alive, wait
+
 from semo.embedded import venv_bin
 
 

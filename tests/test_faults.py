@@ -11,7 +11,6 @@ import uuid
 
 import psycopg
 import pytest
-
 from conftest import live_pids_with_env
 from devstack import DevStack, replay_and_maybe_record, wait
 

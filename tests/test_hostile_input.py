@@ -16,7 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -26,8 +29,13 @@ from activities.output_store import PgOutputStore
 from activities.session_manager import SessionManager
 from semo import procfs
 from semo.settings import AgentProfile
-from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
-from workflows.contracts import MAX_KEYS, MAX_PROMPT_BYTES, SendInput, StartAgentInput, StopAgentInput
+from workflows.contracts import (
+    MAX_KEYS,
+    MAX_PROMPT_BYTES,
+    SendInput,
+    StartAgentInput,
+    StopAgentInput,
+)
 
 MB = 1024 * 1024
 

@@ -13,7 +13,6 @@ pool's runs (ParentClosePolicy.ABANDON) and report back with a `session_status` 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -84,7 +83,7 @@ class OfficePoolWorkflow:
                     or self.replan or self._should_continue(),
                     timeout=self._until_next_reap(),
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._reap_idle()
                 continue
             if self._should_continue() and not self.s.closing and not self.outbox:
@@ -92,7 +91,7 @@ class OfficePoolWorkflow:
                 workflow.continue_as_new(PoolInput(office=self.office, state=self.s))
         try:
             await workflow.wait_condition(lambda: not self.s.entries, timeout=SHUTDOWN_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             workflow.logger.warning("sessions still live at shutdown: %s", list(self.s.entries))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return ShutdownResult(terminated_sessions=sorted(self.terminated))
@@ -142,7 +141,7 @@ class OfficePoolWorkflow:
                 await workflow.wait_condition(
                     lambda: self.s.closing or self._has_room() or self._idle_for(inp) is not None,
                     timeout=timedelta(seconds=inp.wait_s))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise self._at_capacity() from None
             self._refuse_if_closing()
             entry = self._take_idle(inp)
@@ -182,7 +181,7 @@ class OfficePoolWorkflow:
             self._ask_terminate(entry.session_id, inp.reason)
         try:
             await workflow.wait_condition(lambda: not self.s.entries, timeout=SHUTDOWN_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return ShutdownResult(terminated_sessions=sorted(self.terminated))
 

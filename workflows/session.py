@@ -23,6 +23,7 @@ refused) until a probe after `cooldown_s` succeeds.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections import deque
 from datetime import timedelta
 
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         PendingInput,
         PromptInput,
         PromptResult,
+        RecordBatch,
         ResizeInput,
         ResizeResult,
         ResizeTerminalInput,
@@ -59,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         SessionRecord,
         SessionState,
         SessionStatus,
+        SessionStatusSignal,
         SessionView,
         StartAgentInput,
         StartAgentResult,
@@ -66,15 +69,15 @@ with workflow.unsafe.imports_passed_through():
         TerminateInput,
         WaitReadyInput,
         WatchAgentInput,
-        RecordBatch,
-        SessionStatusSignal,
         WatchAgentResult,
     )
 
 SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 
 NO_RETRY = RetryPolicy(maximum_attempts=1)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
+)
 APPLIED_KEEP = 500
 #: patch: a prompt's job and session rows are written by whoever answers the update
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
@@ -190,14 +193,19 @@ class SessionWorkflow:
             status="running", prompt=inp.prompt, timeout_s=job.timeout_s, command_id=inp.command_id,
         )
         # (the prompt is left out of these: the update's input has it, history need not twice)
-        rows = RecordBatch(session=self._session_record(),
-                           job=job_row.model_copy(update={"prompt": None})) if answer_writes else None
+        rows = (
+            RecordBatch(
+                session=self._session_record(), job=job_row.model_copy(update={"prompt": None})
+            )
+            if answer_writes
+            else None
+        )
         typed = SendInput(session_id=self.inp.session_id, generation=self.s.generation,
                           job_id=job.job_id, prompt=inp.prompt)
         if answer_writes:
             results = await asyncio.gather(self._send(typed), return_exceptions=True)
         else:
-            results = await asyncio.gather(self._record(job=job_row), self._send(typed),
+            results = await asyncio.gather(self._record(job=job_row), self._send(typed),  # type: ignore[assignment]
                                            return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         refused = _cause_type(failure) == "DialogOpen"
@@ -211,7 +219,9 @@ class SessionWorkflow:
             raise ApplicationError(_reason(failure), type="DialogOpen", non_retryable=True)
         if failure is not None:
             if self.s.job and self.s.job.job_id == job.job_id:
-                await self._end_job("failed", error=f"prompt could not be typed: {_reason(failure)}")
+                await self._end_job(
+                    "failed", error=f"prompt could not be typed: {_reason(failure)}"
+                )
             raise ApplicationError(
                 f"the prompt could not be delivered to the terminal: {_reason(failure)}",
                 type="Unavailable", non_retryable=True,
@@ -326,7 +336,7 @@ class SessionWorkflow:
             await workflow.execute_activity(
                 "answer_input",
                 SendAnswer(session_id=self.inp.session_id, generation=self.s.generation,
-                           input_id=pending.input_id, kind=pending.kind, decision=decision,
+                           input_id=pending.input_id, kind=pending.kind, decision=decision,  # type: ignore[arg-type]
                            text=text),
                 task_queue=machine_queue(self.inp.machine_id),
                 schedule_to_start_timeout=timedelta(seconds=10),
@@ -470,7 +480,7 @@ class SessionWorkflow:
                     or self._replan or self._should_continue_as_new(),
                     timeout=timeout,
                 )
-            except asyncio.TimeoutError:
+            except builtins.TimeoutError:
                 if input_left is not None and timeout == input_left:
                     await self._input_timed_out()
                 else:
@@ -529,12 +539,12 @@ class SessionWorkflow:
         self._count("semo_jobs_finished_total", "jobs that ended, by outcome", outcome=status)
         await self._record(job=JobRecord(
             job_id=job.job_id, office_id=self.inp.office_id, session_id=self.inp.session_id,
-            status=status, completion=completion, error=error, final=True,
+            status=status, completion=completion, error=error, final=True,  # type: ignore[arg-type]
             event_kind=kind, event_data=data,
         ))
         if job.notify_workflow_id:
             notice = JobNotice(job_id=job.job_id, session_id=self.inp.session_id,
-                               office_id=self.inp.office_id, status=status,
+                               office_id=self.inp.office_id, status=status,  # type: ignore[arg-type]
                                completion=completion, error=error)
             try:
                 await workflow.get_external_workflow_handle(job.notify_workflow_id).signal(
@@ -581,8 +591,11 @@ class SessionWorkflow:
             self.s.circuit = "open"
             self._count("semo_circuit_opens_total", "circuits opened by repeated failures")
             self._set_status("failed")
-            await self._record(event=self._event("circuit_open", {"reason": reason,
-                                                                   "failures": len(self.s.failures)}))
+            await self._record(
+                event=self._event(
+                    "circuit_open", {"reason": reason, "failures": len(self.s.failures)}
+                )
+            )
             return
         self.s.restarts += 1
         self._count("semo_session_restarts_total", "session restarts, by cause",
@@ -604,7 +617,7 @@ class SessionWorkflow:
     async def _sleep_unless_terminated(self, seconds: float) -> None:
         try:
             await workflow.wait_condition(lambda: self.terminate_req is not None, timeout=seconds)
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             pass
 
     async def _stop_agent(self) -> None:
@@ -707,7 +720,7 @@ class SessionWorkflow:
     def _publish_status(self) -> None:
         """The SessionStatus search attribute, if it is not the status already."""
         if self.s.status != self._published_status:
-            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, self.s.status)])
+            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, self.s.status)])  # type: ignore[list-item]
             self._published_status = self.s.status
 
     def _details(self) -> str:
@@ -743,7 +756,9 @@ class SessionWorkflow:
             pending_input=self.s.pending.public() if self.s.pending else None,
         )
 
-    async def _record(self, *, job: JobRecord | None = None, event: EventRecord | None = None) -> None:
+    async def _record(
+        self, *, job: JobRecord | None = None, event: EventRecord | None = None
+    ) -> None:
         """Write the session row (if it changed), a job row and/or an event in one transaction."""
         session = self._session_record() if self._row_dirty else None
         self._row_dirty = False
@@ -760,7 +775,9 @@ class SessionWorkflow:
             self._pool_notice = None
             try:
                 await workflow.get_external_workflow_handle(self.inp.pool_workflow_id).signal(
-                    "session_status", SessionStatusSignal(session=self._view(), error=self.last_error))
+                    "session_status",
+                    SessionStatusSignal(session=self._view(), error=self.last_error),
+                )
             except Exception as err:  # the pool is gone (office deleted): nothing to tell
                 workflow.logger.info("pool %s not told: %s", self.inp.pool_workflow_id, err)
 
@@ -800,7 +817,7 @@ def _pending_input(ev: MonitorSignal, now) -> PendingInput:
     deadline = (now + timedelta(seconds=float(timeout))
                 if isinstance(timeout, (int, float)) and timeout > 0 and kind != "dialog" else None)
     return PendingInput(
-        input_id=str(d.get("input_id") or f"in-{ev.generation}-{ev.offset}"), kind=kind,
+        input_id=str(d.get("input_id") or f"in-{ev.generation}-{ev.offset}"), kind=kind,  # type: ignore[arg-type]
         tool=d.get("tool") if isinstance(d.get("tool"), str) else None, input=d.get("input"),
         question=str(d.get("question") or "")[:2000] or None,
         options=[str(o)[:200] for o in options][:20] if isinstance(options, list) else None,

@@ -102,9 +102,14 @@ async def keys(body: KeysBody, office_id: OfficeIdPath, session_id: SessionIdPat
                           idempotency_key)
 
 
-@router.post("/{session_id}/answer", response_model=schemas.Answered,
-             responses={409: {"description": "input_id is not the pending input (answered already, or gone)"},
-                        422: {"description": "the answer does not fit the input's kind"}})
+@router.post(
+    "/{session_id}/answer",
+    response_model=schemas.Answered,
+    responses={
+        409: {"description": "input_id is not the pending input (answered already, or gone)"},
+        422: {"description": "the answer does not fit the input's kind"},
+    },
+)
 async def answer_input(body: AnswerBody, office_id: OfficeIdPath, session_id: SessionIdPath,
                        state: State, user: CurrentUser, response: Response,
                        idempotency_key: IdempotencyKey = None):
