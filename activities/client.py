@@ -22,12 +22,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities import claude_versions
 from activities.claude import ClaudeIntegration, ClaudeSetupError, DialogOpen, StartupError
+from activities.client_session import ClientSession, SessionParts
 from activities.output_monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
 from activities.session_manager import SessionManager, Terminal, TerminalError
 from activities.usage import UsageTracker
 from activities.workspace import WorkspaceError, resolve_working_dir
-from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
+from activities.worktree import WorktreeError, session_worktree
 from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
     MAX_ANSWER_TEXT,
@@ -85,10 +86,11 @@ class ClientActivities:
         self.manager = manager
         self.client = client
         self.roots = settings.resolved_workspace_roots
-        self.workflow_ids: dict[str, str] = {}
         self.personas = PersonaInjector(self.roots)
         self.claude = ClaudeIntegration(settings, manager, self._signal, office_policy)
-        self.worktrees: dict[str, Worktree] = {}
+        self.parts = SessionParts(manager, self.claude, usage, settings.remove_worktrees)
+        #: the live sessions by id (their terminals: `manager`, their drivers: `claude`)
+        self.sessions: dict[str, ClientSession] = {}
         manager.on_event = self._on_monitor_event
 
     @activity.defn(name="start_agent")
@@ -119,7 +121,7 @@ class ClientActivities:
                     inp.repository, working_dir, office_id=inp.office_id, role=inp.role,
                     session_id=inp.session_id, workspace_roots=self.roots,
                     repository_roots=self.settings.repository_roots)
-                self.worktrees[inp.session_id] = wt
+                self._session(inp.session_id).worktree = wt
             if profile.hooks or inp.persona is not None:
                 await asyncio.to_thread(self.personas.inject_persona, working_dir, inp.persona)
             driver, hook_env = (await self.claude.prepare(inp.session_id, inp.generation,
@@ -128,7 +130,7 @@ class ClientActivities:
         except (WorktreeError, WorkspaceError, PersonaError, ClaudeSetupError, OSError) as err:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
                                    type="InvalidWorkingDir", non_retryable=True) from err
-        self.workflow_ids[inp.session_id] = inp.workflow_id
+        self._session(inp.session_id).workflow_id = inp.workflow_id
         if driver is not None and self.usage is not None:
             driver.tap = await self.usage.track(inp.session_id, inp.office_id)
         try:
@@ -243,18 +245,7 @@ class ClientActivities:
 
     @activity.defn(name="stop_agent")
     async def stop_agent(self, inp: StopAgentInput) -> None:
-        await self.manager.terminate(inp.session_id)
-        await self.claude.release(inp.session_id)
-        if self.usage is not None:
-            await self.usage.forget(inp.session_id)
-        self.workflow_ids.pop(inp.session_id, None)
-        wt = self.worktrees.pop(inp.session_id, None)
-        if wt is not None and self.settings.remove_worktrees:  # by default the work stays
-            try:
-                if not await remove_worktree(wt.repository, wt.path):
-                    log.info("worktree %s has uncommitted changes: kept", wt.path)
-            except WorktreeError as err:
-                log.warning("could not remove worktree %s: %s", wt.path, err)
+        await self._close(inp.session_id)
 
     @activity.defn(name="resize_terminal")
     async def resize_terminal(self, inp: ResizeTerminalInput) -> None:
@@ -279,7 +270,8 @@ class ClientActivities:
         await self._signal(term, ev)
 
     async def _signal(self, term: Terminal, ev: MonitorEvent) -> None:
-        workflow_id = self.workflow_ids.get(term.session_id)
+        session = self.sessions.get(term.session_id)
+        workflow_id = session.workflow_id if session is not None else None
         if workflow_id is None:
             return
         data = dict(ev.data)
@@ -304,11 +296,19 @@ class ClientActivities:
             if term.leases == 0 and now - term.unleased_since > self.settings.orphan_grace_s:
                 log.warning("terminal %s has been unsupervised for %.0fs: stopping it", sid,
                             now - term.unleased_since)
-                await self.manager.terminate(sid)
-                await self.claude.release(sid)
-                self.workflow_ids.pop(sid, None)
-                if self.usage is not None:
-                    await self.usage.forget(sid)
+                await self._close(sid)
+
+    def _session(self, session_id: str) -> ClientSession:
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.sessions[session_id] = ClientSession(session_id, self.parts)
+        return session
+
+    async def _close(self, session_id: str) -> None:
+        """End a session, the same way whoever ends it (a record is made for a session this
+        process did not start: its terminal may still be here)."""
+        session = self.sessions.pop(session_id, None) or ClientSession(session_id, self.parts)
+        await session.close()
 
     async def aclose(self) -> None:
         """Stop listening for hooks (the worker is shutting down)."""
