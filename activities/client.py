@@ -49,6 +49,7 @@ from workflows.contracts import (
     WatchAgentInput,
     WatchAgentResult,
 )
+from workflows.failures import ErrorType
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +102,18 @@ class ClientActivities:
         for name, value in (("office_id", inp.office_id), ("session_id", inp.session_id)):
             if not _ID_RE.fullmatch(value):  # they name files and folders on this machine
                 raise ApplicationError(f"{name} {value[:100]!r} is not a valid id",
-                                       type="InvalidInput", non_retryable=True)
+                                       type=ErrorType.INVALID_INPUT, non_retryable=True)
         if inp.agent not in self.manager.profiles:
             raise ApplicationError(
                 f"agent {inp.agent!r} is not a profile on machine {self.settings.machine_id} "
                 f"(configured: {', '.join(sorted(self.manager.profiles))})",
-                type="UnknownAgent", non_retryable=True)
+                type=ErrorType.UNKNOWN_AGENT, non_retryable=True)
         try:
             working_dir = resolve_working_dir(inp.working_dir, self.roots, inp.office_id,
                                               inp.session_id)
         except (WorkspaceError, OSError) as err:  # OSError: a name too long, a file in the way
             raise ApplicationError(f"working_dir refused: {err}" if isinstance(err, OSError)
-                                   else str(err), type="InvalidWorkingDir",
+                                   else str(err), type=ErrorType.INVALID_WORKING_DIR,
                                    non_retryable=True) from err
         profile = self.manager.profiles[inp.agent]
         try:  # the worktree, the persona, Claude Code's hooks (activities/claude.py)
@@ -129,7 +130,7 @@ class ClientActivities:
                                 if profile.hooks else (None, {}))
         except (WorktreeError, WorkspaceError, PersonaError, ClaudeSetupError, OSError) as err:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
-                                   type="InvalidWorkingDir", non_retryable=True) from err
+                                   type=ErrorType.INVALID_WORKING_DIR, non_retryable=True) from err
         self._session(inp.session_id).workflow_id = inp.workflow_id
         if driver is not None and self.usage is not None:
             driver.tap = await self.usage.track(inp.session_id, inp.office_id)
@@ -141,7 +142,7 @@ class ClientActivities:
         except (OSError, TerminalError) as err:
             await self.claude.release(inp.session_id)
             raise ApplicationError(
-                f"could not start {inp.agent}: {err}", type="SpawnFailed"
+                f"could not start {inp.agent}: {err}", type=ErrorType.SPAWN_FAILED
             ) from err
         if driver is not None:  # returns once Claude Code's input box is up
             driver.attach(term)
@@ -150,8 +151,11 @@ class ClientActivities:
             except StartupError as err:
                 await self.manager.terminate(inp.session_id)
                 await self.claude.release(inp.session_id)
-                raise ApplicationError(f"{inp.agent} did not start: {err}", type="SpawnFailed",
-                                       non_retryable=err.permanent) from err
+                raise ApplicationError(
+                    f"{inp.agent} did not start: {err}",
+                    type=ErrorType.SPAWN_FAILED,
+                    non_retryable=err.permanent,
+                ) from err
             await self._tell_version(term, profile)
         return self._started(term)
 
@@ -197,10 +201,10 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type="NoTerminal", non_retryable=True)
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
         problem = input_problem(inp)  # the workflow checked too; this machine does not rely on it
         if problem:
-            raise ApplicationError(problem, type="InvalidInput", non_retryable=True)
+            raise ApplicationError(problem, type=ErrorType.INVALID_INPUT, non_retryable=True)
         driver = self.claude.get(inp.session_id, inp.generation)  # Claude Code: it types
         try:
             if inp.keys or inp.text:
@@ -215,9 +219,13 @@ class ClientActivities:
                 else:
                     await self.manager.execute(inp.session_id, inp.prompt, job_id=inp.job_id)
         except DialogOpen as err:  # nothing was typed
-            raise ApplicationError(str(err), type="DialogOpen", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.DIALOG_OPEN, non_retryable=True
+            ) from err
         except TerminalError as err:
-            raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.NO_TERMINAL, non_retryable=True
+            ) from err
 
     @activity.defn(name="answer_input")
     async def answer_input(self, inp: SendAnswer) -> str:
@@ -226,10 +234,10 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type="NoTerminal", non_retryable=True)
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
         if inp.text is not None and len(inp.text) > MAX_ANSWER_TEXT:
             raise ApplicationError(f"answer text exceeds {MAX_ANSWER_TEXT} characters",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=ErrorType.INVALID_INPUT, non_retryable=True)
         driver = self.claude.get(inp.session_id, inp.generation)
         try:
             if driver is not None:
@@ -241,7 +249,9 @@ class ClientActivities:
             await self.manager.send_keystrokes(inp.session_id, ["enter"], answer)
             return "keys"
         except TerminalError as err:
-            raise ApplicationError(str(err), type="InvalidInput", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.INVALID_INPUT, non_retryable=True
+            ) from err
 
     @activity.defn(name="stop_agent")
     async def stop_agent(self, inp: StopAgentInput) -> None:
@@ -253,14 +263,16 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type="NoTerminal", non_retryable=True)
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
         if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
             raise ApplicationError(f"terminal size {inp.rows}x{inp.cols} is out of range",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=ErrorType.INVALID_INPUT, non_retryable=True)
         try:
             self.manager.resize(inp.session_id, inp.rows, inp.cols)
         except (TerminalError, OSError) as err:
-            raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.NO_TERMINAL, non_retryable=True
+            ) from err
 
     # --- events to the workflow --------------------------------------------------------------
 

@@ -80,6 +80,7 @@ from workflows.contracts import (
     ShutdownInput,
     TerminateInput,
 )
+from workflows.failures import ErrorType
 from workflows.pool import OfficePoolWorkflow, pool_workflow_id
 from workflows.session import SessionWorkflow
 
@@ -122,18 +123,18 @@ returning *, (select to_jsonb(session) from session) as session"""
 
 #: ApplicationError types raised by workflows, and what they mean to a caller
 WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
-    "CapacityExceeded": CapacityExceeded,
-    "SessionBusy": Conflict,
-    "SessionNotReady": Conflict,
-    "DialogOpen": Conflict,
-    "InputStale": Conflict,
-    "SessionGone": Conflict,
-    "CircuitOpen": Unavailable,
-    "Unavailable": Unavailable,
-    "InvalidInput": InvalidInput,
-    "InvalidWorkingDir": InvalidInput,
-    "UnknownAgent": InvalidInput,
-    "SpawnFailed": Unavailable,
+    ErrorType.CAPACITY_EXCEEDED: CapacityExceeded,
+    ErrorType.SESSION_BUSY: Conflict,
+    ErrorType.SESSION_NOT_READY: Conflict,
+    ErrorType.DIALOG_OPEN: Conflict,
+    ErrorType.INPUT_STALE: Conflict,
+    ErrorType.SESSION_GONE: Conflict,
+    ErrorType.CIRCUIT_OPEN: Unavailable,
+    ErrorType.UNAVAILABLE: Unavailable,
+    ErrorType.INVALID_INPUT: InvalidInput,
+    ErrorType.INVALID_WORKING_DIR: InvalidInput,
+    ErrorType.UNKNOWN_AGENT: InvalidInput,
+    ErrorType.SPAWN_FAILED: Unavailable,
 }
 
 

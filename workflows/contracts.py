@@ -416,6 +416,8 @@ class PoolEntry(BaseModel):
     acquired_by: str | None = None
     view: SessionView | None = None
     error: str | None = None
+    #: the session's start error type, as it told it (workflows/failures.ErrorType)
+    error_type: str | None = None
 
 
 class PoolState(BaseModel):
@@ -481,6 +483,8 @@ class SessionStatusSignal(BaseModel):
 
     session: SessionView
     error: str | None = None
+    #: the ApplicationError type (workflows/failures.ErrorType) of a start that cannot succeed
+    error_type: str | None = None
 
 
 PromptResult.model_rebuild()  # it names RecordBatch, defined below it

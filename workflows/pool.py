@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ShutdownResult,
         TerminateInput,
     )
+    from workflows.failures import ErrorType
     from workflows.session import SessionWorkflow
 
 APPLIED_KEEP = 500
@@ -121,6 +122,7 @@ class OfficePoolWorkflow:
             self.s.entries.pop(view.session_id, None)
         elif view.status == "failed":
             entry.error = sig.error or "session failed"
+            entry.error_type = sig.error_type
             if entry.warm:
                 # a failed warm session makes room for a fresh one
                 self.warm_failures[entry.role] = self.warm_failures.get(entry.role, 0) + 1
@@ -153,7 +155,7 @@ class OfficePoolWorkflow:
         await workflow.wait_condition(lambda: entry.state != "starting")
         if entry.state == "failed" or entry.view is None:
             raise ApplicationError(entry.error or "the session failed to start",
-                                   type=_start_error_type(entry.error))
+                                   type=entry.error_type or _start_error_type(entry.error))
         return self._remember(inp.command_id, AcquireResult(session=entry.view, source="cold"))
 
     @acquire.validator
@@ -166,7 +168,7 @@ class OfficePoolWorkflow:
         entry = self.s.entries.get(inp.session_id)
         if entry is None:
             raise ApplicationError(f"session {inp.session_id} is not live in this office's pool",
-                                   type="SessionGone")
+                                   type=ErrorType.SESSION_GONE)
         if entry.state == "in_use":
             entry.state = "idle"
             entry.idle_since = workflow.now()
@@ -263,13 +265,13 @@ class OfficePoolWorkflow:
 
     def _refuse_if_closing(self) -> None:
         if self.s.closing:
-            raise ApplicationError("the office is being deleted", type="SessionGone")
+            raise ApplicationError("the office is being deleted", type=ErrorType.SESSION_GONE)
 
     def _at_capacity(self) -> ApplicationError:
         return ApplicationError(
             f"office {self.office.office_id} is at its cap of {self.office.max_sessions} live "
             "sessions; release or delete one, or retry with wait_s to wait for room",
-            type="CapacityExceeded")
+            type=ErrorType.CAPACITY_EXCEEDED)
 
     def _until_next_reap(self) -> timedelta | None:
         deadlines = [e.idle_since + timedelta(seconds=self.office.idle_timeout_s)
@@ -329,10 +331,11 @@ def _entry_view(e: PoolEntry) -> PoolSessionView:
 
 
 def _start_error_type(error: str | None) -> str:
-    """The session's own start error, as the ApplicationError type the API maps to HTTP."""
+    """For a session that did not say its start error's type (one started before sessions
+    sent `error_type`, or a child that could not be started): read from its message."""
     text = (error or "").lower()
     if "workspace roots" in text or "working_dir" in text:
-        return "InvalidWorkingDir"
+        return ErrorType.INVALID_WORKING_DIR
     if "profile" in text:
-        return "UnknownAgent"
-    return "SpawnFailed"
+        return ErrorType.UNKNOWN_AGENT
+    return ErrorType.SPAWN_FAILED

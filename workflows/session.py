@@ -32,6 +32,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePa
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import failures
     from workflows.contracts import (
         MAX_COLS,
         MAX_KEYS,
@@ -71,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         WatchAgentInput,
         WatchAgentResult,
     )
+    from workflows.failures import ErrorType
 
 SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 
@@ -83,7 +85,6 @@ APPLIED_KEEP = 500
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
-DRAINED = "client worker shut down (drained)"
 
 
 def machine_queue(machine_id: str) -> str:
@@ -101,6 +102,8 @@ class SessionWorkflow:
         self.terminated = False
         self.start_error: ApplicationError | None = None
         self.last_error: str | None = None
+        #: why the last start failed, when it can be tried again
+        self.start_failure: failures.Failure | None = None
         self.rows: int | None = None
         self.cols: int | None = None
         self._row_dirty = True
@@ -124,7 +127,7 @@ class SessionWorkflow:
             if not started:
                 if self.start_error and self.start_error.non_retryable:
                     break  # bad input (working dir, agent): nothing a restart can fix
-                await self._after_failure(self.last_error or "start failed")
+                await self._after_failure(self.start_failure or failures.START_FAILED)
                 continue
             gone = await self._supervise()
             if gone is None:  # continue-as-new
@@ -208,7 +211,7 @@ class SessionWorkflow:
             results = await asyncio.gather(self._record(job=job_row), self._send(typed),  # type: ignore[assignment]
                                            return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
-        refused = _cause_type(failure) == "DialogOpen"
+        refused = _cause_type(failure) == ErrorType.DIALOG_OPEN
         if refused and answer_writes and workflow.patched(REFUSED_PROMPT_NO_JOB):
             # nothing was typed and no row written: as if the prompt never came
             if self.s.job and self.s.job.job_id == job.job_id:
@@ -216,7 +219,7 @@ class SessionWorkflow:
                 self._replan = True
                 if self.s.status == "busy":
                     self._set_status("ready", search_attribute=False)
-            raise ApplicationError(_reason(failure), type="DialogOpen", non_retryable=True)
+            raise ApplicationError(_reason(failure), type=ErrorType.DIALOG_OPEN, non_retryable=True)
         if failure is not None:
             if self.s.job and self.s.job.job_id == job.job_id:
                 await self._end_job(
@@ -224,7 +227,7 @@ class SessionWorkflow:
                 )
             raise ApplicationError(
                 f"the prompt could not be delivered to the terminal: {_reason(failure)}",
-                type="Unavailable", non_retryable=True,
+                type=ErrorType.UNAVAILABLE, non_retryable=True,
             )
         self._publish_status()
         result = PromptResult(command_id=inp.command_id, job_id=job.job_id)
@@ -236,9 +239,11 @@ class SessionWorkflow:
         if inp.command_id in self.s.applied:
             return
         if not inp.prompt.strip():
-            raise ApplicationError("prompt is empty", type="InvalidInput")
+            raise ApplicationError("prompt is empty", type=ErrorType.INVALID_INPUT)
         if len(inp.prompt.encode()) > MAX_PROMPT_BYTES:
-            raise ApplicationError(f"prompt exceeds {MAX_PROMPT_BYTES} bytes", type="InvalidInput")
+            raise ApplicationError(
+                f"prompt exceeds {MAX_PROMPT_BYTES} bytes", type=ErrorType.INVALID_INPUT
+            )
         self._check_accepts_prompt()
 
     @workflow.update
@@ -265,11 +270,15 @@ class SessionWorkflow:
             return
         unknown = [k for k in inp.keys if k.lower() not in NAMED_KEYS]
         if unknown:
-            raise ApplicationError(f"unknown key names: {', '.join(unknown)}", type="InvalidInput")
+            raise ApplicationError(
+                f"unknown key names: {', '.join(unknown)}", type=ErrorType.INVALID_INPUT
+            )
         if not inp.keys and not inp.text:
-            raise ApplicationError("nothing to send: give keys or text", type="InvalidInput")
+            raise ApplicationError(
+                "nothing to send: give keys or text", type=ErrorType.INVALID_INPUT
+            )
         if len(inp.keys) > MAX_KEYS or len((inp.text or "").encode()) > MAX_PROMPT_BYTES:
-            raise ApplicationError("too many keys or too much text", type="InvalidInput")
+            raise ApplicationError("too many keys or too much text", type=ErrorType.INVALID_INPUT)
         self._check_alive()
 
     @workflow.update
@@ -311,10 +320,10 @@ class SessionWorkflow:
             raise ApplicationError(
                 f"input {inp.input_id!r} is not what the session waits for "
                 f"({'nothing' if pending is None else repr(pending.input_id)}): answered "
-                "already, or gone", type="InputStale")
+                "already, or gone", type=ErrorType.INPUT_STALE)
         problem = _answer_problem(pending, inp)
         if problem:
-            raise ApplicationError(problem, type="InvalidInput")
+            raise ApplicationError(problem, type=ErrorType.INVALID_INPUT)
         return pending
 
     async def _input_answered(self, pending: PendingInput, data: dict) -> None:
@@ -404,13 +413,16 @@ class SessionWorkflow:
         if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
             raise ApplicationError(
                 f"terminal size {inp.rows}x{inp.cols} is out of range "
-                f"({MIN_ROWS}-{MAX_ROWS} rows, {MIN_COLS}-{MAX_COLS} columns)", type="InvalidInput")
+                f"({MIN_ROWS}-{MAX_ROWS} rows, {MIN_COLS}-{MAX_COLS} columns)",
+                type=ErrorType.INVALID_INPUT,
+            )
         self._check_alive()
 
     # --- the supervision loop -------------------------------------------------------------
 
     async def _start_agent(self) -> bool:
         self.start_error = None
+        self.start_failure = None
         try:
             res: StartAgentResult = await workflow.execute_activity(
                 "start_agent",
@@ -436,7 +448,8 @@ class SessionWorkflow:
                 self._set_status("failed")
                 await self._record(event=self._event("start_failed", {"reason": cause.message}))
                 return False
-            self.last_error = _failure_reason(err, starting=True)
+            self.start_failure = _failure_of(err, starting=True)
+            self.last_error = self.start_failure.reason
             return False
         if res.working_dir != self.s.working_dir and workflow.patched("memo-working-dir"):
             # the pool's memo has the directory it asked for (or none): show where it runs
@@ -454,7 +467,7 @@ class SessionWorkflow:
             "generation": self.s.generation, "pid": res.pid, "working_dir": res.working_dir}))
         return True
 
-    async def _supervise(self) -> str | None:
+    async def _supervise(self) -> failures.Failure | None:
         """Run until the agent is gone (returns why), or None to continue-as-new."""
         watch = workflow.start_activity(
             "watch_agent",
@@ -494,16 +507,15 @@ class SessionWorkflow:
                     await watch
                 except ActivityError:
                     pass
-                return "terminated"
+                return failures.TERMINATED
             if watch.done():
                 try:
                     res = watch.result()
                 except ActivityError as err:
-                    return _failure_reason(err, starting=False)
+                    return _failure_of(err, starting=False)
                 if res.reason == "drained":
-                    return DRAINED
-                return f"agent exited (code {res.exit_code})" if res.signal is None else \
-                    f"agent killed by signal {res.signal}"
+                    return failures.DRAINED
+                return failures.exited(res.exit_code, res.signal)
                 
             if self._should_continue_as_new():
                 watch.cancel()
@@ -565,19 +577,19 @@ class SessionWorkflow:
         await self._end_job("timed_out", error=f"no completion within {job.timeout_s:g}s",
                             event=("timeout", {"timeout_s": job.timeout_s, "ctrl_c_sent": sent}))
 
-    async def _after_failure(self, reason: str) -> None:
+    async def _after_failure(self, failure: failures.Failure) -> None:
         """Record a failure, fail an interrupted job, and back off or open the circuit."""
-        self.last_error = reason
+        reason = self.last_error = failure.reason
         self.s.pending = None  # the agent that asked is gone
         if self.s.job is not None:
             await self._end_job("failed", error="interrupted",
                                 event=("interrupted", {"reason": reason}))
-        if reason == DRAINED:
+        if failure.drained:
             # the machine's worker stopped on purpose: restart when it is back, no strike
             self.s.generation += 1
             self.s.restarts += 1
             self._count("semo_session_restarts_total", "session restarts, by cause",
-                        cause=_failure_kind(reason))
+                        cause=failure.kind.value)
             self._set_status("restarting")
             await self._record(event=self._event("restarting", {"reason": reason,
                                                                  "restarts": self.s.restarts}))
@@ -599,7 +611,7 @@ class SessionWorkflow:
             return
         self.s.restarts += 1
         self._count("semo_session_restarts_total", "session restarts, by cause",
-                    cause=_failure_kind(reason))
+                    cause=failure.kind.value)
         self._set_status("restarting")
         await self._record(event=self._event("restarting", {"reason": reason,
                                                              "restarts": self.s.restarts}))
@@ -633,7 +645,7 @@ class SessionWorkflow:
             )
         except ActivityError as err:
             # the machine is unreachable: its worker kills unsupervised terminals by itself
-            self.last_error = f"stop not confirmed: {_failure_reason(err, starting=False)}"
+            self.last_error = f"stop not confirmed: {_failure_of(err, starting=False).reason}"
 
     async def _finish(self) -> None:
         if self.s.job is not None:
@@ -664,24 +676,26 @@ class SessionWorkflow:
 
     def _check_alive(self) -> None:
         if self.terminate_req is not None or self.s.status == "terminated":
-            raise ApplicationError("session is terminated", type="SessionGone")
+            raise ApplicationError("session is terminated", type=ErrorType.SESSION_GONE)
         if self.s.circuit == "open":
             raise ApplicationError(
                 "session's circuit is open after repeated failures; it will probe again after "
-                "its cool-down", type="CircuitOpen")
+                "its cool-down", type=ErrorType.CIRCUIT_OPEN)
         if self.s.status in ("starting", "restarting", "failed"):
-            raise ApplicationError(f"session is {self.s.status}, not ready", type="SessionNotReady")
+            raise ApplicationError(
+                f"session is {self.s.status}, not ready", type=ErrorType.SESSION_NOT_READY
+            )
 
     def _check_accepts_prompt(self) -> None:
         self._check_alive()
         if self.s.status == "waiting_input":
             raise ApplicationError(
                 "session is waiting for input (a question or dialog is open); answer it "
-                "first (POST .../keys), then send the prompt", type="SessionBusy")
+                "first (POST .../keys), then send the prompt", type=ErrorType.SESSION_BUSY)
         if self.s.status != "ready" or self.s.job is not None:
             raise ApplicationError(
                 f"session is {self.s.status} with job {self.s.job.job_id if self.s.job else '-'}; "
-                "wait for it to finish or cancel it", type="SessionBusy")
+                "wait for it to finish or cancel it", type=ErrorType.SESSION_BUSY)
 
     def _until_job_deadline(self) -> timedelta | None:
         job = self.s.job
@@ -776,7 +790,9 @@ class SessionWorkflow:
             try:
                 await workflow.get_external_workflow_handle(self.inp.pool_workflow_id).signal(
                     "session_status",
-                    SessionStatusSignal(session=self._view(), error=self.last_error),
+                    SessionStatusSignal(session=self._view(), error=self.last_error,
+                                        error_type=self.start_error.type
+                                        if self.start_error is not None else None),
                 )
             except Exception as err:  # the pool is gone (office deleted): nothing to tell
                 workflow.logger.info("pool %s not told: %s", self.inp.pool_workflow_id, err)
@@ -852,22 +868,13 @@ def _cause_type(err: BaseException | None) -> str | None:
     return err.type if isinstance(err, ApplicationError) else None
 
 
-def _failure_kind(reason: str) -> str:
-    """A restart's cause as a bounded metric label."""
-    for kind, words in (("drained", DRAINED), ("machine_offline", "machine offline"),
-                        ("worker_lost", "worker lost"), ("agent_exited", "agent exited"),
-                        ("agent_killed", "agent killed"), ("timeout", "timed out")):
-        if reason.startswith(words) or words in reason:
-            return kind
-    return "other"
-
-
-def _failure_reason(err: ActivityError, *, starting: bool) -> str:
+def _failure_of(err: ActivityError, *, starting: bool) -> failures.Failure:
+    """What an activity's failure says of the machine: offline, lost, slow, or its own error."""
     cause = err.cause
     if isinstance(cause, TimeoutError):
         if cause.type == TimeoutType.SCHEDULE_TO_START:
-            return "machine offline: no client worker took the task"
+            return failures.MACHINE_OFFLINE
         if cause.type == TimeoutType.HEARTBEAT:
-            return "client worker lost (heartbeat timeout)"
-        return f"{'start' if starting else 'terminal'} timed out"
-    return _reason(err)
+            return failures.WORKER_LOST
+        return failures.timed_out(starting=starting)
+    return failures.Failure(failures.FailureKind.OTHER, _reason(err))
