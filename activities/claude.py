@@ -56,6 +56,7 @@ from typing import Any
 
 import pyte
 
+from activities.monitor import markers
 from activities.output_monitor import MonitorEvent
 from activities.persona import atomic_write, checked_target
 from activities.session_manager import SessionManager, Terminal, TerminalError
@@ -120,10 +121,6 @@ BUSY_MARK = "esc to interrupt"
 #: what the input box shows when empty after an error (typing replaces it)
 PLACEHOLDERS = ("Resend your message to try again", "Once fixed, resend your message")
 
-_DONE_RE = re.compile(r"^\s*(?:[⏺●•]\s*)?[`*_]*\[SEMO:DONE\][`*_]*\s*$")
-_ERROR_RE = re.compile(
-    r"^\s*(?:[⏺●•]\s*)?[`*_]*\[SEMO:ERROR\](?:[`*_]*[\s:]+(?P<reason>.*?))?[`*_]*\s*$")
-PR_URL_RE = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/pull/\d+")
 _OPTION_NUMBER_RE = re.compile(r"^\d+[.)]\s+")
 _FOOTER_RE = re.compile(r"\b(?:esc to cancel|enter to (?:confirm|select|continue))\b", re.I)
 
@@ -258,11 +255,11 @@ def reply_outcome(text: str) -> tuple[str, dict[str, Any]]:
     kind `pr_created`."""
     last: tuple[str, str, str | None] | None = None
     for line in text.splitlines():
-        if _DONE_RE.match(line):
+        if markers.CLAUDE_DONE_RE.match(line):
             last = ("done", line.strip(), None)
-        elif (m := _ERROR_RE.match(line)) is not None:
+        elif (m := markers.CLAUDE_ERROR_RE.match(line)) is not None:
             last = ("error", line.strip(), (m.group("reason") or "").strip())
-    urls = PR_URL_RE.findall(text)
+    urls = markers.PR_URL_RE.findall(text)
     if last is not None and last[0] == "error":
         return "error", {"kind": "marker", "reason": _clip(last[2] or "the agent gave up"),
                          "text": _clip(last[1])}

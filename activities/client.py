@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -31,13 +30,6 @@ from activities.workspace import WorkspaceError, resolve_working_dir
 from activities.worktree import WorktreeError, session_worktree
 from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
-    MAX_ANSWER_TEXT,
-    MAX_COLS,
-    MAX_KEYS,
-    MAX_PROMPT_BYTES,
-    MAX_ROWS,
-    MIN_COLS,
-    MIN_ROWS,
     NAMED_KEYS,
     MonitorSignal,
     ResizeTerminalInput,
@@ -50,11 +42,12 @@ from workflows.contracts import (
     WatchAgentResult,
 )
 from workflows.failures import ErrorType
+from workflows.ids import is_valid_id
+from workflows.limits import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, size_problem, too_large
 
 log = logging.getLogger(__name__)
 
 _RPC_TIMEOUT = timedelta(seconds=10)
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: for agents with hooks (Claude Code) these come from the hooks and the screen driver
 #: (activities/claude.py), not from the output regexes
 _HOOKS_DECIDE = ("completion", "error", "waiting_input")
@@ -62,12 +55,9 @@ _HOOKS_DECIDE = ("completion", "error", "waiting_input")
 
 def input_problem(inp: SendInput) -> str | None:
     """Why this machine refuses to type `inp`: bounded sizes, named keys only."""
-    if (
-        inp.prompt is not None
-        and len(inp.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES
-    ):
+    if too_large(inp.prompt):
         return f"prompt exceeds {MAX_PROMPT_BYTES} bytes"
-    if inp.text is not None and len(inp.text.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+    if too_large(inp.text):
         return f"text exceeds {MAX_PROMPT_BYTES} bytes"
     if len(inp.keys) > MAX_KEYS:
         return f"{len(inp.keys)} keys; at most {MAX_KEYS} at once"
@@ -100,7 +90,7 @@ class ClientActivities:
         if term is not None and term.alive and term.generation == inp.generation:
             return self._started(term)  # a continued-as-new run taking over
         for name, value in (("office_id", inp.office_id), ("session_id", inp.session_id)):
-            if not _ID_RE.fullmatch(value):  # they name files and folders on this machine
+            if not is_valid_id(value):  # they name files and folders on this machine
                 raise ApplicationError(f"{name} {value[:100]!r} is not a valid id",
                                        type=ErrorType.INVALID_INPUT, non_retryable=True)
         if inp.agent not in self.manager.profiles:
@@ -264,7 +254,7 @@ class ClientActivities:
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
                                    type=ErrorType.NO_TERMINAL, non_retryable=True)
-        if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
+        if size_problem(inp.rows, inp.cols):
             raise ApplicationError(f"terminal size {inp.rows}x{inp.cols} is out of range",
                                    type=ErrorType.INVALID_INPUT, non_retryable=True)
         try:

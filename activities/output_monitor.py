@@ -102,6 +102,29 @@ from typing import Any
 
 import ahocorasick_rs
 
+from activities.monitor import markers
+from semo.terminal_text import (
+    DROP_RE as _DROP_RE,
+)
+from semo.terminal_text import (
+    GAP_RE as _GAP_RE,
+)
+from semo.terminal_text import (
+    INCOMPLETE_RE as _INCOMPLETE_RE,
+)
+from semo.terminal_text import (
+    LINE_ESC_RE as _LINE_ESC_RE,
+)
+from semo.terminal_text import (  # the grammar, and the text view the API uses too
+    MAX_ESCAPE as _MAX_ESCAPE,
+)
+from semo.terminal_text import (
+    RAW_TOKEN_RE as _RAW_TOKEN_RE,
+)
+from semo.terminal_text import (
+    strip_terminal_escapes,
+)
+
 try:  # Python 3.11+
     from re import _constants as _sre_c  # type: ignore[attr-defined]
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -127,39 +150,8 @@ _ECHO_MEMORY = 64
 #: how many event keys are remembered for de-duplication within one turn
 _DEDUPE_MEMORY = 512
 
-# --- the terminal byte grammar ----------------------------------------------------------------
-#
-# Every body is bounded, so whether a sequence is complete is decided by at most
-# `_MAX_ESCAPE` bytes; no body may contain ESC, CR or LF, so a line break is never inside a
-# sequence and "ESC[" always starts one. That is what makes the result chunking-invariant.
-
-_CSI_BODY = rb"\[[0-?]{0,64}[ -/]{0,8}"  # after ESC: parameters, intermediates
-_CSI = rb"\x1b" + _CSI_BODY
-_STRING_BODY = rb"[^\x07\x1b\n\r]{0,4096}"
-_MAX_ESCAPE = 2 + 4096 + 2
 #: CRs held back at the end of a read (a longer run is split: no line ends that way)
 _MAX_CR_RUN = 64
-
-#: cursor motion to another line or to column 1, erase in line/display, scroll: the line
-#: ends here
-_LINE_ESC_RE = re.compile(_CSI + rb"[ABEFHJKSTdf]|\x1b\[[01]?G")
-#: cursor forward, or to a column (Claude Code writes `Do ESC[6Gyou ESC[10Gwant`): a blank
-_GAP_RE = re.compile(_CSI + rb"[CG]")
-#: everything else that is dropped: the other escapes and C0 controls but TAB, LF, CR
-_DROP = (
-    rb"\x1b(?:" + _CSI_BODY + rb"[@-~]"  # CSI
-    rb"|[\]PX^_]" + _STRING_BODY + rb"(?:\x07|\x1b\\)?"  # OSC, DCS, SOS, PM, APC
-    rb"|[ -/]{0,4}[0-~]"  # nF, Fp, Fe, Fs: ESC ( B, ESC 7, ESC M, ...
-    rb")?"  # or a stray ESC
-    rb"|[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]"
-)
-_DROP_RE = re.compile(_DROP)
-#: an escape sequence that more bytes could still extend (held back until they come)
-_INCOMPLETE_RE = re.compile(
-    rb"\x1b(?:" + _CSI_BODY + rb"|[\]PX^_]" + _STRING_BODY + rb"|[ -/]{0,4})\Z"
-)
-#: tokens inside one raw line, to map a position in clean text back to the raw stream
-_RAW_TOKEN_RE = re.compile(rb"(?P<gap>" + _GAP_RE.pattern + rb")|" + _DROP)
 
 
 def _clean(raw: bytes) -> bytes:
@@ -194,32 +186,6 @@ def _raw_index(raw: bytes, start: int, n: int) -> int:
                 return m.end()
             n -= 1
         pos = m.end()
-
-
-def strip_terminal_escapes(data: bytes | str) -> str:
-    """Terminal output as plain text, for people and `format=text`.
-
-    Escape sequences and control bytes are removed, `\\r\\n` becomes `\\n`, and a line
-    rewritten with lone `\\r` shows its final text (the last non-blank rewrite). Cursor
-    motion is not emulated. Invalid UTF-8 becomes U+FFFD; an escape sequence or character
-    cut off at the end (a page boundary) is left out.
-    """
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    esc = raw.rfind(b"\x1b", max(0, len(raw) - _MAX_ESCAPE))
-    if esc >= 0 and _INCOMPLETE_RE.match(raw, esc):  # a page of output may end inside one
-        raw = raw[:esc]
-    raw = _GAP_RE.sub(b" ", _LINE_ESC_RE.sub(b"", raw))
-    raw = _DROP_RE.sub(b"", raw)
-    text = codecs.utf_8_decode(raw, "replace", False)[0]  # ... or inside a character
-    if "\r" not in text:
-        return text
-    lines = []
-    for line in text.split("\n"):
-        if "\r" in line:
-            parts = [p for p in line.split("\r") if p.strip()]
-            line = parts[-1] if parts else ""
-        lines.append(line)
-    return "\n".join(lines)
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -459,32 +425,25 @@ _LINE_RE = re.compile(rb"[^\r\n]+")
 # --- default patterns -------------------------------------------------------------------------
 
 _P = Pattern.make
-# Claude Code starts a reply with a bullet (⏺ on macOS, ● elsewhere); markdown may wrap the
-# marker in backticks or emphasis. Tool output (under ⎿) is not the agent's reply.
-_BULLET = r"^\s*(?:[⏺●•]\s*)?[`*_]*"
-_AFTER = r"[`*_]*\s*$"
-_DONE_HINTS = ("SEMO", "DONE]")
-_ERROR_HINTS = ("SEMO", "ERROR]")
+# the [SEMO:…] markers: activities/monitor/markers.py. Tool output (under ⎿) is not the
+# agent's reply.
 
-_PR = _P(r"(?P<url>https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/pull/\d+)",
-         kind="pr_created", hints=("/pull/",))
+_PR = _P(f"(?P<url>{markers.PR_URL})", kind="pr_created", hints=("/pull/",))
 _COMMIT = _P(r"^[\s⎿│]*\[(?P<branch>[^\]\s]+)(?: \(root-commit\))? (?P<sha>[0-9a-f]{7,40})\] "
              r"(?P<message>.*\S)", kind="commit", hints=("]",),
              anchors=(b"] ", b"]\x1b["))  # "] " or "]" + a cursor move (a blank)
 
-_SHELL_COMPLETION = (_P(r"^\s*\[SEMO:DONE\]\s*$", kind="marker", hints=_DONE_HINTS),
+_SHELL_COMPLETION = (_P(markers.SHELL_DONE, kind="marker", hints=markers.DONE_HINTS),
                      _COMMIT, _PR)
-_CLAUDE_COMPLETION = (_P(_BULLET + r"\[SEMO:DONE\]" + _AFTER, kind="marker", hints=_DONE_HINTS),
+_CLAUDE_COMPLETION = (_P(markers.CLAUDE_DONE, kind="marker", hints=markers.DONE_HINTS),
                       _COMMIT, _PR)
 
-_SHELL_ERROR = (_P(r"^\s*\[SEMO:ERROR\](?:[\s:]+(?P<reason>.*?))?\s*$", kind="marker",
-                   hints=_ERROR_HINTS),)
+_SHELL_ERROR = (_P(markers.SHELL_ERROR, kind="marker", hints=markers.ERROR_HINTS),)
 # Agent failures count only where they start a line (after glyphs), so prose that mentions
 # "rate limit" or "API Error" does not fail a job; Claude's retry notices are not failures.
 _LEAD = r"^[^A-Za-z0-9]*"
 _CLAUDE_ERROR = (
-    _P(_BULLET + r"\[SEMO:ERROR\](?:[`*_]*[\s:]+(?P<reason>.*?))?" + _AFTER, kind="marker",
-       hints=_ERROR_HINTS),
+    _P(markers.CLAUDE_ERROR, kind="marker", hints=markers.ERROR_HINTS),
     _P(r"^(?!.*\b[Rr]etrying\b)[^A-Za-z0-9]*(?P<reason>API Error(?::| \().*?)\s*$",
        kind="api_error", hints=("API",)),
     _P(_LEAD + r"(?P<reason>Credit balance is too low\b.*?)\s*$", kind="billing",

@@ -35,7 +35,6 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -82,11 +81,11 @@ from workflows.contracts import (
 )
 from workflows.failures import ErrorType
 from workflows.pool import OfficePoolWorkflow, pool_workflow_id
+from workflows.search_attributes import OFFICE_ID
 from workflows.session import SessionWorkflow
 
 log = logging.getLogger(__name__)
 
-OFFICE_ID = SearchAttributeKey.for_keyword("OfficeId")
 
 #: how long a command may keep running in the background after its caller got a 504
 BACKGROUND_LIMIT_S = 600.0

@@ -19,12 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-SEARCH_ATTRIBUTES = {
-    "OfficeId": "Keyword",
-    "Role": "Keyword",
-    "MachineId": "Keyword",
-    "SessionStatus": "Keyword",
-}
+from workflows.search_attributes import REGISTERED
+
+SEARCH_ATTRIBUTES = REGISTERED  # workflows/search_attributes.py
 
 _PR_SET_PDEATHSIG = 1
 

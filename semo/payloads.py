@@ -18,9 +18,11 @@ from pydantic import (
 )
 
 from semo.permission_rules import check_rules
-from workflows.contracts import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, NAMED_KEYS, Persona
+from workflows.contracts import NAMED_KEYS, Persona
+from workflows.ids import ID_ANCHORED
+from workflows.limits import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, too_large
 
-Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Ident = Annotated[str, StringConstraints(pattern=ID_ANCHORED)]
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
 AgentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
@@ -118,7 +120,7 @@ class PromptBody(_Body):
     @field_validator("prompt")
     @classmethod
     def _bounded(cls, value: str) -> str:
-        if len(value.encode()) > MAX_PROMPT_BYTES:
+        if too_large(value):
             raise ValueError(f"prompt is larger than {MAX_PROMPT_BYTES} bytes")
         if not value.strip():
             raise ValueError("prompt is blank")
@@ -149,6 +151,8 @@ class KeysBody(_Body):
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
             raise ValueError("text contains a NUL character; send the key 'ctrl+space' instead")
+        if too_large(value):  # bytes, as the workflow and the machine count (not characters)
+            raise ValueError(f"text is larger than {MAX_PROMPT_BYTES} bytes")
         return value
 
     @model_validator(mode="after")

@@ -16,11 +16,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import session_id_for, session_workflow_id
+    from workflows.applied import remember
     from workflows.contracts import (
         AcquireInput,
         AcquireResult,
@@ -37,17 +38,13 @@ with workflow.unsafe.imports_passed_through():
         TerminateInput,
     )
     from workflows.failures import ErrorType
+    from workflows.search_attributes import MACHINE_ID, OFFICE_ID, ROLE, SESSION_STATUS
     from workflows.session import SessionWorkflow
 
-APPLIED_KEEP = 500
 #: consecutive failures of a warm role after which the pool stops replacing it
 WARM_GIVE_UP = 3
 SHUTDOWN_WAIT = timedelta(seconds=60)
 
-OFFICE_ID = SearchAttributeKey.for_keyword("OfficeId")
-ROLE = SearchAttributeKey.for_keyword("Role")
-MACHINE_ID = SearchAttributeKey.for_keyword("MachineId")
-SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 
 
 def pool_workflow_id(office_id: str) -> str:
@@ -319,9 +316,7 @@ class OfficePoolWorkflow:
                 and all(e.state != "starting" for e in self.s.entries.values()))
 
     def _remember(self, command_id: str, result: AcquireResult) -> AcquireResult:
-        self.s.applied[command_id] = result.model_dump(mode="json")
-        while len(self.s.applied) > APPLIED_KEEP:
-            del self.s.applied[next(iter(self.s.applied))]
+        remember(self.s.applied, command_id, result.model_dump(mode="json"))
         return result
 
 

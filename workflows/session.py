@@ -28,18 +28,13 @@ from collections import deque
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.common import RetryPolicy, SearchAttributePair
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from workflows import failures
+    from workflows.applied import remember
     from workflows.contracts import (
-        MAX_COLS,
-        MAX_KEYS,
-        MAX_PROMPT_BYTES,
-        MAX_ROWS,
-        MIN_COLS,
-        MIN_ROWS,
         NAMED_KEYS,
         AnswerInput,
         CommandAck,
@@ -73,14 +68,13 @@ with workflow.unsafe.imports_passed_through():
         WatchAgentResult,
     )
     from workflows.failures import ErrorType
-
-SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
+    from workflows.limits import MAX_KEYS, MAX_PROMPT_BYTES, size_problem, too_large
+    from workflows.search_attributes import SESSION_STATUS
 
 NO_RETRY = RetryPolicy(maximum_attempts=1)
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
 )
-APPLIED_KEEP = 500
 #: patch: a prompt's job and session rows are written by whoever answers the update
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
@@ -240,7 +234,7 @@ class SessionWorkflow:
             return
         if not inp.prompt.strip():
             raise ApplicationError("prompt is empty", type=ErrorType.INVALID_INPUT)
-        if len(inp.prompt.encode()) > MAX_PROMPT_BYTES:
+        if too_large(inp.prompt):
             raise ApplicationError(
                 f"prompt exceeds {MAX_PROMPT_BYTES} bytes", type=ErrorType.INVALID_INPUT
             )
@@ -277,7 +271,7 @@ class SessionWorkflow:
             raise ApplicationError(
                 "nothing to send: give keys or text", type=ErrorType.INVALID_INPUT
             )
-        if len(inp.keys) > MAX_KEYS or len((inp.text or "").encode()) > MAX_PROMPT_BYTES:
+        if len(inp.keys) > MAX_KEYS or too_large(inp.text):
             raise ApplicationError("too many keys or too much text", type=ErrorType.INVALID_INPUT)
         self._check_alive()
 
@@ -410,12 +404,9 @@ class SessionWorkflow:
 
     @resize.validator
     def _validate_resize(self, inp: ResizeInput) -> None:
-        if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
-            raise ApplicationError(
-                f"terminal size {inp.rows}x{inp.cols} is out of range "
-                f"({MIN_ROWS}-{MAX_ROWS} rows, {MIN_COLS}-{MAX_COLS} columns)",
-                type=ErrorType.INVALID_INPUT,
-            )
+        problem = size_problem(inp.rows, inp.cols)
+        if problem:
+            raise ApplicationError(problem, type=ErrorType.INVALID_INPUT)
         self._check_alive()
 
     # --- the supervision loop -------------------------------------------------------------
@@ -711,9 +702,7 @@ class SessionWorkflow:
         return max(pending.deadline - workflow.now(), timedelta(milliseconds=1))
 
     def _remember(self, command_id: str, result: dict) -> None:
-        self.s.applied[command_id] = result
-        while len(self.s.applied) > APPLIED_KEEP:
-            del self.s.applied[next(iter(self.s.applied))]
+        remember(self.s.applied, command_id, result)
 
     def _set_status(self, status: SessionStatus, *, search_attribute: bool = True) -> None:
         """Change status: search attribute now (unless told it will be published later),

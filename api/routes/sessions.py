@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
 
-from activities.output_monitor import strip_terminal_escapes
 from api import schemas
 from api.deps import (
     CurrentUser,
@@ -25,6 +24,7 @@ from api.routes import answer
 from db import reads, usage
 from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
+from semo.terminal_text import strip_terminal_escapes
 
 router = APIRouter(prefix="/api/offices/{office_id}/sessions", tags=["sessions"])
 

@@ -1,0 +1,1 @@
+"""The output monitor: terminal output in, completion/error/question events out."""
