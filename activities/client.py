@@ -19,12 +19,12 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities import claude_versions
 from activities.claude import ClaudeIntegration, ClaudeSetupError, DialogOpen, StartupError
+from activities.claude import versions as claude_versions
 from activities.client_session import ClientSession, SessionParts
 from activities.output_monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
-from activities.session_manager import SessionManager, Terminal, TerminalError
+from activities.terminal import SessionManager, Terminal, TerminalError
 from activities.usage import UsageTracker
 from activities.workspace import WorkspaceError, resolve_working_dir
 from activities.worktree import WorktreeError, session_worktree

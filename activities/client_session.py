@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from activities.claude import ClaudeIntegration
-from activities.session_manager import SessionManager
+from activities.terminal import SessionManager
 from activities.usage import UsageTracker
 from activities.worktree import Worktree, WorktreeError, remove_worktree
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from ptyprocess import PtyProcess
 
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager
+from activities.terminal import SessionManager
 from db.migrate import migrate
 from db.pool import open_pool
 from semo import procfs

@@ -26,7 +26,7 @@ from claude_standin.server import ScriptedAnthropicStandIn
 from conftest import wait_for
 from test_claude_e2e import event_of, job_when, send_prompt, session_when
 
-from activities.claude_versions import OLDEST_SUPPORTED, cli_version
+from activities.claude.versions import OLDEST_SUPPORTED, cli_version
 from semo.settings import load_settings
 from worker.client import client_runtime
 

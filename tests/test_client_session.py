@@ -13,7 +13,7 @@ from test_session_manager import RecordingSink
 from test_worktree import make_repo
 
 from activities.client import ClientActivities
-from activities.session_manager import SessionManager
+from activities.terminal import SessionManager
 from semo.settings import Settings
 from workflows.contracts import StartAgentInput, StopAgentInput
 

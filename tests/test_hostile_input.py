@@ -26,7 +26,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.client import ClientActivities
 from activities.output_monitor import OutputMonitor, PatternSet
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager
+from activities.terminal import SessionManager
 from semo import procfs
 from semo.settings import AgentProfile
 from workflows.contracts import (

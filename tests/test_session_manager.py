@@ -21,7 +21,7 @@ from conftest import live_pids_with_env, wait_for
 
 from activities.output_monitor import strip_terminal_escapes
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager, TerminalError, become_subreaper, sweep_strays
+from activities.terminal import SessionManager, TerminalError, become_subreaper, sweep_strays
 from semo import procfs
 from semo.settings import BUILTIN_PROFILES, AgentProfile
 
@@ -575,7 +575,7 @@ WORKER_THAT_DIES = textwrap.dedent("""
     import asyncio, os, re, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from activities.session_manager import SessionManager, become_subreaper
+    from activities.terminal import SessionManager, become_subreaper
     from semo.settings import BUILTIN_PROFILES
 
     class NullSink:

@@ -19,10 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import claude_versions
+from activities.claude import versions as claude_versions
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager, become_subreaper
+from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
 from db import reads
 from db.pool import open_pool
