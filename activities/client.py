@@ -19,10 +19,15 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.claude import ClaudeIntegration, ClaudeSetupError, DialogOpen, StartupError
-from activities.claude import versions as claude_versions
+from activities.claude import (
+    ClaudeIntegration,
+    ClaudeSetupError,
+    DialogOpen,
+    StartupError,
+    versions as claude_versions,
+)
 from activities.client_session import ClientSession, SessionParts
-from activities.output_monitor import MonitorEvent
+from activities.monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
 from activities.terminal import SessionManager, Terminal, TerminalError
 from activities.usage import UsageTracker

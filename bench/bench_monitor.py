@@ -16,7 +16,7 @@ import json
 import random
 import time
 
-from activities.output_monitor import OutputMonitor, PatternSet, strip_terminal_escapes
+from activities.monitor import OutputMonitor, PatternSet, strip_terminal_escapes
 from activities.terminal import PROCESS_BYTES
 
 _WORDS = ("the function returns a value when error handling is done and tests pass for "

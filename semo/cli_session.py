@@ -461,8 +461,7 @@ def attach(
     What you type goes to the agent and what it prints comes here; the session takes this
     terminal's size. Detaching leaves the session running.
     """
-    from semo.attach import AttachError, detach_byte
-    from semo.attach import attach as run_attach
+    from semo.attach import AttachError, attach as run_attach, detach_byte
 
     api = client(api_url, token)
     office, sid = ref(session, office)

@@ -23,9 +23,7 @@ import httpx
 import pytest
 import schemathesis
 from conftest import token_for, wait_for
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (

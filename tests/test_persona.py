@@ -8,11 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from activities.claude import reply_outcome
-from activities.output_monitor import OutputMonitor, PatternSet
+from activities.monitor import OutputMonitor, PatternSet
 from activities.persona import (
     BEGIN,
     CLAUDE_MD,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import live_pids_with_env, wait_for
 
-from activities.output_monitor import strip_terminal_escapes
+from activities.monitor import strip_terminal_escapes
 from activities.output_store import PgOutputStore
 from activities.terminal import SessionManager, TerminalError, become_subreaper, sweep_strays
 from semo import procfs

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from activities.output_monitor import MonitorEvent
+from activities.monitor import MonitorEvent
 from activities.terminal import Terminal
 
 HOOK_EVENTS = (

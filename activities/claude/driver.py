@@ -49,7 +49,7 @@ from activities.claude.screen import (
     option_label,
     policy_option,
 )
-from activities.output_monitor import MonitorEvent
+from activities.monitor import MonitorEvent
 from activities.terminal import SessionManager, Terminal, TerminalError
 from semo import permission_rules
 from semo.settings import AgentProfile, StartupDialogs

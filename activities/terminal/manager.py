@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from activities.output_monitor import OutputMonitor, PatternSet
+from activities.monitor import OutputMonitor, PatternSet
 from activities.terminal.model import (
     TICK_S,
     WRITE_RECHECK_S,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ptyprocess import PtyProcess
 
-from activities.output_monitor import MonitorEvent, OutputMonitor
+from activities.monitor import MonitorEvent, OutputMonitor
 from semo.settings import AgentProfile
 
 READ_SIZE = 64 * 1024

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from activities.output_monitor import MonitorEvent
+from activities.monitor import MonitorEvent
 from activities.terminal.model import (
     MAX_QUEUED_EVENTS,
     PROCESS_BYTES,
