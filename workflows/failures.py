@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
 
 class ErrorType(StrEnum):
     """`ApplicationError.type` values: activities and workflows raise them, the command
@@ -74,3 +76,29 @@ def exited(exit_code: int | None, signal: int | None) -> Failure:
 
 def timed_out(*, starting: bool) -> Failure:
     return Failure(FailureKind.TIMEOUT, f"{'start' if starting else 'terminal'} timed out")
+
+
+def reason_of(err: BaseException) -> str:
+    """The message at the root of an activity failure."""
+    if isinstance(err, ActivityError) and err.cause is not None:
+        return reason_of(err.cause)
+    return getattr(err, "message", None) or str(err) or type(err).__name__
+
+
+def cause_type(err: BaseException | None) -> str | None:
+    """The ApplicationError type at the root of an activity failure, if any."""
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return err.type if isinstance(err, ApplicationError) else None
+
+
+def failure_of(err: ActivityError, *, starting: bool) -> Failure:
+    """What an activity's failure says of the machine: offline, lost, slow, or its own error."""
+    cause = err.cause
+    if isinstance(cause, TimeoutError):
+        if cause.type == TimeoutType.SCHEDULE_TO_START:
+            return MACHINE_OFFLINE
+        if cause.type == TimeoutType.HEARTBEAT:
+            return WORKER_LOST
+        return timed_out(starting=starting)
+    return Failure(FailureKind.OTHER, reason_of(err))

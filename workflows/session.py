@@ -29,10 +29,10 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import failures
+    from workflows import admission, failures
     from workflows.applied import remember
     from workflows.contracts import (
         NAMED_KEYS,
@@ -69,20 +69,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.failures import ErrorType
     from workflows.limits import MAX_KEYS, MAX_PROMPT_BYTES, size_problem, too_large
+    from workflows.machine import DB_RETRY, NO_RETRY, machine_queue
+    from workflows.pending_input import answer_problem, pending_input
     from workflows.search_attributes import SESSION_STATUS
 
-NO_RETRY = RetryPolicy(maximum_attempts=1)
-DB_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
-)
 #: patch: a prompt's job and session rows are written by whoever answers the update
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
-
-
-def machine_queue(machine_id: str) -> str:
-    return f"semo-machine-{machine_id}"
 
 
 @workflow.defn(name="SessionWorkflow")
@@ -205,7 +199,7 @@ class SessionWorkflow:
             results = await asyncio.gather(self._record(job=job_row), self._send(typed),  # type: ignore[assignment]
                                            return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
-        refused = _cause_type(failure) == ErrorType.DIALOG_OPEN
+        refused = failures.cause_type(failure) == ErrorType.DIALOG_OPEN
         if refused and answer_writes and workflow.patched(REFUSED_PROMPT_NO_JOB):
             # nothing was typed and no row written: as if the prompt never came
             if self.s.job and self.s.job.job_id == job.job_id:
@@ -213,14 +207,15 @@ class SessionWorkflow:
                 self._replan = True
                 if self.s.status == "busy":
                     self._set_status("ready", search_attribute=False)
-            raise ApplicationError(_reason(failure), type=ErrorType.DIALOG_OPEN, non_retryable=True)
+            raise ApplicationError(failures.reason_of(failure), type=ErrorType.DIALOG_OPEN,
+                                   non_retryable=True)
         if failure is not None:
             if self.s.job and self.s.job.job_id == job.job_id:
                 await self._end_job(
-                    "failed", error=f"prompt could not be typed: {_reason(failure)}"
+                    "failed", error=f"prompt could not be typed: {failures.reason_of(failure)}"
                 )
             raise ApplicationError(
-                f"the prompt could not be delivered to the terminal: {_reason(failure)}",
+                f"the prompt could not be delivered to the terminal: {failures.reason_of(failure)}",
                 type=ErrorType.UNAVAILABLE, non_retryable=True,
             )
         self._publish_status()
@@ -315,7 +310,7 @@ class SessionWorkflow:
                 f"input {inp.input_id!r} is not what the session waits for "
                 f"({'nothing' if pending is None else repr(pending.input_id)}): answered "
                 "already, or gone", type=ErrorType.INPUT_STALE)
-        problem = _answer_problem(pending, inp)
+        problem = answer_problem(pending, inp)
         if problem:
             raise ApplicationError(problem, type=ErrorType.INVALID_INPUT)
         return pending
@@ -439,7 +434,7 @@ class SessionWorkflow:
                 self._set_status("failed")
                 await self._record(event=self._event("start_failed", {"reason": cause.message}))
                 return False
-            self.start_failure = _failure_of(err, starting=True)
+            self.start_failure = failures.failure_of(err, starting=True)
             self.last_error = self.start_failure.reason
             return False
         if res.working_dir != self.s.working_dir and workflow.patched("memo-working-dir"):
@@ -503,7 +498,7 @@ class SessionWorkflow:
                 try:
                     res = watch.result()
                 except ActivityError as err:
-                    return _failure_of(err, starting=False)
+                    return failures.failure_of(err, starting=False)
                 if res.reason == "drained":
                     return failures.DRAINED
                 return failures.exited(res.exit_code, res.signal)
@@ -521,7 +516,7 @@ class SessionWorkflow:
             await self._end_job("failed", error=str(ev.data.get("reason") or "agent error"),
                                 event=("error", ev.data))
         elif ev.kind == "waiting_input" and self.s.status in ("ready", "busy"):
-            self.s.pending = _pending_input(ev, workflow.now())
+            self.s.pending = pending_input(ev, workflow.now())
             self._replan = True  # its deadline, if the office has one
             self._set_status("waiting_input")
             await self._record(event=self._event("waiting_input", ev.data, job))
@@ -636,7 +631,8 @@ class SessionWorkflow:
             )
         except ActivityError as err:
             # the machine is unreachable: its worker kills unsupervised terminals by itself
-            self.last_error = f"stop not confirmed: {_failure_of(err, starting=False).reason}"
+            failure = failures.failure_of(err, starting=False)
+            self.last_error = f"stop not confirmed: {failure.reason}"
 
     async def _finish(self) -> None:
         if self.s.job is not None:
@@ -666,27 +662,10 @@ class SessionWorkflow:
     # --- helpers --------------------------------------------------------------------------
 
     def _check_alive(self) -> None:
-        if self.terminate_req is not None or self.s.status == "terminated":
-            raise ApplicationError("session is terminated", type=ErrorType.SESSION_GONE)
-        if self.s.circuit == "open":
-            raise ApplicationError(
-                "session's circuit is open after repeated failures; it will probe again after "
-                "its cool-down", type=ErrorType.CIRCUIT_OPEN)
-        if self.s.status in ("starting", "restarting", "failed"):
-            raise ApplicationError(
-                f"session is {self.s.status}, not ready", type=ErrorType.SESSION_NOT_READY
-            )
+        admission.check_alive(self.s, terminating=self.terminate_req is not None)
 
     def _check_accepts_prompt(self) -> None:
-        self._check_alive()
-        if self.s.status == "waiting_input":
-            raise ApplicationError(
-                "session is waiting for input (a question or dialog is open); answer it "
-                "first (POST .../keys), then send the prompt", type=ErrorType.SESSION_BUSY)
-        if self.s.status != "ready" or self.s.job is not None:
-            raise ApplicationError(
-                f"session is {self.s.status} with job {self.s.job.job_id if self.s.job else '-'}; "
-                "wait for it to finish or cancel it", type=ErrorType.SESSION_BUSY)
+        admission.check_accepts_prompt(self.s, terminating=self.terminate_req is not None)
 
     def _until_job_deadline(self) -> timedelta | None:
         job = self.s.job
@@ -806,64 +785,3 @@ class SessionWorkflow:
             pending_input=self.s.pending.public() if self.s.pending else None,
         )
 
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, ActivityError) and err.cause is not None:
-        return _reason(err.cause)
-    return getattr(err, "message", None) or str(err) or type(err).__name__
-
-
-def _pending_input(ev: MonitorSignal, now) -> PendingInput:
-    """The pending input a waiting_input event describes (screen, hooks or the shell monitor)."""
-    d = ev.data
-    kind = d.get("kind") if d.get("kind") in ("permission", "question", "plan") else "dialog"
-    options = d.get("options")
-    timeout = d.get("input_timeout_s")
-    deadline = (now + timedelta(seconds=float(timeout))
-                if isinstance(timeout, (int, float)) and timeout > 0 and kind != "dialog" else None)
-    return PendingInput(
-        input_id=str(d.get("input_id") or f"in-{ev.generation}-{ev.offset}"), kind=kind,  # type: ignore[arg-type]
-        tool=d.get("tool") if isinstance(d.get("tool"), str) else None, input=d.get("input"),
-        question=str(d.get("question") or "")[:2000] or None,
-        options=[str(o)[:200] for o in options][:20] if isinstance(options, list) else None,
-        since=now, deadline=deadline)
-
-
-def _answer_problem(pending: PendingInput, inp: AnswerInput) -> str | None:
-    """Why `inp` does not answer `pending` (a decision for a question, an unknown option)."""
-    if pending.kind in ("permission", "plan"):
-        if inp.decision is None:
-            return f"a {pending.kind} is answered with decision 'allow' or 'deny'"
-        if inp.option is not None:
-            return f"a {pending.kind} takes a decision, not an option"
-        return None
-    if inp.decision is not None:
-        return f"a {pending.kind} is answered with an option or text, not a decision"
-    if inp.remember:
-        return "remember applies to permissions only"
-    if inp.option is None and not inp.text:
-        return f"a {pending.kind} is answered with an option or text"
-    if inp.option is not None and pending.options and inp.option not in pending.options:
-        return f"option {inp.option[:100]!r} is not one of {pending.options}"
-    if inp.option is not None and not pending.options:
-        return "this question offers no options: answer it with text"
-    return None
-
-
-def _cause_type(err: BaseException | None) -> str | None:
-    """The ApplicationError type at the root of an activity failure, if any."""
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return err.type if isinstance(err, ApplicationError) else None
-
-
-def _failure_of(err: ActivityError, *, starting: bool) -> failures.Failure:
-    """What an activity's failure says of the machine: offline, lost, slow, or its own error."""
-    cause = err.cause
-    if isinstance(cause, TimeoutError):
-        if cause.type == TimeoutType.SCHEDULE_TO_START:
-            return failures.MACHINE_OFFLINE
-        if cause.type == TimeoutType.HEARTBEAT:
-            return failures.WORKER_LOST
-        return failures.timed_out(starting=starting)
-    return failures.Failure(failures.FailureKind.OTHER, _reason(err))
