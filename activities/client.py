@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 _RPC_TIMEOUT = timedelta(seconds=10)
 #: for agents with hooks (Claude Code) these come from the hooks and the screen driver
-#: (activities/claude.py), not from the output regexes
+#: (activities/claude/), not from the output regexes
 _HOOKS_DECIDE = ("completion", "error", "waiting_input")
 
 
@@ -111,7 +111,7 @@ class ClientActivities:
                                    else str(err), type=ErrorType.INVALID_WORKING_DIR,
                                    non_retryable=True) from err
         profile = self.manager.profiles[inp.agent]
-        try:  # the worktree, the persona, Claude Code's hooks (activities/claude.py)
+        try:  # the worktree, the persona, Claude Code's hooks (activities/claude/)
             if inp.repository:
                 wt = await session_worktree(
                     inp.repository, working_dir, office_id=inp.office_id, role=inp.role,

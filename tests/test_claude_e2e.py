@@ -1,7 +1,7 @@
 """Claude Code, supervised through the API: the real `claude` CLI in a real PTY, driven by a
 second client worker (machine `claude-e2e`) against the scripted local stand-in for the
 Messages API (tests/claude_standin). Completion, errors and questions come from Claude
-Code's hooks and screen (activities/claude.py), not from guessing at output.
+Code's hooks and screen (activities/claude/), not from guessing at output.
 
 The first half tests the Claude-specific pieces on their own (settings merge, what a reply
 means, dialogs on captured screens, the hook socket with the real relay program).
