@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,49 +19,50 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities import claude_versions
-from activities.claude import ClaudeIntegration, ClaudeSetupError, DialogOpen, StartupError
-from activities.output_monitor import MonitorEvent
+from activities.claude import (
+    ClaudeIntegration,
+    ClaudeSetupError,
+    DialogOpen,
+    StartupError,
+    versions as claude_versions,
+)
+from activities.client_session import ClientSession, SessionParts
+from activities.monitor import MonitorEvent
 from activities.persona import PersonaError, PersonaInjector
-from activities.session_manager import SessionManager, Terminal, TerminalError
+from activities.terminal import SessionManager, Terminal, TerminalError
 from activities.usage import UsageTracker
 from activities.workspace import WorkspaceError, resolve_working_dir
-from activities.worktree import Worktree, WorktreeError, remove_worktree, session_worktree
+from activities.worktree import WorktreeError, session_worktree
 from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
-    MAX_ANSWER_TEXT,
-    MAX_KEYS,
-    MAX_PROMPT_BYTES,
     NAMED_KEYS,
     MonitorSignal,
+    ResizeTerminalInput,
+    SendAnswer,
     SendInput,
     StartAgentInput,
     StartAgentResult,
-    MAX_COLS,
-    MAX_ROWS,
-    MIN_COLS,
-    MIN_ROWS,
-    ResizeTerminalInput,
-    SendAnswer,
     StopAgentInput,
     WatchAgentInput,
     WatchAgentResult,
 )
+from workflows.failures import ErrorType
+from workflows.ids import is_valid_id
+from workflows.limits import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, size_problem, too_large
 
 log = logging.getLogger(__name__)
 
 _RPC_TIMEOUT = timedelta(seconds=10)
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: for agents with hooks (Claude Code) these come from the hooks and the screen driver
-#: (activities/claude.py), not from the output regexes
+#: (activities/claude/), not from the output regexes
 _HOOKS_DECIDE = ("completion", "error", "waiting_input")
 
 
 def input_problem(inp: SendInput) -> str | None:
     """Why this machine refuses to type `inp`: bounded sizes, named keys only."""
-    if inp.prompt is not None and len(inp.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+    if too_large(inp.prompt):
         return f"prompt exceeds {MAX_PROMPT_BYTES} bytes"
-    if inp.text is not None and len(inp.text.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+    if too_large(inp.text):
         return f"text exceeds {MAX_PROMPT_BYTES} bytes"
     if len(inp.keys) > MAX_KEYS:
         return f"{len(inp.keys)} keys; at most {MAX_KEYS} at once"
@@ -82,10 +82,11 @@ class ClientActivities:
         self.manager = manager
         self.client = client
         self.roots = settings.resolved_workspace_roots
-        self.workflow_ids: dict[str, str] = {}
         self.personas = PersonaInjector(self.roots)
         self.claude = ClaudeIntegration(settings, manager, self._signal, office_policy)
-        self.worktrees: dict[str, Worktree] = {}
+        self.parts = SessionParts(manager, self.claude, usage, settings.remove_worktrees)
+        #: the live sessions by id (their terminals: `manager`, their drivers: `claude`)
+        self.sessions: dict[str, ClientSession] = {}
         manager.on_event = self._on_monitor_event
 
     @activity.defn(name="start_agent")
@@ -94,29 +95,29 @@ class ClientActivities:
         if term is not None and term.alive and term.generation == inp.generation:
             return self._started(term)  # a continued-as-new run taking over
         for name, value in (("office_id", inp.office_id), ("session_id", inp.session_id)):
-            if not _ID_RE.fullmatch(value):  # they name files and folders on this machine
+            if not is_valid_id(value):  # they name files and folders on this machine
                 raise ApplicationError(f"{name} {value[:100]!r} is not a valid id",
-                                       type="InvalidInput", non_retryable=True)
+                                       type=ErrorType.INVALID_INPUT, non_retryable=True)
         if inp.agent not in self.manager.profiles:
             raise ApplicationError(
                 f"agent {inp.agent!r} is not a profile on machine {self.settings.machine_id} "
                 f"(configured: {', '.join(sorted(self.manager.profiles))})",
-                type="UnknownAgent", non_retryable=True)
+                type=ErrorType.UNKNOWN_AGENT, non_retryable=True)
         try:
             working_dir = resolve_working_dir(inp.working_dir, self.roots, inp.office_id,
                                               inp.session_id)
         except (WorkspaceError, OSError) as err:  # OSError: a name too long, a file in the way
             raise ApplicationError(f"working_dir refused: {err}" if isinstance(err, OSError)
-                                   else str(err), type="InvalidWorkingDir",
+                                   else str(err), type=ErrorType.INVALID_WORKING_DIR,
                                    non_retryable=True) from err
         profile = self.manager.profiles[inp.agent]
-        try:  # the worktree, the persona, Claude Code's hooks (activities/claude.py)
+        try:  # the worktree, the persona, Claude Code's hooks (activities/claude/)
             if inp.repository:
                 wt = await session_worktree(
                     inp.repository, working_dir, office_id=inp.office_id, role=inp.role,
                     session_id=inp.session_id, workspace_roots=self.roots,
                     repository_roots=self.settings.repository_roots)
-                self.worktrees[inp.session_id] = wt
+                self._session(inp.session_id).worktree = wt
             if profile.hooks or inp.persona is not None:
                 await asyncio.to_thread(self.personas.inject_persona, working_dir, inp.persona)
             driver, hook_env = (await self.claude.prepare(inp.session_id, inp.generation,
@@ -124,8 +125,8 @@ class ClientActivities:
                                 if profile.hooks else (None, {}))
         except (WorktreeError, WorkspaceError, PersonaError, ClaudeSetupError, OSError) as err:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
-                                   type="InvalidWorkingDir", non_retryable=True) from err
-        self.workflow_ids[inp.session_id] = inp.workflow_id
+                                   type=ErrorType.INVALID_WORKING_DIR, non_retryable=True) from err
+        self._session(inp.session_id).workflow_id = inp.workflow_id
         if driver is not None and self.usage is not None:
             driver.tap = await self.usage.track(inp.session_id, inp.office_id)
         try:
@@ -135,7 +136,9 @@ class ClientActivities:
                                              generation=inp.generation)
         except (OSError, TerminalError) as err:
             await self.claude.release(inp.session_id)
-            raise ApplicationError(f"could not start {inp.agent}: {err}", type="SpawnFailed") from err
+            raise ApplicationError(
+                f"could not start {inp.agent}: {err}", type=ErrorType.SPAWN_FAILED
+            ) from err
         if driver is not None:  # returns once Claude Code's input box is up
             driver.attach(term)
             try:
@@ -143,8 +146,11 @@ class ClientActivities:
             except StartupError as err:
                 await self.manager.terminate(inp.session_id)
                 await self.claude.release(inp.session_id)
-                raise ApplicationError(f"{inp.agent} did not start: {err}", type="SpawnFailed",
-                                       non_retryable=err.permanent) from err
+                raise ApplicationError(
+                    f"{inp.agent} did not start: {err}",
+                    type=ErrorType.SPAWN_FAILED,
+                    non_retryable=err.permanent,
+                ) from err
             await self._tell_version(term, profile)
         return self._started(term)
 
@@ -175,7 +181,7 @@ class ClientActivities:
                 activity.heartbeat()
                 try:
                     await asyncio.wait_for(asyncio.shield(term.exited.wait()), interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             term.leases -= 1
@@ -190,10 +196,10 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type="NoTerminal", non_retryable=True)
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
         problem = input_problem(inp)  # the workflow checked too; this machine does not rely on it
         if problem:
-            raise ApplicationError(problem, type="InvalidInput", non_retryable=True)
+            raise ApplicationError(problem, type=ErrorType.INVALID_INPUT, non_retryable=True)
         driver = self.claude.get(inp.session_id, inp.generation)  # Claude Code: it types
         try:
             if inp.keys or inp.text:
@@ -208,9 +214,13 @@ class ClientActivities:
                 else:
                     await self.manager.execute(inp.session_id, inp.prompt, job_id=inp.job_id)
         except DialogOpen as err:  # nothing was typed
-            raise ApplicationError(str(err), type="DialogOpen", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.DIALOG_OPEN, non_retryable=True
+            ) from err
         except TerminalError as err:
-            raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.NO_TERMINAL, non_retryable=True
+            ) from err
 
     @activity.defn(name="answer_input")
     async def answer_input(self, inp: SendAnswer) -> str:
@@ -219,10 +229,10 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type="NoTerminal", non_retryable=True)
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
         if inp.text is not None and len(inp.text) > MAX_ANSWER_TEXT:
             raise ApplicationError(f"answer text exceeds {MAX_ANSWER_TEXT} characters",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=ErrorType.INVALID_INPUT, non_retryable=True)
         driver = self.claude.get(inp.session_id, inp.generation)
         try:
             if driver is not None:
@@ -234,22 +244,13 @@ class ClientActivities:
             await self.manager.send_keystrokes(inp.session_id, ["enter"], answer)
             return "keys"
         except TerminalError as err:
-            raise ApplicationError(str(err), type="InvalidInput", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.INVALID_INPUT, non_retryable=True
+            ) from err
 
     @activity.defn(name="stop_agent")
     async def stop_agent(self, inp: StopAgentInput) -> None:
-        await self.manager.terminate(inp.session_id)
-        await self.claude.release(inp.session_id)
-        if self.usage is not None:
-            await self.usage.forget(inp.session_id)
-        self.workflow_ids.pop(inp.session_id, None)
-        wt = self.worktrees.pop(inp.session_id, None)
-        if wt is not None and self.settings.remove_worktrees:  # by default the work stays
-            try:
-                if not await remove_worktree(wt.repository, wt.path):
-                    log.info("worktree %s has uncommitted changes: kept", wt.path)
-            except WorktreeError as err:
-                log.warning("could not remove worktree %s: %s", wt.path, err)
+        await self._close(inp.session_id)
 
     @activity.defn(name="resize_terminal")
     async def resize_terminal(self, inp: ResizeTerminalInput) -> None:
@@ -257,14 +258,16 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type="NoTerminal", non_retryable=True)
-        if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
+        if size_problem(inp.rows, inp.cols):
             raise ApplicationError(f"terminal size {inp.rows}x{inp.cols} is out of range",
-                                   type="InvalidInput", non_retryable=True)
+                                   type=ErrorType.INVALID_INPUT, non_retryable=True)
         try:
             self.manager.resize(inp.session_id, inp.rows, inp.cols)
         except (TerminalError, OSError) as err:
-            raise ApplicationError(str(err), type="NoTerminal", non_retryable=True) from err
+            raise ApplicationError(
+                str(err), type=ErrorType.NO_TERMINAL, non_retryable=True
+            ) from err
 
     # --- events to the workflow --------------------------------------------------------------
 
@@ -274,7 +277,8 @@ class ClientActivities:
         await self._signal(term, ev)
 
     async def _signal(self, term: Terminal, ev: MonitorEvent) -> None:
-        workflow_id = self.workflow_ids.get(term.session_id)
+        session = self.sessions.get(term.session_id)
+        workflow_id = session.workflow_id if session is not None else None
         if workflow_id is None:
             return
         data = dict(ev.data)
@@ -285,7 +289,7 @@ class ClientActivities:
             # a done job shows its usage; after a Stop hook the turn's last response is due
             await self.usage.flush_before_end(term.session_id, job_id,
                                               turn_ended=data.get("kind") != "exit")
-        signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,
+        signal = MonitorSignal(kind=ev.kind, generation=term.generation, job_id=job_id,  # type: ignore[arg-type]
                                data=data, offset=ev.offset)
         await self.client.get_workflow_handle(workflow_id).signal("monitor", signal,
                                                                   rpc_timeout=_RPC_TIMEOUT)
@@ -299,11 +303,19 @@ class ClientActivities:
             if term.leases == 0 and now - term.unleased_since > self.settings.orphan_grace_s:
                 log.warning("terminal %s has been unsupervised for %.0fs: stopping it", sid,
                             now - term.unleased_since)
-                await self.manager.terminate(sid)
-                await self.claude.release(sid)
-                self.workflow_ids.pop(sid, None)
-                if self.usage is not None:
-                    await self.usage.forget(sid)
+                await self._close(sid)
+
+    def _session(self, session_id: str) -> ClientSession:
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.sessions[session_id] = ClientSession(session_id, self.parts)
+        return session
+
+    async def _close(self, session_id: str) -> None:
+        """End a session, the same way whoever ends it (a record is made for a session this
+        process did not start: its terminal may still be here)."""
+        session = self.sessions.pop(session_id, None) or ClientSession(session_id, self.parts)
+        await session.close()
 
     async def aclose(self) -> None:
         """Stop listening for hooks (the worker is shutting down)."""

@@ -12,9 +12,10 @@ Memory is bounded by back-pressure: a session is `congested` when it has more th
 SessionManager then stops reading that terminal until `wait_drained` returns. When Postgres
 is away, bytes are kept and retried, and reading stays paused meanwhile.
 
-The writer keeps one pooled connection for itself. It runs with `synchronous_commit = off`: a Postgres crash can lose the last few
-hundred milliseconds of terminal output, never the consistency of the table, and the
-writer does not wait for a WAL flush per batch.
+The writer keeps one pooled connection for itself. It runs with
+`synchronous_commit = off`: a Postgres crash can lose the last few hundred milliseconds of
+terminal output, never the consistency of the table, and the writer does not wait for a WAL
+flush per batch.
 """
 
 from __future__ import annotations

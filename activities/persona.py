@@ -229,7 +229,9 @@ class PersonaInjector:
         if target.exists():
             st = target.stat()
             if st.st_size > MAX_FILE_BYTES:
-                raise PersonaError(f"{target} is larger than {MAX_FILE_BYTES} bytes; not touching it")
+                raise PersonaError(
+                    f"{target} is larger than {MAX_FILE_BYTES} bytes; not touching it"
+                )
             existing = target.read_bytes()
             mode = st.st_mode & 0o7777
         new = splice(existing, render_block(persona))

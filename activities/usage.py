@@ -133,7 +133,9 @@ def response_of(entry: dict, state: _File, session: _Session) -> Response | None
             and model != SYNTHETIC_MODEL and isinstance(usage, dict)):
         return None
     creation = usage.get("cache_creation")
-    one_hour = _count(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, dict) else 0
+    one_hour = (
+        _count(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, dict) else 0
+    )
     written = _count(usage.get("cache_creation_input_tokens"))
     return Response(
         session_id=session.session_id, message_id=msg_id[:200], office_id=session.office_id,
@@ -167,7 +169,9 @@ def read_new(session: _Session) -> dict[str, Response]:
                 continue  # nothing new: not even opened
             with path.open("rb") as f:
                 size = f.seek(0, os.SEEK_END)
-                if size < state.offset:  # replaced or truncated: read it again (nothing counts twice)
+                if (
+                    size < state.offset
+                ):  # replaced or truncated: read it again (nothing counts twice)
                     state.offset, state.prompt_id, state.skipping = 0, None, False
                 for _ in range(MAX_CHUNKS):
                     f.seek(state.offset)  # where the last complete line ended

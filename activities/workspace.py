@@ -26,7 +26,9 @@ def resolve_working_dir(requested: str | None, roots: list[Path], office_id: str
     request is taken relative to the first root.
     """
     if not roots:
-        raise WorkspaceError("this machine has no workspace roots configured (SEMO_WORKSPACE_ROOTS)")
+        raise WorkspaceError(
+            "this machine has no workspace roots configured (SEMO_WORKSPACE_ROOTS)"
+        )
     roots = [r.resolve() for r in roots]
     if requested is None or requested == "":
         path = roots[0] / office_id / session_id

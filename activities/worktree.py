@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import os
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +77,7 @@ async def git(*args: str, cwd: Path | None = None, timeout_s: float = GIT_TIMEOU
         raise WorktreeError("git is not installed on this machine") from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _kill_group(proc)
         await proc.wait()
         raise WorktreeError(f"git {' '.join(args[:2])} took longer than {timeout_s:g}s") from None
@@ -202,4 +202,6 @@ async def session_worktree(repository: str, working_dir: Path, *, office_id: str
                            repository_roots: list[Path]) -> Worktree:
     """The session's worktree at `working_dir` (inside the workspace roots), made or reused."""
     repo = check_repository(repository, workspace_roots, repository_roots)
-    return await ensure_worktree(repo, working_dir, branch_name(office_id, role or "agent", session_id))
+    return await ensure_worktree(
+        repo, working_dir, branch_name(office_id, role or "agent", session_id)
+    )

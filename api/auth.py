@@ -49,8 +49,10 @@ class TokenVerifier:
         if secret is not None and len(secret.strip().encode()) < MIN_SECRET_BYTES:
             raise AuthConfigError(
                 f"the JWT secret (SUPABASE_JWT_SECRET / SEMO_JWT_SECRET) is shorter than "
-                f"{MIN_SECRET_BYTES} bytes: use your Supabase project's JWT secret, or a random one "
-                f"(`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+                f"{MIN_SECRET_BYTES} bytes: use your Supabase project's JWT secret, or a random "
+                f"one "
+                f"(`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
         self.secret = secret
         self.jwks: jwt.PyJWKClient | None = None
         if settings.jwks_url:
@@ -88,14 +90,18 @@ class TokenVerifier:
                 raise Unauthorized(f"token audience is not {self.audience!r}") from None
             raise Unauthorized(f"token has no {err.claim!r} claim") from None
         except jwt.PyJWKClientConnectionError:
-            raise Unavailable("could not fetch the signing keys from the JWKS URL; try again") from None
+            raise Unavailable(
+                "could not fetch the signing keys from the JWKS URL; try again"
+            ) from None
         except jwt.PyJWKClientError:
             raise Unauthorized("invalid token: its signing key is not in the JWKS") from None
         except jwt.InvalidSignatureError:
             raise Unauthorized("invalid token: bad signature") from None
         except jwt.DecodeError as err:  # after InvalidSignatureError, which is one of these
-            raise Unauthorized(f"invalid token: not a readable JWT ({err}); a token is three "
-                               "base64url parts joined by dots (header.payload.signature)") from None
+            raise Unauthorized(
+                f"invalid token: not a readable JWT ({err}); a token is three "
+                "base64url parts joined by dots (header.payload.signature)"
+            ) from None
         except (jwt.PyJWTError, ValueError, TypeError) as err:
             raise Unauthorized(f"invalid token: {type(err).__name__}") from None
         return _principal(claims)
@@ -108,11 +114,11 @@ class TokenVerifier:
                 raise jwt.InvalidAlgorithmError("asymmetric tokens need SEMO_JWKS_URL")
             key = self.jwks.get_signing_key_from_jwt(token).key
             return jwt.decode(token, key, algorithms=_ASYMMETRIC_ALGORITHMS,
-                              audience=self.audience, options=options)
+                              audience=self.audience, options=options)  # type: ignore[arg-type]
         if self.secret is None:
             raise jwt.InvalidAlgorithmError("HS256 tokens are not accepted here")
         return jwt.decode(token, self.secret, algorithms=["HS256"], audience=self.audience,
-                          options=options)
+                          options=options)  # type: ignore[arg-type]
 
 
 def _principal(claims: dict) -> Principal:
@@ -134,8 +140,11 @@ def _principal(claims: dict) -> Principal:
 
 
 _SECRETS_IN_TEXT = [
-    (re.compile(r"([?&](?:token|access_token|api_key|apikey|code)=)[^&\s\"']+", re.IGNORECASE),
-     r"\1[redacted]"),  # `code`: the console's one-time login link
+    (
+        re.compile(r"([?&](?:token|access_token|api_key|apikey|code)=)[^&\s\"']+",
+                   re.IGNORECASE),
+        r"\1[redacted]",  # `code`: the console's one-time login link
+    ),
     (re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted JWT]"),
 ]

@@ -105,8 +105,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         # `input` is left out on purpose: it may be a 2 MB prompt, or a secret sent by mistake
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in err.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in err.errors()
+        ]
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         return problem_response(422, "Invalid request", _bounded(detail) or "invalid request",
                                 errors=errors[:50])
@@ -118,7 +120,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "Internal error", "an unexpected error occurred; see the API log")
+        return problem_response(
+            500, "Internal error", "an unexpected error occurred; see the API log"
+        )
 
     generate = app.openapi  # FastAPI's own: builds the schema once and keeps it
 
@@ -127,7 +131,7 @@ def install(app: FastAPI) -> None:
             document_problems(generate())
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _bounded(text: str, limit: int = 2000) -> str:

@@ -88,7 +88,7 @@ class LiveNotifier:
         ev = self._conds.setdefault(key, asyncio.Event())
         try:
             await asyncio.wait_for(ev.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _wake(self, key: str) -> None:

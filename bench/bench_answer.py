@@ -62,7 +62,9 @@ async def measure(stack: DevStack, info: dict, standin: ScriptedAnthropicStandIn
             while not any(req.tool_results() for req in standin.main_requests()[seen:]):
                 await asyncio.sleep(0.002)
             samples.append((time.perf_counter() - t) * 1000)
-            while (await api.get(f"/api/offices/answers/jobs/{job_id}")).json()["status"] == "running":
+            while (await api.get(f"/api/offices/answers/jobs/{job_id}")).json()[
+                "status"
+            ] == "running":
                 await asyncio.sleep(0.02)
     return {"answer_p50_ms": pct(samples, 0.5), "answer_p95_ms": pct(samples, 0.95)}
 

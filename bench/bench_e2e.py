@@ -61,7 +61,9 @@ async def floor_ms(address: str) -> list[float]:
 # --- through the API --------------------------------------------------------------------------
 
 
-async def wait_job(api: httpx.AsyncClient, office: str, job_id: str, poll_s: float = 0.005) -> float:
+async def wait_job(
+    api: httpx.AsyncClient, office: str, job_id: str, poll_s: float = 0.005
+) -> float:
     """Poll the job through the API until it ends; the time it was first seen ended."""
     while True:
         job = (await api.get(f"/api/offices/{office}/jobs/{job_id}")).json()
@@ -86,14 +88,16 @@ async def measure(stack: DevStack, info: dict) -> dict[str, float]:
                                  headers={"Authorization": f"Bearer {info['token']}"},
                                  limits=httpx.Limits(max_connections=200)) as api:
         o = await office(api, stack.machine_id, max_sessions=60)
-        sid = (await api.post(f"/api/offices/{o}/sessions", json={"role": "BE"})).json()["session_id"]
+        sid = (await api.post(f"/api/offices/{o}/sessions", json={"role": "BE"})).json()[
+            "session_id"
+        ]
         base = f"/api/offices/{o}/sessions/{sid}"
 
         # prompt latency (until the prompt is in the terminal) and completion latency
         # (the agent prints the marker -> the job reads `done` through the API)
         stamp = Path(tempfile.mkdtemp()) / "marker_at"
         prompt_ms, completion_ms = [], []
-        for i in range(REPS + 5):
+        for _i in range(REPS + 5):
             t = time.perf_counter()
             r = await api.post(f"{base}/prompt", json={
                 "prompt": f"sleep 0.05; date +%s.%N > {stamp}; printf '[SEMO:%s]\\n' DONE"})

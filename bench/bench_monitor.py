@@ -16,8 +16,8 @@ import json
 import random
 import time
 
-from activities.output_monitor import OutputMonitor, PatternSet, strip_terminal_escapes
-from activities.session_manager import PROCESS_BYTES
+from activities.monitor import OutputMonitor, PatternSet, strip_terminal_escapes
+from activities.terminal import PROCESS_BYTES
 
 _WORDS = ("the function returns a value when error handling is done and tests pass for "
           "module config parser session worker request response retry timeout update "

@@ -42,7 +42,7 @@ from pathlib import Path
 from ptyprocess import PtyProcess
 
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager
+from activities.terminal import SessionManager
 from db.migrate import migrate
 from db.pool import open_pool
 from semo import procfs
@@ -122,7 +122,10 @@ async def pipeline(pool, size: int, workdir: Path, n: int, pg_pid: int) -> tuple
     elapsed = time.perf_counter() - t0
     total = term.offset
     mb = total / 1e6
-    cpu = {"worker": (cpu_s() - cpu0) * 1000 / mb, "postgres": (tree_cpu_s(pg_pid) - pg0) * 1000 / mb}
+    cpu = {
+        "worker": (cpu_s() - cpu0) * 1000 / mb,
+        "postgres": (tree_cpu_s(pg_pid) - pg0) * 1000 / mb,
+    }
     async with pool.connection() as conn:
         end = (await (await conn.execute(
             "select max(end_offset) from session_output where session_id = %s", (sid,)

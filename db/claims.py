@@ -128,7 +128,7 @@ class Claimant:
                 try:
                     await asyncio.wait_for(self._conn.execute("select 1"), WATCH_INTERVAL_S * 5)
                     continue
-                except (psycopg.Error, OSError, asyncio.TimeoutError) as err:
+                except (TimeoutError, psycopg.Error, OSError) as err:
                     self._held = False
                     log.warning("%s: claim lock connection lost (%s); reconnecting", self.name, err)
             try:

@@ -14,7 +14,7 @@ _LOCK_KEY = 0x5E305E30  # arbitrary, fixed: "semo" migrations
 
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("db") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))  # type: ignore[type-var]
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 
 

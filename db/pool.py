@@ -63,4 +63,4 @@ async def open_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
                 "options": "-c statement_timeout=30s -c idle_in_transaction_session_timeout=60s"},
     )
     await pool.open(wait=True, timeout=30.0)
-    return pool
+    return pool  # type: ignore[return-value]

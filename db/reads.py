@@ -8,8 +8,8 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-_OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles, roles, max_sessions,
-    idle_timeout_s, agent, personas, settings, status, created_at, updated_at,
+_OFFICE_COLS = """id as office_id, name, machine_id, workspace_root, warm_roles, roles,
+    max_sessions, idle_timeout_s, agent, personas, settings, status, created_at, updated_at,
     command_id::text as command_id,
     coalesce(settings->'permission_rules', '{"allow": [], "deny": []}') as permission_rules,
     (settings->>'input_timeout_s')::float8 as input_timeout_s"""
@@ -69,9 +69,12 @@ async def get_session(pool, office_id: str, session_id: str) -> dict | None:
 async def get_live_office_session(pool, office_id: str, session_id: str) -> dict | None:
     """The session, in one round trip, if its office exists and is not deleted."""
     cols = ", ".join(f"s.{c.strip()}" for c in SESSION_COLS.split(","))
-    return await _one(pool, f"select {cols} from agent_sessions s join offices o on o.id = s.office_id"
-                      " where s.office_id = %s and s.id = %s and o.status <> 'deleted'",
-                      (office_id, session_id))
+    return await _one(
+        pool,
+        f"select {cols} from agent_sessions s join offices o on o.id = s.office_id"
+        " where s.office_id = %s and s.id = %s and o.status <> 'deleted'",
+        (office_id, session_id),
+    )
 
 
 async def list_sessions(pool, office_id: str, *, live_only: bool = False) -> list[dict]:

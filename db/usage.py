@@ -35,7 +35,7 @@ class Response:
     cache_creation_1h_input_tokens: int = 0
     responded_at: datetime | None = None
 
-    def merge(self, other: "Response") -> None:
+    def merge(self, other: Response) -> None:
         """Take the larger counts of another sighting of the same response."""
         for k in COUNTS:
             setattr(self, k, max(getattr(self, k), getattr(other, k)))
@@ -98,7 +98,9 @@ async def _all(pool: AsyncConnectionPool, sql: str, params: Any) -> list[dict]:
         return await (await cur.execute(sql, params)).fetchall()
 
 
-async def job_sums(pool: AsyncConnectionPool, job_id: str, session_id: str) -> tuple[bool, list[dict]]:
+async def job_sums(
+    pool: AsyncConnectionPool, job_id: str, session_id: str
+) -> tuple[bool, list[dict]]:
     """(whether the job's session reports usage, the job's per-model sums)."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = await (await cur.execute(
@@ -111,7 +113,9 @@ async def job_sums(pool: AsyncConnectionPool, job_id: str, session_id: str) -> t
         return marked is not None, []
 
 
-async def session_sums(pool: AsyncConnectionPool, session_ids: list[str]) -> tuple[set[str], list[dict]]:
+async def session_sums(
+    pool: AsyncConnectionPool, session_ids: list[str]
+) -> tuple[set[str], list[dict]]:
     """(the sessions that report usage, per-(session, model) sums)."""
     rows = await _all(pool, f"""select session_id, {_SUMS} from model_responses
                                 where session_id = any(%s) group by session_id, model
@@ -132,13 +136,17 @@ async def table_sums(pool: AsyncConnectionPool, office_id: str, group_by: str,
                      since: datetime | None, until: datetime | None) -> list[dict]:
     """Per-(key, model) sums of the office's responses answered in [since, until)."""
     key = _KEYS[group_by]  # KeyError: the route checked it
-    return await _all(pool, f"""select {key} as key, {_SUMS} from model_responses r
+    return await _all(
+        pool,
+        f"""select {key} as key, {_SUMS} from model_responses r
                                 left join agent_sessions s on s.id = r.session_id
                                 where r.office_id = %(office)s
-                                  and (%(since)s::timestamptz is null or r.responded_at >= %(since)s)
+                                  and (%(since)s::timestamptz is null
+                                       or r.responded_at >= %(since)s)
                                   and (%(until)s::timestamptz is null or r.responded_at < %(until)s)
                                 group by 1, model order by 1, model""",
-                      {"office": office_id, "since": since, "until": until})
+        {"office": office_id, "since": since, "until": until},
+    )
 
 
 # --- usage objects (priced) -------------------------------------------------------------------

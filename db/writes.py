@@ -90,7 +90,9 @@ async def write_batch(conn: AsyncConnection, batch: RecordBatch) -> None:
         await _write_job(conn, batch.job)
     if batch.event is not None:
         ev = batch.event
-        await conn.execute(_EVENT, (ev.office_id, ev.session_id, ev.job_id, ev.kind, Jsonb(ev.data)))
+        await conn.execute(
+            _EVENT, (ev.office_id, ev.session_id, ev.job_id, ev.kind, Jsonb(ev.data))
+        )
 
 
 async def _write_job(conn: AsyncConnection, job: JobRecord) -> None:

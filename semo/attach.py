@@ -253,7 +253,7 @@ async def _attach(config: ClientConfig, office_id: str, session_id: str, *, read
     async with ws:
         try:
             hello = json.loads(await asyncio.wait_for(ws.recv(), 15))
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise TimedOut(f"the API at {config.api_url} accepted but did not greet") from None
         except Exception as err:  # noqa: BLE001 - closed before it began
             raise Unreachable(f"the attach connection closed before it began: {err}") from None

@@ -121,7 +121,9 @@ def token(office: list[str] = typer.Option(["*"], help="office ids the token ope
     if secret is None and settings.dev_json_path.exists():
         secret = json.loads(settings.dev_json_path.read_text()).get("jwt_secret")
     if not secret:
-        typer.echo("error: no JWT secret: set SUPABASE_JWT_SECRET or run `semo dev` first", err=True)
+        typer.echo(
+            "error: no JWT secret: set SUPABASE_JWT_SECRET or run `semo dev` first", err=True
+        )
         raise typer.Exit(2)
     typer.echo(mint_token(secret, sub, office, audience=settings.jwt_audience, ttl_s=ttl))
 

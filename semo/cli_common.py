@@ -274,7 +274,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str | None]],
     grid = Table(*columns, box=None, pad_edge=False)
     for row in rows:
         grid.add_row(*(styles[c](v) if c in styles else escape(_cell(v))
-                       for c, v in zip(columns, row)))
+                       for c, v in zip(columns, row, strict=False)))
     stdout().print(grid)
 
 

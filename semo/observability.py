@@ -32,8 +32,14 @@ import uuid
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,  # noqa: F401  (re-exported for the API)
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +86,7 @@ def configure_logging(component: str, *, level: int = logging.INFO, json: bool |
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info if json else _keep, renderer],
+                    structlog.processors.format_exc_info if json else _keep, renderer],  # type: ignore[list-item]
     ))
     root = logging.getLogger()
     for old in list(root.handlers):

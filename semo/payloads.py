@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from semo.permission_rules import check_rules
-from workflows.contracts import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, NAMED_KEYS, Persona
+from workflows.contracts import NAMED_KEYS, Persona
+from workflows.ids import ID_ANCHORED
+from workflows.limits import MAX_ANSWER_TEXT, MAX_KEYS, MAX_PROMPT_BYTES, too_large
 
-Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Ident = Annotated[str, StringConstraints(pattern=ID_ANCHORED)]
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
 AgentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
@@ -30,7 +39,7 @@ class PermissionRules(_Body):
     deny: list[str] = Field(default_factory=list, max_length=200)
 
     @model_validator(mode="after")
-    def _parsed(self) -> "PermissionRules":
+    def _parsed(self) -> PermissionRules:
         check_rules(self.model_dump())
         return self
 
@@ -56,7 +65,7 @@ class OfficeCreate(_OfficePolicy):
     repository: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
-    def _warm_fits(self) -> "OfficeCreate":
+    def _warm_fits(self) -> OfficeCreate:
         if len(self.warm_roles) > self.max_sessions:
             raise ValueError(
                 f"warm_roles has {len(self.warm_roles)} roles but max_sessions is "
@@ -85,7 +94,7 @@ class AnswerBody(_Body):
     remember: bool = False
 
     @model_validator(mode="after")
-    def _something(self) -> "AnswerBody":
+    def _something(self) -> AnswerBody:
         if self.decision is None and self.option is None and not self.text:
             raise ValueError("an answer has a decision (allow, deny), an option or text")
         for name in ("input_id", "option", "text"):
@@ -112,7 +121,7 @@ class PromptBody(_Body):
     @field_validator("prompt")
     @classmethod
     def _bounded(cls, value: str) -> str:
-        if len(value.encode()) > MAX_PROMPT_BYTES:
+        if too_large(value):
             raise ValueError(f"prompt is larger than {MAX_PROMPT_BYTES} bytes")
         if not value.strip():
             raise ValueError("prompt is blank")
@@ -143,10 +152,12 @@ class KeysBody(_Body):
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
             raise ValueError("text contains a NUL character; send the key 'ctrl+space' instead")
+        if too_large(value):  # bytes, as the workflow and the machine count (not characters)
+            raise ValueError(f"text is larger than {MAX_PROMPT_BYTES} bytes")
         return value
 
     @model_validator(mode="after")
-    def _something(self) -> "KeysBody":
+    def _something(self) -> KeysBody:
         if not self.keys and not self.text:
             raise ValueError("give keys, text, or both")
         return self

@@ -97,7 +97,9 @@ def empty() -> dict[str, Any]:
             "models": {}}
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], prices: Mapping[str, ModelPrice]) -> dict[str, Any]:
+def summarize(
+    rows: Iterable[Mapping[str, Any]], prices: Mapping[str, ModelPrice]
+) -> dict[str, Any]:
     """One usage object from per-model rows (`model`, the token sums, `responses`)."""
     out = empty()
     cost: float | None = 0.0

@@ -23,6 +23,7 @@ import uuid
 import httpx
 import pytest
 import schemathesis
+from conftest import token_for, wait_for
 from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -35,7 +36,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import token_for, wait_for
 from semo.settings import AgentProfile
 from worker.client import client_runtime
 

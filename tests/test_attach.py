@@ -17,12 +17,12 @@ import threading
 import time
 
 import pytest
+from conftest import token_for, wait_for
 from ptyprocess import PtyProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from api.routes.attach import to_commands
-from conftest import token_for, wait_for
 from semo.attach import TerminalModes, detach_byte, websocket_url
 from semo.embedded import venv_bin
 
@@ -245,7 +245,7 @@ async def test_websocket_input_batches_named_keys_and_nul(api_url, office, sessi
                 and time.monotonic() < deadline:
             try:
                 msg = await asyncio.wait_for(ws.recv(), 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if isinstance(msg, bytes):
                 seen += msg

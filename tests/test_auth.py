@@ -26,12 +26,12 @@ import httpx
 import jwt
 import pytest
 import uvicorn
+from conftest import JWT_SECRET, MACHINE_ID, token_for, wait_for
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from api.auth import Principal, TokenVerifier, mint_token
 from api.main import create_app
-from conftest import JWT_SECRET, MACHINE_ID, token_for, wait_for
 from semo.embedded import free_port
 from semo.errors import Unauthorized, Unavailable
 from semo.settings import Settings
@@ -288,10 +288,10 @@ async def _semo_api(env_over: dict[str, str], tmp: Path) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise AssertionError("`semo api` started without a way to check tokens")
+        raise AssertionError("`semo api` started without a way to check tokens") from None
     return proc.returncode, (out + err).decode()
 
 
@@ -303,7 +303,7 @@ async def test_api_refuses_to_start_without_a_secret(tmp_path):
         "JWKS URL not http(s)": {"SEMO_JWKS_URL": "file:///etc/passwd"},
     }
     results = await asyncio.gather(*(_semo_api(env, tmp_path) for env in cases.values()))
-    for (what, _), (code, output) in zip(cases.items(), results):
+    for (what, _), (code, output) in zip(cases.items(), results, strict=False):
         assert code != 0, (what, output)
         assert "Traceback" not in output, (what, output)
         if what == "short secret":

@@ -1,7 +1,7 @@
 """Claude Code, supervised through the API: the real `claude` CLI in a real PTY, driven by a
 second client worker (machine `claude-e2e`) against the scripted local stand-in for the
 Messages API (tests/claude_standin). Completion, errors and questions come from Claude
-Code's hooks and screen (activities/claude.py), not from guessing at output.
+Code's hooks and screen (activities/claude/), not from guessing at output.
 
 The first half tests the Claude-specific pieces on their own (settings merge, what a reply
 means, dialogs on captured screens, the hook socket with the real relay program).
@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from claude_standin.claude_home import claude_env
+from claude_standin.install import ClaudeInstallError, claude_path
+from claude_standin.server import ScriptedAnthropicStandIn
+from conftest import replay_and_maybe_record, wait_for
 
 from activities.claude import (
     HOOK_EVENTS,
@@ -37,10 +41,6 @@ from activities.claude import (
     reply_outcome,
 )
 from activities.persona import BEGIN, user_text
-from claude_standin.claude_home import claude_env
-from claude_standin.install import ClaudeInstallError, claude_path
-from claude_standin.server import ScriptedAnthropicStandIn
-from conftest import replay_and_maybe_record, wait_for
 from semo.settings import AgentProfile, StartupDialogs
 from worker.client import client_runtime
 
@@ -765,7 +765,7 @@ async def test_a_start_up_dialog_the_policy_does_not_answer_fails_the_start(http
 
 
 def test_an_answer_becomes_the_hooks_decision() -> None:
-    from activities.claude import _Held, decision_output
+    from activities.claude.hooks import Held as _Held, decision_output
     suggestions = [{"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test"}],
                     "behavior": "allow", "destination": "localSettings"},
                    {"type": "setMode", "mode": "acceptEdits", "destination": "session"}]

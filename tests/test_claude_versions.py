@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from activities.claude_versions import OLDEST_SUPPORTED, cli_version
 from claude_standin.install import ClaudeInstallError, claude_path, pinned_version
 from claude_standin.server import ScriptedAnthropicStandIn
 from conftest import wait_for
-from semo.settings import load_settings
 from test_claude_e2e import event_of, job_when, send_prompt, session_when
+
+from activities.claude.versions import OLDEST_SUPPORTED, cli_version
+from semo.settings import load_settings
 from worker.client import client_runtime
 
 MARKER = "[SEMO:DONE]"

@@ -15,9 +15,9 @@ import threading
 import uuid
 
 import pytest
+from conftest import MACHINE_ID, token_for, wait_for
 from typer.testing import CliRunner
 
-from conftest import MACHINE_ID, token_for, wait_for
 from semo.cli import app
 from semo.client import ClientConfig, ConfigError, resolve_config
 from semo.embedded import free_port, venv_bin

@@ -4,6 +4,7 @@ it at 400 events), carrying its state and the ids of commands already applied.""
 from __future__ import annotations
 
 from conftest import replay_and_maybe_record, wait_for
+
 from workflows.contracts import PromptInput
 from workflows.session import SessionWorkflow
 

@@ -12,6 +12,7 @@ import httpx
 
 from conftest import live_pids_with_env
 from devstack import DevStack, alive, wait
+
 from semo.embedded import venv_bin
 
 

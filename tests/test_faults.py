@@ -12,7 +12,6 @@ import uuid
 import httpx
 import psycopg
 import pytest
-
 from conftest import live_pids_with_env
 from devstack import DevStack, replay_and_maybe_record, wait
 

@@ -16,18 +16,24 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.client import ClientActivities
-from activities.output_monitor import OutputMonitor, PatternSet
+from activities.monitor import OutputMonitor, PatternSet
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager
+from activities.terminal import SessionManager
 from semo import procfs
 from semo.settings import AgentProfile
-from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
-from workflows.contracts import MAX_KEYS, MAX_PROMPT_BYTES, SendInput, StartAgentInput, StopAgentInput
+from workflows.contracts import (
+    MAX_KEYS,
+    MAX_PROMPT_BYTES,
+    SendInput,
+    StartAgentInput,
+    StopAgentInput,
+)
 
 MB = 1024 * 1024
 

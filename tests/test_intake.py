@@ -18,10 +18,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from conftest import JWT_SECRET, MACHINE_ID, wait_for
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from conftest import JWT_SECRET, MACHINE_ID, wait_for
 from db.claims import HELD_LOCKS, Claimant
 from db.pool import open_pool
 from semo.commands import CommandExecutor

@@ -7,10 +7,9 @@ import json
 import uuid
 
 import psycopg
-from temporalio.worker import Worker
-
 from conftest import wait_for
 from scheduler_probe import SchedulerProbe
+from temporalio.worker import Worker
 
 
 async def test_job_end_signals_the_scheduler_and_notifies_postgres(http, office, temporal_client,

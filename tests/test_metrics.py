@@ -17,6 +17,7 @@ import uuid
 import httpx
 import pytest
 import structlog
+from conftest import wait_for
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,7 +28,6 @@ from activities.records import RecordActivities
 from api.auth import TokenVerifier
 from api.deps import AppState
 from api.main import create_app
-from conftest import wait_for
 from db import reads
 from semo.commands import CommandExecutor
 from semo.embedded import free_port, venv_bin

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -15,10 +14,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import async_playwright
-
 from browser import LAUNCH_ARGS, chromium_path
 from conftest import MACHINE_ID, token_for, wait_for
+from playwright.async_api import async_playwright
+
 from semo.embedded import venv_bin
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from activities.output_monitor import (
+from activities.monitor import (
     LINE_CAP,
     MonitorEvent,
     OutputMonitor,

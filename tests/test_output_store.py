@@ -8,10 +8,10 @@ import time
 import uuid
 
 import psycopg
+from conftest import wait_for
 from psycopg_pool import AsyncConnectionPool
 
 from activities.output_store import PgOutputStore
-from conftest import wait_for
 from db import reads
 
 
@@ -49,7 +49,7 @@ async def test_batches_are_rows_of_at_most_64k_with_contiguous_offsets_and_a_not
         await asyncio.wait_for(notified(), 10)
         rows = await rows_of(pool, s)
         assert b"".join(d for _, _, d in rows) == payload
-        assert rows[0][0] == 0 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+        assert rows[0][0] == 0 and all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
         assert all(end - start == len(d) <= 64 * 1024 for start, end, d in rows)
         assert store.pending(s) == 0 and store.pending_total() == 0
     finally:
@@ -144,6 +144,6 @@ async def test_postgres_away_keeps_the_bytes_and_a_later_flush_writes_them(pool)
         await store.flush()
         rows = await rows_of(pool, s)
         assert b"".join(d for _, _, d in rows) == b"one two six "
-        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
     finally:
         await dead.close()

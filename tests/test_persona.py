@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from activities.claude import reply_outcome
-from activities.output_monitor import OutputMonitor, PatternSet
+from activities.monitor import OutputMonitor, PatternSet
 from activities.persona import (
     BEGIN,
     CLAUDE_MD,

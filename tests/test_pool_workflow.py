@@ -7,7 +7,6 @@ reports ready to its pool at once, can be told to fail, and ends when asked to t
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from devstack import DevStack, wait
 from ptyprocess import PtyProcess
 
-from activities.output_monitor import strip_terminal_escapes
-from devstack import DevStack, wait
+from activities.monitor import strip_terminal_escapes
 from semo.embedded import _pg_bin
 
 REPO = Path(__file__).resolve().parent.parent

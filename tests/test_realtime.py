@@ -21,13 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
+from conftest import wait_for
 from pydantic import SecretStr
+from test_intake import insert_rows, results_of, running_intake
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from conftest import wait_for
 from db.migrate import migrate
-from test_intake import insert_rows, results_of, running_intake
 from worker.realtime import TOPIC, RealtimeFeed, feed_for
 
 FRAMES = Path(__file__).parent / "realtime_frames"

@@ -17,8 +17,8 @@ import uuid
 
 import httpx
 import pytest
-
 from conftest import JWT_SECRET, live_pids_with_env, token_for, wait_for
+
 from semo.settings import AgentProfile
 from worker.client import client_runtime
 

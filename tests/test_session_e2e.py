@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from pathlib import Path
 
 from conftest import live_pids_with_env, replay_and_maybe_record, wait_for
@@ -240,7 +238,6 @@ async def test_workspace_symlink_escape_is_refused_by_the_client(http, office, s
 
 async def test_requests_without_a_valid_token_are_refused(api_url, office):
     import httpx
-
     from conftest import token_for
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as anon:
         assert (await anon.get(f"/api/offices/{office}")).status_code == 401

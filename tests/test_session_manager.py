@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from activities.output_monitor import strip_terminal_escapes
-from activities.output_store import PgOutputStore
-from activities.session_manager import (SessionManager, TerminalError, become_subreaper,
-                                        sweep_strays)
 from conftest import live_pids_with_env, wait_for
+
+from activities.monitor import strip_terminal_escapes
+from activities.output_store import PgOutputStore
+from activities.terminal import SessionManager, TerminalError, become_subreaper, sweep_strays
 from semo import procfs
 from semo.settings import BUILTIN_PROFILES, AgentProfile
 
@@ -376,7 +375,7 @@ async def test_flood_of_50_mb_is_persisted_whole_with_bounded_memory(make_manage
                 "select data from session_output where session_id = 'flood-1'"
                 " and start_offset = %s", (rows[len(rows) // 2][0],))).fetchone())[0]
         assert rows[0][0] == 0 and rows[-1][1] == term.offset > 50_000_000
-        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:])), "offsets must be contiguous"
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False)), "offsets must be contiguous"
         assert all(end - start == n <= 64 * 1024 for start, end, n in rows)
         assert b" flood \xe2\x9c\x93 \x1b[32mok\x1b[0m\r\n" in sample
         assert store.peak_pending <= store.session_cap + 2 * 64 * 1024
@@ -414,7 +413,7 @@ async def test_offsets_continue_when_a_session_restarts(make_manager, tmp_path, 
             rows = await (await conn.execute(
                 "select start_offset, end_offset, data from session_output"
                 " where session_id = 'gen-1' order by start_offset")).fetchall()
-        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
         text = b"".join(r[2] for r in rows)
         assert b"first-2" in text and b"second-2" in text
     finally:
@@ -576,7 +575,7 @@ WORKER_THAT_DIES = textwrap.dedent("""
     import asyncio, os, re, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from activities.session_manager import SessionManager, become_subreaper
+    from activities.terminal import SessionManager, become_subreaper
     from semo.settings import BUILTIN_PROFILES
 
     class NullSink:

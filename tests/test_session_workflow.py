@@ -13,15 +13,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from conftest import replay_and_maybe_record
 from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from conftest import replay_and_maybe_record
 from semo.embedded import SEARCH_ATTRIBUTES, venv_bin
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from workflows.contracts import (
     BreakerPolicy,
     PromptInput,

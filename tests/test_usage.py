@@ -16,22 +16,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-
-import activities.usage as usage_reader
-from activities.usage import UsageTracker, _Session, read_new
 from claude_standin.claude_home import claude_env
 from claude_standin.install import ClaudeInstallError, claude_path
 from claude_standin.server import ScriptedAnthropicStandIn
 from conftest import wait_for
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from test_claude_e2e import PERSONA, job_when, new_session, send_prompt, session_when
+from test_cli import cli_env, semo  # noqa: F401  (fixtures)
+from test_metrics import total
+
+import activities.usage as usage_reader
+from activities.usage import UsageTracker, _Session, read_new
 from db import usage as usage_db
 from semo.embedded import free_port
 from semo.settings import AgentProfile, Settings, StartupDialogs
 from semo.usage import DEFAULT_PRICES, ModelPrice, price_of, summarize
-from test_claude_e2e import PERSONA, job_when, new_session, send_prompt, session_when
-from test_cli import cli_env, semo  # noqa: F401  (fixtures)
-from test_metrics import total
 from worker.client import client_runtime
 
 MACHINE = "claude-usage"

@@ -11,20 +11,20 @@ import asyncio
 import logging
 import socket
 import time
-from datetime import timedelta
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import claude_versions
+from activities.claude import versions as claude_versions
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
-from activities.session_manager import SessionManager, become_subreaper
-from db import reads
+from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
+from db import reads
 from db.pool import open_pool
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
@@ -42,17 +42,22 @@ async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> Non
     versions = await asyncio.to_thread(claude_versions.survey, settings.profiles)
     async with pool.connection() as conn:
         await conn.execute(
-            """insert into client_machines (id, hostname, task_queue, workspace_roots, agent_profiles,
-                   agent_versions, started_at, last_seen_at)
+            """insert into client_machines (id, hostname, task_queue, workspace_roots,
+                   agent_profiles, agent_versions, started_at, last_seen_at)
                values (%s, %s, %s, %s, %s, %s, now(), now())
                on conflict (id) do update set hostname = excluded.hostname,
                    task_queue = excluded.task_queue, workspace_roots = excluded.workspace_roots,
                    agent_profiles = excluded.agent_profiles,
                    agent_versions = excluded.agent_versions, started_at = now(),
                    last_seen_at = now()""",
-            (settings.machine_id, socket.gethostname(), settings.machine_task_queue,
-             [str(r) for r in settings.resolved_workspace_roots], sorted(settings.profiles),
-             Jsonb(versions)),
+            (
+                settings.machine_id,
+                socket.gethostname(),
+                settings.machine_task_queue,
+                [str(r) for r in settings.resolved_workspace_roots],
+                sorted(settings.profiles),
+                Jsonb(versions),
+            ),
         )
 
 
@@ -102,7 +107,9 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         await store.close()
 
 
-async def _housekeeping(acts: ClientActivities, pool: AsyncConnectionPool, settings: Settings) -> None:
+async def _housekeeping(
+    acts: ClientActivities, pool: AsyncConnectionPool, settings: Settings
+) -> None:
     next_prune = 0.0
     while True:
         await asyncio.sleep(HOUSEKEEPING_S)

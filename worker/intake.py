@@ -67,8 +67,8 @@ CLAIM_MUTEX = (0x5E305E30, 1)
 #: how long a stopping intake lets its running commands finish before leaving them to others
 STOP_GRACE_S = 10.0
 
-_CLAIM = """
-with held as materialized ({held}),
+_CLAIM = f"""
+with held as materialized ({HELD_LOCKS.strip()}),
 open as materialized (
     select a.id, a.seq, a.status, a.claimed_by,
            coalesce(a.session_id, 'office:' || a.office_id) as queue,
@@ -104,7 +104,7 @@ update agent_commands c set status = 'running', claimed_by = %(me)s, claim_lock 
     claimed_at = now(), attempts = c.attempts + 1, updated_at = now()
 from picked where c.id = picked.id
 returning c.*, extract(epoch from now() - c.created_at)::float8 as age_s
-""".format(held=HELD_LOCKS.strip())
+"""
 
 # Still ours, still unanswered? Then (unless it is about to expire) it is started now, and its
 # lease runs from now.
@@ -281,7 +281,7 @@ class Intake:
         while True:
             try:
                 return await asyncio.wait_for(self.executor.run(cmd), BACKGROUND_LIMIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 err = Unavailable(f"no result within {BACKGROUND_LIMIT_S:g}s; the action may "
                                   "still take effect", command_id=str(cmd.id))
                 return await self._record_until_done(

@@ -42,7 +42,7 @@ def realtime_url(supabase_url: str) -> str:
     return supabase_url.rstrip("/") + "/realtime/v1"
 
 
-def feed_for(settings: Settings, on_wake: Callable[[str], None], **kw) -> "RealtimeFeed | None":
+def feed_for(settings: Settings, on_wake: Callable[[str], None], **kw) -> RealtimeFeed | None:
     """The Realtime feed for this deployment, or None when no Supabase project is configured."""
     if not settings.supabase_url or settings.supabase_key is None:
         if settings.supabase_url or settings.supabase_key is not None:
@@ -115,7 +115,7 @@ class RealtimeFeed:
         client = AsyncRealtimeClient(self.url, token=self.key, auto_reconnect=False,
                                      timeout=self.timeout_s)
         channel = client.channel(TOPIC)
-        channel.on_postgres_changes("INSERT", on_insert, table=self.table, schema=self.schema)
+        channel.on_postgres_changes("INSERT", on_insert, table=self.table, schema=self.schema)  # type: ignore[arg-type]
         channel.on_system(on_system)
         try:
             self.connects += 1

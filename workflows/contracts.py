@@ -12,15 +12,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+# the limits live in workflows/limits.py; importable from here as before
+from workflows.limits import (  # noqa: F401
+    MAX_ANSWER_TEXT,
+    MAX_COLS,
+    MAX_KEYS,
+    MAX_PROMPT_BYTES,
+    MAX_ROWS,
+    MIN_COLS,
+    MIN_ROWS,
+)
+
 SessionStatus = Literal[
     "starting", "ready", "busy", "waiting_input", "restarting", "failed", "terminated"
 ]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "timed_out"]
 CircuitState = Literal["closed", "open", "half_open"]
 
-#: the most a prompt or a `text` of keystrokes may carry (bytes of UTF-8)
-MAX_PROMPT_BYTES = 256 * 1024
-MAX_KEYS = 64
 
 NAMED_KEYS: dict[str, str] = {
     "enter": "\r",
@@ -85,8 +93,6 @@ class JobState(BaseModel):
 
 
 InputKind = Literal["permission", "question", "plan", "dialog"]
-#: characters of an answer's text (a deny message, a free-form answer)
-MAX_ANSWER_TEXT = 10_000
 
 
 class PendingInput(BaseModel):
@@ -208,8 +214,6 @@ class CommandAck(BaseModel):
     job_id: str | None = None
 
 
-#: the terminal sizes a resize may ask for
-MIN_ROWS, MAX_ROWS, MIN_COLS, MAX_COLS = 2, 500, 10, 1000
 
 
 class ResizeInput(BaseModel):
@@ -416,6 +420,8 @@ class PoolEntry(BaseModel):
     acquired_by: str | None = None
     view: SessionView | None = None
     error: str | None = None
+    #: the session's start error type, as it told it (workflows/failures.ErrorType)
+    error_type: str | None = None
 
 
 class PoolState(BaseModel):
@@ -481,6 +487,8 @@ class SessionStatusSignal(BaseModel):
 
     session: SessionView
     error: str | None = None
+    #: the ApplicationError type (workflows/failures.ErrorType) of a start that cannot succeed
+    error_type: str | None = None
 
 
 PromptResult.model_rebuild()  # it names RecordBatch, defined below it

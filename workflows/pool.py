@@ -13,15 +13,15 @@ pool's runs (ParentClosePolicy.ABANDON) and report back with a `session_status` 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import session_id_for, session_workflow_id
+    from workflows.applied import remember
     from workflows.contracts import (
         AcquireInput,
         AcquireResult,
@@ -37,17 +37,14 @@ with workflow.unsafe.imports_passed_through():
         ShutdownResult,
         TerminateInput,
     )
+    from workflows.failures import ErrorType
+    from workflows.search_attributes import MACHINE_ID, OFFICE_ID, ROLE, SESSION_STATUS
     from workflows.session import SessionWorkflow
 
-APPLIED_KEEP = 500
 #: consecutive failures of a warm role after which the pool stops replacing it
 WARM_GIVE_UP = 3
 SHUTDOWN_WAIT = timedelta(seconds=60)
 
-OFFICE_ID = SearchAttributeKey.for_keyword("OfficeId")
-ROLE = SearchAttributeKey.for_keyword("Role")
-MACHINE_ID = SearchAttributeKey.for_keyword("MachineId")
-SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
 
 
 def pool_workflow_id(office_id: str) -> str:
@@ -84,7 +81,7 @@ class OfficePoolWorkflow:
                     or self.replan or self._should_continue(),
                     timeout=self._until_next_reap(),
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._reap_idle()
                 continue
             if self._should_continue() and not self.s.closing and not self.outbox:
@@ -92,7 +89,7 @@ class OfficePoolWorkflow:
                 workflow.continue_as_new(PoolInput(office=self.office, state=self.s))
         try:
             await workflow.wait_condition(lambda: not self.s.entries, timeout=SHUTDOWN_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             workflow.logger.warning("sessions still live at shutdown: %s", list(self.s.entries))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return ShutdownResult(terminated_sessions=sorted(self.terminated))
@@ -122,6 +119,7 @@ class OfficePoolWorkflow:
             self.s.entries.pop(view.session_id, None)
         elif view.status == "failed":
             entry.error = sig.error or "session failed"
+            entry.error_type = sig.error_type
             if entry.warm:
                 # a failed warm session makes room for a fresh one
                 self.warm_failures[entry.role] = self.warm_failures.get(entry.role, 0) + 1
@@ -142,7 +140,7 @@ class OfficePoolWorkflow:
                 await workflow.wait_condition(
                     lambda: self.s.closing or self._has_room() or self._idle_for(inp) is not None,
                     timeout=timedelta(seconds=inp.wait_s))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise self._at_capacity() from None
             self._refuse_if_closing()
             entry = self._take_idle(inp)
@@ -154,7 +152,7 @@ class OfficePoolWorkflow:
         await workflow.wait_condition(lambda: entry.state != "starting")
         if entry.state == "failed" or entry.view is None:
             raise ApplicationError(entry.error or "the session failed to start",
-                                   type=_start_error_type(entry.error))
+                                   type=entry.error_type or _start_error_type(entry.error))
         return self._remember(inp.command_id, AcquireResult(session=entry.view, source="cold"))
 
     @acquire.validator
@@ -167,7 +165,7 @@ class OfficePoolWorkflow:
         entry = self.s.entries.get(inp.session_id)
         if entry is None:
             raise ApplicationError(f"session {inp.session_id} is not live in this office's pool",
-                                   type="SessionGone")
+                                   type=ErrorType.SESSION_GONE)
         if entry.state == "in_use":
             entry.state = "idle"
             entry.idle_since = workflow.now()
@@ -182,7 +180,7 @@ class OfficePoolWorkflow:
             self._ask_terminate(entry.session_id, inp.reason)
         try:
             await workflow.wait_condition(lambda: not self.s.entries, timeout=SHUTDOWN_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return ShutdownResult(terminated_sessions=sorted(self.terminated))
 
@@ -264,13 +262,13 @@ class OfficePoolWorkflow:
 
     def _refuse_if_closing(self) -> None:
         if self.s.closing:
-            raise ApplicationError("the office is being deleted", type="SessionGone")
+            raise ApplicationError("the office is being deleted", type=ErrorType.SESSION_GONE)
 
     def _at_capacity(self) -> ApplicationError:
         return ApplicationError(
             f"office {self.office.office_id} is at its cap of {self.office.max_sessions} live "
             "sessions; release or delete one, or retry with wait_s to wait for room",
-            type="CapacityExceeded")
+            type=ErrorType.CAPACITY_EXCEEDED)
 
     def _until_next_reap(self) -> timedelta | None:
         deadlines = [e.idle_since + timedelta(seconds=self.office.idle_timeout_s)
@@ -318,9 +316,7 @@ class OfficePoolWorkflow:
                 and all(e.state != "starting" for e in self.s.entries.values()))
 
     def _remember(self, command_id: str, result: AcquireResult) -> AcquireResult:
-        self.s.applied[command_id] = result.model_dump(mode="json")
-        while len(self.s.applied) > APPLIED_KEEP:
-            del self.s.applied[next(iter(self.s.applied))]
+        remember(self.s.applied, command_id, result.model_dump(mode="json"))
         return result
 
 
@@ -330,10 +326,11 @@ def _entry_view(e: PoolEntry) -> PoolSessionView:
 
 
 def _start_error_type(error: str | None) -> str:
-    """The session's own start error, as the ApplicationError type the API maps to HTTP."""
+    """For a session that did not say its start error's type (one started before sessions
+    sent `error_type`, or a child that could not be started): read from its message."""
     text = (error or "").lower()
     if "workspace roots" in text or "working_dir" in text:
-        return "InvalidWorkingDir"
+        return ErrorType.INVALID_WORKING_DIR
     if "profile" in text:
-        return "UnknownAgent"
-    return "SpawnFailed"
+        return ErrorType.UNKNOWN_AGENT
+    return ErrorType.SPAWN_FAILED

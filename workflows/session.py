@@ -23,21 +23,18 @@ refused) until a probe after `cooldown_s` succeeds.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections import deque
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.common import RetryPolicy, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import admission, failures
+    from workflows.applied import remember
     from workflows.contracts import (
-        MAX_COLS,
-        MAX_KEYS,
-        MAX_PROMPT_BYTES,
-        MAX_ROWS,
-        MIN_COLS,
-        MIN_ROWS,
         NAMED_KEYS,
         AnswerInput,
         CommandAck,
@@ -50,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         PendingInput,
         PromptInput,
         PromptResult,
+        RecordBatch,
         ResizeInput,
         ResizeResult,
         ResizeTerminalInput,
@@ -59,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         SessionRecord,
         SessionState,
         SessionStatus,
+        SessionStatusSignal,
         SessionView,
         StartAgentInput,
         StartAgentResult,
@@ -66,27 +65,20 @@ with workflow.unsafe.imports_passed_through():
         TerminateInput,
         WaitReadyInput,
         WatchAgentInput,
-        RecordBatch,
-        SessionStatusSignal,
         WatchAgentResult,
     )
+    from workflows.failures import ErrorType
+    from workflows.limits import MAX_KEYS, MAX_PROMPT_BYTES, size_problem, too_large
+    from workflows.machine import DB_RETRY, NO_RETRY, machine_queue
+    from workflows.pending_input import answer_problem, pending_input
+    from workflows.search_attributes import SESSION_STATUS
 
-SESSION_STATUS = SearchAttributeKey.for_keyword("SessionStatus")
-
-NO_RETRY = RetryPolicy(maximum_attempts=1)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-APPLIED_KEEP = 500
 #: patch: a prompt's job and session rows are written by whoever answers the update
 ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 #: patch: a job interrupted by a failure ends with the session restarting, not ready
 NOT_READY_WHILE_FAILING = "not-ready-while-failing"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
-DRAINED = "client worker shut down (drained)"
-
-
-def machine_queue(machine_id: str) -> str:
-    return f"semo-machine-{machine_id}"
 
 
 @workflow.defn(name="SessionWorkflow")
@@ -100,6 +92,8 @@ class SessionWorkflow:
         self.terminated = False
         self.start_error: ApplicationError | None = None
         self.last_error: str | None = None
+        #: why the last start failed, when it can be tried again
+        self.start_failure: failures.Failure | None = None
         self.rows: int | None = None
         self.cols: int | None = None
         self._row_dirty = True
@@ -123,7 +117,7 @@ class SessionWorkflow:
             if not started:
                 if self.start_error and self.start_error.non_retryable:
                     break  # bad input (working dir, agent): nothing a restart can fix
-                await self._after_failure(self.last_error or "start failed")
+                await self._after_failure(self.start_failure or failures.START_FAILED)
                 continue
             gone = await self._supervise()
             if gone is None:  # continue-as-new
@@ -192,17 +186,22 @@ class SessionWorkflow:
             status="running", prompt=inp.prompt, timeout_s=job.timeout_s, command_id=inp.command_id,
         )
         # (the prompt is left out of these: the update's input has it, history need not twice)
-        rows = RecordBatch(session=self._session_record(),
-                           job=job_row.model_copy(update={"prompt": None})) if answer_writes else None
+        rows = (
+            RecordBatch(
+                session=self._session_record(), job=job_row.model_copy(update={"prompt": None})
+            )
+            if answer_writes
+            else None
+        )
         typed = SendInput(session_id=self.inp.session_id, generation=self.s.generation,
                           job_id=job.job_id, prompt=inp.prompt)
         if answer_writes:
             results = await asyncio.gather(self._send(typed), return_exceptions=True)
         else:
-            results = await asyncio.gather(self._record(job=job_row), self._send(typed),
+            results = await asyncio.gather(self._record(job=job_row), self._send(typed),  # type: ignore[assignment]
                                            return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
-        refused = _cause_type(failure) == "DialogOpen"
+        refused = failures.cause_type(failure) == ErrorType.DIALOG_OPEN
         if refused and answer_writes and workflow.patched(REFUSED_PROMPT_NO_JOB):
             # nothing was typed and no row written: as if the prompt never came
             if self.s.job and self.s.job.job_id == job.job_id:
@@ -210,13 +209,16 @@ class SessionWorkflow:
                 self._replan = True
                 if self.s.status == "busy":
                     self._set_status("ready", search_attribute=False)
-            raise ApplicationError(_reason(failure), type="DialogOpen", non_retryable=True)
+            raise ApplicationError(failures.reason_of(failure), type=ErrorType.DIALOG_OPEN,
+                                   non_retryable=True)
         if failure is not None:
             if self.s.job and self.s.job.job_id == job.job_id:
-                await self._end_job("failed", error=f"prompt could not be typed: {_reason(failure)}")
+                await self._end_job(
+                    "failed", error=f"prompt could not be typed: {failures.reason_of(failure)}"
+                )
             raise ApplicationError(
-                f"the prompt could not be delivered to the terminal: {_reason(failure)}",
-                type="Unavailable", non_retryable=True,
+                f"the prompt could not be delivered to the terminal: {failures.reason_of(failure)}",
+                type=ErrorType.UNAVAILABLE, non_retryable=True,
             )
         self._publish_status()
         result = PromptResult(command_id=inp.command_id, job_id=job.job_id)
@@ -228,9 +230,11 @@ class SessionWorkflow:
         if inp.command_id in self.s.applied:
             return
         if not inp.prompt.strip():
-            raise ApplicationError("prompt is empty", type="InvalidInput")
-        if len(inp.prompt.encode()) > MAX_PROMPT_BYTES:
-            raise ApplicationError(f"prompt exceeds {MAX_PROMPT_BYTES} bytes", type="InvalidInput")
+            raise ApplicationError("prompt is empty", type=ErrorType.INVALID_INPUT)
+        if too_large(inp.prompt):
+            raise ApplicationError(
+                f"prompt exceeds {MAX_PROMPT_BYTES} bytes", type=ErrorType.INVALID_INPUT
+            )
         self._check_accepts_prompt()
 
     @workflow.update
@@ -257,11 +261,15 @@ class SessionWorkflow:
             return
         unknown = [k for k in inp.keys if k.lower() not in NAMED_KEYS]
         if unknown:
-            raise ApplicationError(f"unknown key names: {', '.join(unknown)}", type="InvalidInput")
+            raise ApplicationError(
+                f"unknown key names: {', '.join(unknown)}", type=ErrorType.INVALID_INPUT
+            )
         if not inp.keys and not inp.text:
-            raise ApplicationError("nothing to send: give keys or text", type="InvalidInput")
-        if len(inp.keys) > MAX_KEYS or len((inp.text or "").encode()) > MAX_PROMPT_BYTES:
-            raise ApplicationError("too many keys or too much text", type="InvalidInput")
+            raise ApplicationError(
+                "nothing to send: give keys or text", type=ErrorType.INVALID_INPUT
+            )
+        if len(inp.keys) > MAX_KEYS or too_large(inp.text):
+            raise ApplicationError("too many keys or too much text", type=ErrorType.INVALID_INPUT)
         self._check_alive()
 
     @workflow.update
@@ -303,10 +311,10 @@ class SessionWorkflow:
             raise ApplicationError(
                 f"input {inp.input_id!r} is not what the session waits for "
                 f"({'nothing' if pending is None else repr(pending.input_id)}): answered "
-                "already, or gone", type="InputStale")
-        problem = _answer_problem(pending, inp)
+                "already, or gone", type=ErrorType.INPUT_STALE)
+        problem = answer_problem(pending, inp)
         if problem:
-            raise ApplicationError(problem, type="InvalidInput")
+            raise ApplicationError(problem, type=ErrorType.INVALID_INPUT)
         return pending
 
     async def _input_answered(self, pending: PendingInput, data: dict) -> None:
@@ -328,7 +336,7 @@ class SessionWorkflow:
             await workflow.execute_activity(
                 "answer_input",
                 SendAnswer(session_id=self.inp.session_id, generation=self.s.generation,
-                           input_id=pending.input_id, kind=pending.kind, decision=decision,
+                           input_id=pending.input_id, kind=pending.kind, decision=decision,  # type: ignore[arg-type]
                            text=text),
                 task_queue=machine_queue(self.inp.machine_id),
                 schedule_to_start_timeout=timedelta(seconds=10),
@@ -393,16 +401,16 @@ class SessionWorkflow:
 
     @resize.validator
     def _validate_resize(self, inp: ResizeInput) -> None:
-        if not (MIN_ROWS <= inp.rows <= MAX_ROWS and MIN_COLS <= inp.cols <= MAX_COLS):
-            raise ApplicationError(
-                f"terminal size {inp.rows}x{inp.cols} is out of range "
-                f"({MIN_ROWS}-{MAX_ROWS} rows, {MIN_COLS}-{MAX_COLS} columns)", type="InvalidInput")
+        problem = size_problem(inp.rows, inp.cols)
+        if problem:
+            raise ApplicationError(problem, type=ErrorType.INVALID_INPUT)
         self._check_alive()
 
     # --- the supervision loop -------------------------------------------------------------
 
     async def _start_agent(self) -> bool:
         self.start_error = None
+        self.start_failure = None
         try:
             res: StartAgentResult = await workflow.execute_activity(
                 "start_agent",
@@ -428,7 +436,8 @@ class SessionWorkflow:
                 self._set_status("failed")
                 await self._record(event=self._event("start_failed", {"reason": cause.message}))
                 return False
-            self.last_error = _failure_reason(err, starting=True)
+            self.start_failure = failures.failure_of(err, starting=True)
+            self.last_error = self.start_failure.reason
             return False
         if res.working_dir != self.s.working_dir and workflow.patched("memo-working-dir"):
             # the pool's memo has the directory it asked for (or none): show where it runs
@@ -446,7 +455,7 @@ class SessionWorkflow:
             "generation": self.s.generation, "pid": res.pid, "working_dir": res.working_dir}))
         return True
 
-    async def _supervise(self) -> str | None:
+    async def _supervise(self) -> failures.Failure | None:
         """Run until the agent is gone (returns why), or None to continue-as-new."""
         watch = workflow.start_activity(
             "watch_agent",
@@ -472,7 +481,7 @@ class SessionWorkflow:
                     or self._replan or self._should_continue_as_new(),
                     timeout=timeout,
                 )
-            except asyncio.TimeoutError:
+            except builtins.TimeoutError:
                 if input_left is not None and timeout == input_left:
                     await self._input_timed_out()
                 else:
@@ -486,16 +495,15 @@ class SessionWorkflow:
                     await watch
                 except ActivityError:
                     pass
-                return "terminated"
+                return failures.TERMINATED
             if watch.done():
                 try:
                     res = watch.result()
                 except ActivityError as err:
-                    return _failure_reason(err, starting=False)
+                    return failures.failure_of(err, starting=False)
                 if res.reason == "drained":
-                    return DRAINED
-                return f"agent exited (code {res.exit_code})" if res.signal is None else \
-                    f"agent killed by signal {res.signal}"
+                    return failures.DRAINED
+                return failures.exited(res.exit_code, res.signal)
                 
             if self._should_continue_as_new():
                 watch.cancel()
@@ -510,7 +518,7 @@ class SessionWorkflow:
             await self._end_job("failed", error=str(ev.data.get("reason") or "agent error"),
                                 event=("error", ev.data))
         elif ev.kind == "waiting_input" and self.s.status in ("ready", "busy"):
-            self.s.pending = _pending_input(ev, workflow.now())
+            self.s.pending = pending_input(ev, workflow.now())
             self._replan = True  # its deadline, if the office has one
             self._set_status("waiting_input")
             await self._record(event=self._event("waiting_input", ev.data, job))
@@ -531,12 +539,12 @@ class SessionWorkflow:
         self._count("semo_jobs_finished_total", "jobs that ended, by outcome", outcome=status)
         await self._record(job=JobRecord(
             job_id=job.job_id, office_id=self.inp.office_id, session_id=self.inp.session_id,
-            status=status, completion=completion, error=error, final=True,
+            status=status, completion=completion, error=error, final=True,  # type: ignore[arg-type]
             event_kind=kind, event_data=data,
         ))
         if job.notify_workflow_id:
             notice = JobNotice(job_id=job.job_id, session_id=self.inp.session_id,
-                               office_id=self.inp.office_id, status=status,
+                               office_id=self.inp.office_id, status=status,  # type: ignore[arg-type]
                                completion=completion, error=error)
             try:
                 await workflow.get_external_workflow_handle(job.notify_workflow_id).signal(
@@ -557,21 +565,21 @@ class SessionWorkflow:
         await self._end_job("timed_out", error=f"no completion within {job.timeout_s:g}s",
                             event=("timeout", {"timeout_s": job.timeout_s, "ctrl_c_sent": sent}))
 
-    async def _after_failure(self, reason: str) -> None:
+    async def _after_failure(self, failure: failures.Failure) -> None:
         """Record a failure, fail an interrupted job, and back off or open the circuit."""
-        self.last_error = reason
+        reason = self.last_error = failure.reason
         self.s.pending = None  # the agent that asked is gone
         if self.s.job is not None:
             if workflow.patched(NOT_READY_WHILE_FAILING):
                 self._set_status("restarting")  # its agent is gone: not `ready` in between
             await self._end_job("failed", error="interrupted",
                                 event=("interrupted", {"reason": reason}))
-        if reason == DRAINED:
+        if failure.drained:
             # the machine's worker stopped on purpose: restart when it is back, no strike
             self.s.generation += 1
             self.s.restarts += 1
             self._count("semo_session_restarts_total", "session restarts, by cause",
-                        cause=_failure_kind(reason))
+                        cause=failure.kind.value)
             self._set_status("restarting")
             await self._record(event=self._event("restarting", {"reason": reason,
                                                                  "restarts": self.s.restarts}))
@@ -585,12 +593,15 @@ class SessionWorkflow:
             self.s.circuit = "open"
             self._count("semo_circuit_opens_total", "circuits opened by repeated failures")
             self._set_status("failed")
-            await self._record(event=self._event("circuit_open", {"reason": reason,
-                                                                   "failures": len(self.s.failures)}))
+            await self._record(
+                event=self._event(
+                    "circuit_open", {"reason": reason, "failures": len(self.s.failures)}
+                )
+            )
             return
         self.s.restarts += 1
         self._count("semo_session_restarts_total", "session restarts, by cause",
-                    cause=_failure_kind(reason))
+                    cause=failure.kind.value)
         self._set_status("restarting")
         await self._record(event=self._event("restarting", {"reason": reason,
                                                              "restarts": self.s.restarts}))
@@ -608,7 +619,7 @@ class SessionWorkflow:
     async def _sleep_unless_terminated(self, seconds: float) -> None:
         try:
             await workflow.wait_condition(lambda: self.terminate_req is not None, timeout=seconds)
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             pass
 
     async def _stop_agent(self) -> None:
@@ -624,7 +635,8 @@ class SessionWorkflow:
             )
         except ActivityError as err:
             # the machine is unreachable: its worker kills unsupervised terminals by itself
-            self.last_error = f"stop not confirmed: {_failure_reason(err, starting=False)}"
+            failure = failures.failure_of(err, starting=False)
+            self.last_error = f"stop not confirmed: {failure.reason}"
 
     async def _finish(self) -> None:
         if self.s.job is not None:
@@ -654,25 +666,10 @@ class SessionWorkflow:
     # --- helpers --------------------------------------------------------------------------
 
     def _check_alive(self) -> None:
-        if self.terminate_req is not None or self.s.status == "terminated":
-            raise ApplicationError("session is terminated", type="SessionGone")
-        if self.s.circuit == "open":
-            raise ApplicationError(
-                "session's circuit is open after repeated failures; it will probe again after "
-                "its cool-down", type="CircuitOpen")
-        if self.s.status in ("starting", "restarting", "failed"):
-            raise ApplicationError(f"session is {self.s.status}, not ready", type="SessionNotReady")
+        admission.check_alive(self.s, terminating=self.terminate_req is not None)
 
     def _check_accepts_prompt(self) -> None:
-        self._check_alive()
-        if self.s.status == "waiting_input":
-            raise ApplicationError(
-                "session is waiting for input (a question or dialog is open); answer it "
-                "first (POST .../keys), then send the prompt", type="SessionBusy")
-        if self.s.status != "ready" or self.s.job is not None:
-            raise ApplicationError(
-                f"session is {self.s.status} with job {self.s.job.job_id if self.s.job else '-'}; "
-                "wait for it to finish or cancel it", type="SessionBusy")
+        admission.check_accepts_prompt(self.s, terminating=self.terminate_req is not None)
 
     def _until_job_deadline(self) -> timedelta | None:
         job = self.s.job
@@ -688,9 +685,7 @@ class SessionWorkflow:
         return max(pending.deadline - workflow.now(), timedelta(milliseconds=1))
 
     def _remember(self, command_id: str, result: dict) -> None:
-        self.s.applied[command_id] = result
-        while len(self.s.applied) > APPLIED_KEEP:
-            del self.s.applied[next(iter(self.s.applied))]
+        remember(self.s.applied, command_id, result)
 
     def _set_status(self, status: SessionStatus, *, search_attribute: bool = True) -> None:
         """Change status: search attribute now (unless told it will be published later),
@@ -711,7 +706,7 @@ class SessionWorkflow:
     def _publish_status(self) -> None:
         """The SessionStatus search attribute, if it is not the status already."""
         if self.s.status != self._published_status:
-            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, self.s.status)])
+            workflow.upsert_search_attributes([SearchAttributePair(SESSION_STATUS, self.s.status)])  # type: ignore[list-item]
             self._published_status = self.s.status
 
     def _details(self) -> str:
@@ -747,7 +742,9 @@ class SessionWorkflow:
             pending_input=self.s.pending.public() if self.s.pending else None,
         )
 
-    async def _record(self, *, job: JobRecord | None = None, event: EventRecord | None = None) -> None:
+    async def _record(
+        self, *, job: JobRecord | None = None, event: EventRecord | None = None
+    ) -> None:
         """Write the session row (if it changed), a job row and/or an event in one transaction."""
         session = self._session_record() if self._row_dirty else None
         self._row_dirty = False
@@ -764,7 +761,11 @@ class SessionWorkflow:
             self._pool_notice = None
             try:
                 await workflow.get_external_workflow_handle(self.inp.pool_workflow_id).signal(
-                    "session_status", SessionStatusSignal(session=self._view(), error=self.last_error))
+                    "session_status",
+                    SessionStatusSignal(session=self._view(), error=self.last_error,
+                                        error_type=self.start_error.type
+                                        if self.start_error is not None else None),
+                )
             except Exception as err:  # the pool is gone (office deleted): nothing to tell
                 workflow.logger.info("pool %s not told: %s", self.inp.pool_workflow_id, err)
 
@@ -788,73 +789,3 @@ class SessionWorkflow:
             pending_input=self.s.pending.public() if self.s.pending else None,
         )
 
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, ActivityError) and err.cause is not None:
-        return _reason(err.cause)
-    return getattr(err, "message", None) or str(err) or type(err).__name__
-
-
-def _pending_input(ev: MonitorSignal, now) -> PendingInput:
-    """The pending input a waiting_input event describes (screen, hooks or the shell monitor)."""
-    d = ev.data
-    kind = d.get("kind") if d.get("kind") in ("permission", "question", "plan") else "dialog"
-    options = d.get("options")
-    timeout = d.get("input_timeout_s")
-    deadline = (now + timedelta(seconds=float(timeout))
-                if isinstance(timeout, (int, float)) and timeout > 0 and kind != "dialog" else None)
-    return PendingInput(
-        input_id=str(d.get("input_id") or f"in-{ev.generation}-{ev.offset}"), kind=kind,
-        tool=d.get("tool") if isinstance(d.get("tool"), str) else None, input=d.get("input"),
-        question=str(d.get("question") or "")[:2000] or None,
-        options=[str(o)[:200] for o in options][:20] if isinstance(options, list) else None,
-        since=now, deadline=deadline)
-
-
-def _answer_problem(pending: PendingInput, inp: AnswerInput) -> str | None:
-    """Why `inp` does not answer `pending` (a decision for a question, an unknown option)."""
-    if pending.kind in ("permission", "plan"):
-        if inp.decision is None:
-            return f"a {pending.kind} is answered with decision 'allow' or 'deny'"
-        if inp.option is not None:
-            return f"a {pending.kind} takes a decision, not an option"
-        return None
-    if inp.decision is not None:
-        return f"a {pending.kind} is answered with an option or text, not a decision"
-    if inp.remember:
-        return "remember applies to permissions only"
-    if inp.option is None and not inp.text:
-        return f"a {pending.kind} is answered with an option or text"
-    if inp.option is not None and pending.options and inp.option not in pending.options:
-        return f"option {inp.option[:100]!r} is not one of {pending.options}"
-    if inp.option is not None and not pending.options:
-        return "this question offers no options: answer it with text"
-    return None
-
-
-def _cause_type(err: BaseException | None) -> str | None:
-    """The ApplicationError type at the root of an activity failure, if any."""
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return err.type if isinstance(err, ApplicationError) else None
-
-
-def _failure_kind(reason: str) -> str:
-    """A restart's cause as a bounded metric label."""
-    for kind, words in (("drained", DRAINED), ("machine_offline", "machine offline"),
-                        ("worker_lost", "worker lost"), ("agent_exited", "agent exited"),
-                        ("agent_killed", "agent killed"), ("timeout", "timed out")):
-        if reason.startswith(words) or words in reason:
-            return kind
-    return "other"
-
-
-def _failure_reason(err: ActivityError, *, starting: bool) -> str:
-    cause = err.cause
-    if isinstance(cause, TimeoutError):
-        if cause.type == TimeoutType.SCHEDULE_TO_START:
-            return "machine offline: no client worker took the task"
-        if cause.type == TimeoutType.HEARTBEAT:
-            return "client worker lost (heartbeat timeout)"
-        return f"{'start' if starting else 'terminal'} timed out"
-    return _reason(err)

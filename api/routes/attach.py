@@ -374,7 +374,7 @@ class AttachBridge:
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
                 while cause is not None and not isinstance(cause, ApplicationError):
-                    cause = cause.cause
+                    cause = cause.cause  # type: ignore[attr-defined]
                 await self._error(409, f"resize refused: {cause.message if cause else err}")
             except RPCError as err:
                 await self._error(503, f"resize not delivered: {err.message}")

@@ -19,7 +19,9 @@ async def get_job(office: OfficeRow, state: State,
     job = await reads.get_job(state.pool, office["office_id"], job_id)
     if job is None:
         raise NotFound(f"job {job_id!r} not found in office {office['office_id']!r}")
-    job["usage"] = await usage.job_usage(state.pool, job_id, job["session_id"], state.settings.prices)
+    job["usage"] = await usage.job_usage(
+        state.pool, job_id, job["session_id"], state.settings.prices
+    )
     return job
 
 

@@ -43,9 +43,14 @@ async def get_office(office: OfficeRow, state: State):
     sessions = await reads.list_sessions(state.pool, office["office_id"], live_only=True)
     view = await state.executor.pool_view(office["office_id"])
     pooled = {p.session_id: p for p in view.sessions} if view else {}
-    rows = [{**s, "pool_state": pooled[s["session_id"]].state if s["session_id"] in pooled else None,
-             "warm": pooled[s["session_id"]].warm if s["session_id"] in pooled else None}
-            for s in sessions]
+    rows = [
+        {
+            **s,
+            "pool_state": pooled[s["session_id"]].state if s["session_id"] in pooled else None,
+            "warm": pooled[s["session_id"]].warm if s["session_id"] in pooled else None,
+        }
+        for s in sessions
+    ]
     in_use = view.in_use if view else sum(1 for s in sessions if s["status"] != "failed")
     prices = state.settings.prices
     return {**office, "pool": {"capacity": office["max_sessions"], "in_use": in_use,

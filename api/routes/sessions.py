@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
 
-from activities.output_monitor import strip_terminal_escapes
 from api import schemas
 from api.deps import (
     CurrentUser,
@@ -25,6 +24,7 @@ from api.routes import answer
 from db import reads, usage
 from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
+from semo.terminal_text import strip_terminal_escapes
 
 router = APIRouter(prefix="/api/offices/{office_id}/sessions", tags=["sessions"])
 
@@ -102,9 +102,14 @@ async def keys(body: KeysBody, office_id: OfficeIdPath, session_id: SessionIdPat
                           idempotency_key)
 
 
-@router.post("/{session_id}/answer", response_model=schemas.Answered,
-             responses={409: {"description": "input_id is not the pending input (answered already, or gone)"},
-                        422: {"description": "the answer does not fit the input's kind"}})
+@router.post(
+    "/{session_id}/answer",
+    response_model=schemas.Answered,
+    responses={
+        409: {"description": "input_id is not the pending input (answered already, or gone)"},
+        422: {"description": "the answer does not fit the input's kind"},
+    },
+)
 async def answer_input(body: AnswerBody, office_id: OfficeIdPath, session_id: SessionIdPath,
                        state: State, user: CurrentUser, response: Response,
                        idempotency_key: IdempotencyKey = None):

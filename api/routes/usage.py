@@ -31,6 +31,8 @@ async def get_usage(
             raise InvalidInput(f"{name} {value.isoformat()!r} has no time zone; add one, "
                                "e.g. Z or +00:00")
     if since is not None and until is not None and since >= until:
-        raise InvalidInput(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+        raise InvalidInput(
+            f"since ({since.isoformat()}) must be before until ({until.isoformat()})"
+        )
     return await usage.usage_table(state.pool, office["office_id"], group_by, since, until,
                                    state.settings.prices)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 # Any string works against the stand-in; it only has to look like a key.
 STANDIN_API_KEY = "sk-ant-api03-standin-0123456789-abcdefghijklmnopqrstuvwxyz-SEMO"

@@ -38,8 +38,9 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -229,7 +230,7 @@ class ScriptedAnthropicStandIn:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> "ScriptedAnthropicStandIn":
+    def start(self, timeout_s: float = 10.0) -> ScriptedAnthropicStandIn:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -262,7 +263,7 @@ class ScriptedAnthropicStandIn:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> "ScriptedAnthropicStandIn":
+    def __enter__(self) -> ScriptedAnthropicStandIn:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,8 +8,8 @@ tool call asks for permission, approving it runs the command in the working dir.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .claude_home import last_assistant_text, read_hook_events
 from .server import ScriptedAnthropicStandIn

@@ -1,6 +1,6 @@
 """The program a Claude Code hook runs: hand the hook's event to this machine's client worker.
 
-Claude Code runs it (`python -I -S hook_relay.py`, set up by activities/claude.py) with the
+Claude Code runs it (`python -I -S hook_relay.py`, set up by activities/claude/) with the
 event as one JSON object on stdin and the agent's environment, which carries:
 
     SEMO_HOOK_SOCKET   the client worker's Unix socket

@@ -41,9 +41,12 @@ def support(version: str | None) -> dict[str, Any]:
         return {"version": version, "supported": False,
                 "note": "could not tell the Claude Code version (`claude --version`)"}
     if found < parse(OLDEST_SUPPORTED):  # type: ignore[operator]
-        return {"version": version, "supported": False,
-                "note": f"Claude Code {version} is older than the oldest supported "
-                        f"({OLDEST_SUPPORTED}); update it: npm install -g @anthropic-ai/claude-code"}
+        return {
+            "version": version,
+            "supported": False,
+            "note": f"Claude Code {version} is older than the oldest supported "
+            f"({OLDEST_SUPPORTED}); update it: npm install -g @anthropic-ai/claude-code",
+        }
     if found > parse(NEWEST_TESTED):  # type: ignore[operator]
         return {"version": version, "supported": True,
                 "note": f"Claude Code {version} is newer than the newest tested "

@@ -1,608 +1,60 @@
-"""Claude Code on the client machine: hooks, the screen, start-up dialogs, typing prompts.
-
-Everything here follows what docs/claude-code.md records of Claude Code 2.1.x in a real PTY.
-
-Hooks (deterministic events)
-    `merge_settings()` adds our hook entries to the worktree's `.claude/settings.local.json`
-    for HOOK_EVENTS, next to whatever the user has there (entries are recognised by HOOK_TAG
-    in their command, so a re-merge replaces ours and nothing else), and sets
-    `permissions.defaultMode: "default"` unless the user chose a mode (2.1.330 otherwise
-    starts in "auto mode", where nothing asks for permission). Each hook runs
-    activities/hook_relay.py, which hands the event to this worker's `HookServer` over a
-    Unix socket, authenticated with a per-session secret that reaches the agent through its
-    environment only (never workflow history or the database).
-
-What counts (for profiles with `hooks`, the PTY regexes do not complete or fail jobs)
-    Stop          the final reply (`last_assistant_message`, else the transcript): a
-                  `[SEMO:DONE]` line completes the job, a `[SEMO:ERROR] reason` line fails
-                  it, a GitHub PR URL completes it (`pr_created`); otherwise `turn_end`
-                  (the job goes on: the agent may be asking something).
-    StopFailure   fails the job with the API error Claude Code showed.
-    SessionEnd    / the process exiting while a job runs: fails the job.
-    Screen        a dialog (a `❯` option menu over an "Esc to cancel" footer) shown for
-                  DIALOG_REPORT_S is `waiting_input` with its text; the Notification hook
-                  (~6 s later) only speaks when the screen did not.
-
-Typing (`ClaudeDriver.submit`)
-    Wait for the input box; clear what an interrupted turn left in it (Esc Esc); bracketed
-    paste; wait until the box shows the text; Enter; confirm (UserPromptSubmit hook, the
-    box emptied, or the turn running), else one more Enter.
-
-Keys for a dialog are held until KEY_SETTLE_S after it was drawn: Claude Code drops keys
-that arrive within ~0.1 s of drawing it.
-"""
+"""One Claude Code terminal: watches its screen, takes its hook events, types its prompts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import hashlib
-import hmac
 import json
 import logging
-import os
-import re
 import secrets
-import shlex
-import stat
-import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyte
 
-from activities.output_monitor import MonitorEvent
+from activities.claude.constants import (
+    ASKING_TOOLS,
+    CONFIRM_S,
+    DIALOG_GONE_S,
+    DIALOG_REPORT_S,
+    ECHO_TIMEOUT_S,
+    HOOK_REPORT_COVERS_S,
+    IDLE_WAKE_S,
+    KEY_SETTLE_S,
+    PASTE_END,
+    PASTE_START,
+    PLACEHOLDERS,
+    POLICY_DIALOGS,
+    POLL_S,
+    REASK_AFTER_KEYS_S,
+    SESSION_START_GRACE_S,
+    SUBMIT_READY_TIMEOUT_S,
+    PolicyFn,
+    SignalFn,
+)
+from activities.claude.errors import DialogOpen, StartupError
+from activities.claude.hooks import Held, decision_output
+from activities.claude.reply import clip, last_assistant_text, reply_outcome
+from activities.claude.screen import (
+    Dialog,
+    _indent,
+    bounded_input,
+    find_dialog,
+    input_box,
+    input_box_row,
+    is_busy,
+    option_label,
+    policy_option,
+)
+from activities.monitor import MonitorEvent
+from activities.terminal import SessionManager, Terminal, TerminalError
 from semo import permission_rules
-from activities.persona import atomic_write, checked_target
-from activities.session_manager import SessionManager, Terminal, TerminalError
-from semo.settings import AgentProfile, Settings, StartupDialogs
+from semo.settings import AgentProfile, StartupDialogs
 
 log = logging.getLogger(__name__)
-
-HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PermissionRequest", "Notification",
-               "Stop", "StopFailure", "SessionEnd")
-#: tool matchers of the hooks that take one (PreToolUse: only the tools that ask a person)
-HOOK_MATCHERS = {"PermissionRequest": "*", "PreToolUse": "AskUserQuestion|ExitPlanMode"}
-#: dialogs a profile's `dialogs` policy answers, whenever they show
-POLICY_DIALOGS = ("trust_folder", "api_key")
-#: in every hook command we write: how our entries are told from the user's
-HOOK_TAG = "semo-sessions hook"
-HOOK_TIMEOUT_S = 30
-#: events whose hook may wait for a person's decision (it holds the relay)
-DECISION_EVENTS = ("PermissionRequest", "PreToolUse")
-#: tools whose PreToolUse waits for a person: a question, a plan to approve
-ASKING_TOOLS = {"AskUserQuestion": "question", "ExitPlanMode": "plan"}
-#: default of how long a held hook waits for a decision (settings.hook_decision_wait_s)
-DECISION_WAIT_S = 600.0
-SETTINGS_LOCAL = Path(".claude") / "settings.local.json"
-RELAY = Path(__file__).with_name("hook_relay.py")
-
-POLL_S = 0.05
-#: a quiet screen without a dialog is looked at again after this long even without output
-IDLE_WAKE_S = 1.0
-#: a dialog on screen this long is reported as waiting_input
-DIALOG_REPORT_S = 0.3
-#: keys reach a dialog no sooner than this after it was drawn (earlier ones are dropped)
-KEY_SETTLE_S = 0.5
-#: the input box up this long without the SessionStart hook counts as ready (hooks that do
-#: not fire: a relay that cannot reach the worker); the hook normally comes first
-SESSION_START_GRACE_S = 5.0
-#: a waiting_input the hooks reported makes the screen's report of the same dialog redundant
-HOOK_REPORT_COVERS_S = 30.0
-#: bytes of a tool's input an event carries
-MAX_TOOL_INPUT = 4000
-#: a dialog off screen this long is gone (not a redraw)
-DIALOG_GONE_S = 0.25
-#: after keys, a dialog still on screen this long is asked again
-REASK_AFTER_KEYS_S = 1.5
-#: how long a prompt may wait for the input box (the send_input activity allows 30 s)
-SUBMIT_READY_TIMEOUT_S = 15.0
-ECHO_TIMEOUT_S = 5.0
-CONFIRM_S = 3.0
-#: characters of reply or question text an event carries (events go into workflow history)
-MAX_TEXT = 2000
-MAX_LINE_BYTES = 16 * 1024 * 1024
-PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
-BUSY_MARK = "esc to interrupt"
-#: what the input box shows when empty after an error (typing replaces it)
-PLACEHOLDERS = ("Resend your message to try again", "Once fixed, resend your message")
-
-_DONE_RE = re.compile(r"^\s*(?:[⏺●•]\s*)?[`*_]*\[SEMO:DONE\][`*_]*\s*$")
-_ERROR_RE = re.compile(
-    r"^\s*(?:[⏺●•]\s*)?[`*_]*\[SEMO:ERROR\](?:[`*_]*[\s:]+(?P<reason>.*?))?[`*_]*\s*$")
-PR_URL_RE = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/pull/\d+")
-_OPTION_NUMBER_RE = re.compile(r"^\d+[.)]\s+")
-_FOOTER_RE = re.compile(r"\b(?:esc to cancel|enter to (?:confirm|select|continue))\b", re.I)
-
-SignalFn = Callable[[Terminal, MonitorEvent], Awaitable[None]]
-#: the office's policy for a session: {"permission_rules": ..., "input_timeout_s": ...}
-PolicyFn = Callable[[], Awaitable[dict[str, Any]]]
-
-
-class DialogOpen(TerminalError):
-    """A prompt arrived while Claude Code shows a dialog no policy answers: it is not typed."""
-
-    def __init__(self, dialog: "Dialog") -> None:
-        super().__init__(f"Claude Code shows a dialog ({dialog.kind()}): {dialog.question!r} "
-                         f"(options: {', '.join(dialog.options)}); answer it first "
-                         "(POST .../keys), then send the prompt")
-        self.dialog = dialog
-
-
-class ClaudeSetupError(Exception):
-    """The worktree's Claude Code settings cannot be merged (the message says why)."""
-
-
-class StartupError(Exception):
-    """Claude Code did not reach its input box. `permanent`: retrying cannot help."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-# --- settings.local.json -----------------------------------------------------------------------
-
-
-def hook_command() -> str:
-    """The shell command of our hooks: this worker's Python running the relay, tagged."""
-    return (f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(RELAY.resolve()))}"
-            f" # {HOOK_TAG}")
-
-
-def _ours(hook: Any) -> bool:
-    return isinstance(hook, dict) and HOOK_TAG in str(hook.get("command", ""))
-
-
-def merge_hooks(settings: dict, command: str, decision_wait_s: float = DECISION_WAIT_S) -> dict:
-    """`settings` with our hook entries (re)placed and a permission mode, the rest untouched.
-    Hooks that may wait for a decision get a timeout past `decision_wait_s`.
-
-    Idempotent: merging twice gives what merging once gave."""
-    if settings.get("disableAllHooks") is True:
-        raise ClaudeSetupError("it sets disableAllHooks: semo needs Claude Code's hooks to see "
-                               "when a task ends; remove that setting")
-    out = copy.deepcopy(settings)
-    hooks = out.get("hooks", {})
-    if not isinstance(hooks, dict):
-        raise ClaudeSetupError("its 'hooks' is not an object")
-    merged: dict[str, Any] = {}
-    for event, groups in hooks.items():
-        if not isinstance(groups, list):
-            if event in HOOK_EVENTS:
-                raise ClaudeSetupError(f"its hooks.{event} is not a list")
-            merged[event] = groups
-            continue
-        kept = []
-        for group in groups:
-            inner = group.get("hooks") if isinstance(group, dict) else None
-            if isinstance(inner, list) and any(_ours(h) for h in inner):
-                mine_removed = [h for h in inner if not _ours(h)]
-                if not mine_removed:
-                    continue
-                group = {**group, "hooks": mine_removed}
-            kept.append(group)
-        if kept or event in HOOK_EVENTS:
-            merged[event] = kept
-    for event in HOOK_EVENTS:
-        timeout = int(decision_wait_s) + 60 if event in DECISION_EVENTS else HOOK_TIMEOUT_S
-        entry: dict[str, Any] = {"hooks": [{"type": "command", "command": command,
-                                            "timeout": timeout}]}
-        if event in HOOK_MATCHERS:
-            entry = {"matcher": HOOK_MATCHERS[event], **entry}
-        merged.setdefault(event, []).append(entry)
-    out["hooks"] = merged
-    permissions = out.setdefault("permissions", {})
-    if not isinstance(permissions, dict):
-        raise ClaudeSetupError("its 'permissions' is not an object")
-    permissions.setdefault("defaultMode", "default")
-    return out
-
-
-def merge_settings(working_dir: Path, roots: list[Path], command: str | None = None,
-                   decision_wait_s: float = DECISION_WAIT_S) -> Path:
-    """Merge our hooks into `working_dir/.claude/settings.local.json` (atomic write)."""
-    try:
-        target = checked_target(working_dir, SETTINGS_LOCAL, roots)
-    except ValueError as err:
-        raise ClaudeSetupError(str(err)) from None
-    existing: dict = {}
-    mode = 0o600
-    if target.exists():
-        raw = target.read_bytes()
-        mode = stat.S_IMODE(target.stat().st_mode)
-        if raw.strip():
-            try:
-                existing = json.loads(raw)
-            except ValueError as err:
-                raise ClaudeSetupError(f"{target} is not valid JSON ({err}); fix or remove it") from None
-            if not isinstance(existing, dict):
-                raise ClaudeSetupError(f"{target} does not hold a JSON object")
-    try:
-        merged = merge_hooks(existing, command or hook_command(), decision_wait_s)
-    except ClaudeSetupError as err:
-        raise ClaudeSetupError(f"{target}: {err}") from None
-    if merged != existing or not target.exists():
-        atomic_write(target, (json.dumps(merged, indent=2, ensure_ascii=False) + "\n").encode(),
-                     mode)
-    return target
-
-
-# --- what a reply means ------------------------------------------------------------------------
-
-
-def _clip(text: str, n: int = MAX_TEXT) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def reply_outcome(text: str) -> tuple[str, dict[str, Any]]:
-    """(kind, data) for the agent's final reply: completion, error or turn_end.
-
-    A marker counts on a line of its own (markdown emphasis or a bullet around it allowed);
-    the last marker line wins. An error marker beats a PR URL; a PR URL completes with
-    kind `pr_created`."""
-    last: tuple[str, str, str | None] | None = None
-    for line in text.splitlines():
-        if _DONE_RE.match(line):
-            last = ("done", line.strip(), None)
-        elif (m := _ERROR_RE.match(line)) is not None:
-            last = ("error", line.strip(), (m.group("reason") or "").strip())
-    urls = PR_URL_RE.findall(text)
-    if last is not None and last[0] == "error":
-        return "error", {"kind": "marker", "reason": _clip(last[2] or "the agent gave up"),
-                         "text": _clip(last[1])}
-    if urls:
-        return "completion", {"kind": "pr_created", "url": urls[-1], "marker": last is not None}
-    if last is not None:
-        return "completion", {"kind": "marker", "text": _clip(last[1])}
-    return "turn_end", {"message": _clip(text.strip()[-MAX_TEXT:])}
-
-
-def last_assistant_text(path: Path, max_bytes: int = 4 * 1024 * 1024) -> str | None:
-    """Text of the last main-thread assistant message in a Claude Code transcript (JSONL)."""
-    if path.suffix != ".jsonl" or not path.is_file():
-        return None
-    with path.open("rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - max_bytes))
-        data = f.read()
-    last = None
-    for line in data.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # cut at the start of the tail, or being written
-        if not isinstance(entry, dict) or entry.get("type") != "assistant" or entry.get("isSidechain"):
-            continue
-        content = (entry.get("message") or {}).get("content") or []
-        texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
-        if texts:
-            last = "\n".join(texts)
-    return last
-
-
-# --- the screen --------------------------------------------------------------------------------
-
-
-def _is_rule(line: str, chars: str = "─▔") -> bool:
-    stripped = line.strip()
-    return len(stripped) >= 20 and set(stripped) <= set(chars)
-
-
-def input_box_row(lines: list[str]) -> int | None:
-    """Row of the input box: the last line starting `❯` right under a full-width rule."""
-    for i in range(len(lines) - 1, 0, -1):
-        if lines[i].startswith("❯") and _is_rule(lines[i - 1], "─"):
-            return i
-    return None
-
-
-def input_box(lines: list[str]) -> str | None:
-    """The input box's text (lines joined), or None when no input box is shown."""
-    row = input_box_row(lines)
-    if row is None:
-        return None
-    box = []
-    for line in lines[row:]:
-        if _is_rule(line, "─"):
-            break
-        box.append(line)
-    return "\n".join([box[0][1:], *box[1:]]).replace("\xa0", " ").strip()
-
-
-def _footer(lines: list[str]) -> list[str]:
-    return [line for line in lines if line.strip()][-3:]
-
-
-def is_busy(lines: list[str]) -> bool:
-    return any(BUSY_MARK in line.lower() for line in _footer(lines))
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-@dataclass(frozen=True)
-class Dialog:
-    """A menu dialog on screen: its text (title, details, question), options, selection."""
-
-    text: tuple[str, ...]
-    options: tuple[str, ...]
-    selected: int
-
-    @property
-    def question(self) -> str:
-        asks = [line for line in self.text if "?" in line]
-        return asks[-1] if asks else (self.text[-1] if self.text else "")
-
-    @property
-    def key(self) -> tuple:
-        return (self.question, self.options)
-
-    def summary(self) -> str:
-        return _clip("\n".join(self.text))
-
-    def kind(self) -> str:
-        words = " ".join(self.text).lower()
-        opts = " ".join(self.options).lower()
-        if "trust this folder" in opts or "one you trust" in words or "trust the files" in words:
-            return "trust_folder"
-        if "api key" in words:
-            return "api_key"
-        if "do you want to" in words:
-            return "permission"
-        return "question"
-
-
-def option_label(option: str) -> str:
-    """An option without the number some versions put in front (`1. Yes` -> `Yes`)."""
-    return _OPTION_NUMBER_RE.sub("", option.strip())
-
-
-def policy_option(dialog: Dialog, answer: str) -> int | None:
-    """The option that gives a policy's answer ("accept" or "decline"), by its words, not
-    its place: versions order and number these menus differently."""
-    labels = [option_label(o).lower() for o in dialog.options]
-    if answer == "accept":
-        tests = (lambda o: o.startswith("yes"), lambda o: "trust" in o and not o.startswith("no"))
-    else:
-        tests = (lambda o: o.startswith("no"),)
-    for test in tests:
-        found = next((i for i, label in enumerate(labels) if test(label)), None)
-        if found is not None:
-            return found
-    return None
-
-
-def bounded_input(value: Any, limit: int = MAX_TOOL_INPUT) -> Any:
-    """A tool's input for an event (events go into workflow history): as it is when small,
-    else its string values clipped, else a clipped JSON text."""
-    if len(json.dumps(value, ensure_ascii=False, default=str)) <= limit:
-        return value
-    if isinstance(value, dict):
-        clipped = {str(k)[:100]: _clip(v, 500) if isinstance(v, str) else v
-                   for k, v in list(value.items())[:50]}
-        if len(json.dumps(clipped, ensure_ascii=False, default=str)) <= limit:
-            return clipped
-    return {"_truncated": _clip(json.dumps(value, ensure_ascii=False, default=str), limit)}
-
-
-def find_dialog(lines: list[str]) -> Dialog | None:
-    """The menu dialog at the bottom of the screen, if one is open.
-
-    A dialog ends in a footer ("Esc to cancel", "Enter to confirm"...) among the last
-    lines, above which is a menu whose selected option starts with `❯` (not the input box,
-    which is a `❯` at column 0 under a rule). Options are the lines aligned with the
-    selected option's text; the dialog's text is what is above them, up to its top rule."""
-    rows = [i for i, line in enumerate(lines) if line.strip()]
-    foot = next((i for i in reversed(rows[-3:]) if _FOOTER_RE.search(lines[i])), None)
-    if foot is None:
-        return None
-    sel = None
-    for i in range(foot - 1, max(-1, foot - 40), -1):
-        line = lines[i]
-        if line.lstrip(" ").startswith("❯"):
-            if line.startswith("❯") and i > 0 and _is_rule(lines[i - 1], "─"):
-                return None  # the input box: no dialog
-            sel = i
-            break
-    if sel is None:
-        return None
-    col = _indent(lines[sel]) + 2
-
-    def option_like(i: int) -> bool:
-        return bool(lines[i].strip()) and _indent(lines[i]) >= col
-
-    top = sel
-    while top - 1 >= 0 and option_like(top - 1):
-        top -= 1
-    bottom = sel
-    while bottom + 1 < foot and (option_like(bottom + 1) or not lines[bottom + 1].strip()):
-        bottom += 1
-    options: list[str] = []
-    selected = 0
-    for i in range(top, bottom + 1):
-        line = lines[i]
-        if not line.strip():
-            continue
-        label = line.strip().lstrip("❯").strip()
-        if i == sel or _indent(line) == col or not options:
-            if i == sel:
-                selected = len(options)
-            options.append(label)
-        else:  # a wrapped option: part of the one before
-            options[-1] = f"{options[-1]} {label}"
-    text: list[str] = []
-    for i in range(top - 1, max(-1, top - 30), -1):
-        line = lines[i]
-        if _is_rule(line):
-            break
-        stripped = line.strip()
-        if not stripped or _is_rule(line, "╌") or stripped.startswith("Tip:"):
-            continue
-        text.append(stripped)
-    text.reverse()
-    return Dialog(text=tuple(text[-12:]), options=tuple(options), selected=selected)
-
-
-# --- the hook server ---------------------------------------------------------------------------
-
-
-def socket_path(settings: Settings) -> Path:
-    """Where this worker listens for hooks: `home/run/` (or SEMO_HOOK_SOCKET_DIR), or a
-    private folder under the temp dir when that path is too long for a Unix socket."""
-    name = f"hooks-{settings.machine_id[:32]}-{os.getpid()}.sock"
-    base = (settings.hook_socket_dir or settings.home / "run").expanduser().resolve()
-    if len(os.fsencode(base / name)) <= 100:
-        return base / name
-    digest = hashlib.sha256(os.fsencode(base)).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"semo-{os.getuid()}" / f"hooks-{digest}-{os.getpid()}.sock"
-
-
-def _private_dir(path: Path) -> None:
-    """Create `path` (0700) or check that it is ours and private."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise OSError(f"{path} is not a directory owned by this user")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        path.chmod(0o700)
-
-
-#: a handler may return a future: the relay then waits for its decision (an output for
-#: Claude Code, or None for none) for up to the server's `hold_s`
-HookHandler = Callable[[dict], "asyncio.Future[dict | None] | None"]
-
-
-class HookServer:
-    """The Unix socket hook relays talk to; one per client worker.
-
-    A message is one JSON line `{"session_id", "token", "event"}`; it is handed to the
-    session's handler only when the token is that session's (constant-time compare)."""
-
-    def __init__(self, path: Path, hold_s: float = 600.0) -> None:
-        self.path = path
-        self.hold_s = hold_s
-        self._routes: dict[str, tuple[str, HookHandler]] = {}
-        self._server: asyncio.AbstractServer | None = None
-        self._lock = asyncio.Lock()
-        self.denied = 0
-
-    async def start(self) -> None:
-        async with self._lock:
-            if self._server is not None:
-                return
-            _private_dir(self.path.parent)
-            if self.path.exists() or self.path.is_symlink():
-                self.path.unlink()  # left by a worker that died; our pid is in the name
-            self._server = await asyncio.start_unix_server(self._client, path=str(self.path),
-                                                           limit=MAX_LINE_BYTES)
-            self.path.chmod(0o600)
-            log.info("Claude Code hooks on %s", self.path)
-
-    def register(self, session_id: str, handler: HookHandler) -> str:
-        """A fresh secret for the session (replacing any earlier one); returns it."""
-        token = secrets.token_urlsafe(32)
-        self._routes[session_id] = (token, handler)
-        return token
-
-    def unregister(self, session_id: str, handler: HookHandler | None = None) -> None:
-        route = self._routes.get(session_id)
-        if route is not None and (handler is None or route[1] == handler):
-            del self._routes[session_id]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        answer = b"denied\n"
-        try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            msg = json.loads(line)
-            session_id, token, event = msg["session_id"], msg["token"], msg["event"]
-            route = self._routes.get(session_id) if isinstance(session_id, str) else None
-            if (route is not None and isinstance(token, str) and isinstance(event, dict)
-                    and hmac.compare_digest(token.encode(), route[0].encode())):
-                held = route[1](event)
-                answer = b"ok\n"
-                if held is not None:  # a decision may come: wait for it, bounded
-                    try:
-                        output = await asyncio.wait_for(held, self.hold_s)
-                    except asyncio.TimeoutError:
-                        output = None  # Claude Code shows its own dialog; keys answer it
-                    if output:
-                        answer = json.dumps({"output": output}).encode() + b"\n"
-            else:
-                self.denied += 1
-                log.warning("hook event for session %r refused: unknown session or wrong secret",
-                            str(session_id)[:80])
-        except (ValueError, KeyError, TypeError, asyncio.TimeoutError, asyncio.LimitOverrunError,
-                ConnectionError) as err:
-            log.warning("bad hook message: %s", type(err).__name__)
-        except Exception:
-            log.exception("hook handler failed")
-        try:
-            writer.write(answer)
-            await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
-
-
-# --- one Claude Code terminal ------------------------------------------------------------------
-
-
-@dataclass
-class _Held:
-    """A hook holding its relay until a person (or a rule, or a timeout) decides."""
-
-    kind: str
-    event: dict
-    future: asyncio.Future
-    options: list[str]
-
-
-def decision_output(held: _Held, decision: str | None, option: str | None, text: str | None,
-                    remember: bool) -> dict[str, Any]:
-    """What the held hook prints for Claude Code (its hookSpecificOutput)."""
-    event = held.event
-    if held.kind == "permission":
-        verdict: dict[str, Any] = {"behavior": decision or "deny"}
-        if decision == "allow" and remember:
-            # "always allow": Claude Code's own suggestions for this request, except a
-            # change of permission mode (that would allow far more than was asked)
-            kept = [sug for sug in event.get("permission_suggestions") or []
-                    if isinstance(sug, dict) and sug.get("type") != "setMode"]
-            if kept:
-                verdict["updatedPermissions"] = kept
-        if decision != "allow":
-            verdict["message"] = text or "Denied through semo."
-        return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": verdict}}
-    if held.kind == "question":
-        tool_input = event.get("tool_input") if isinstance(event.get("tool_input"), dict) else {}
-        questions = [q for q in tool_input.get("questions") or [] if isinstance(q, dict)]
-        first = str(questions[0].get("question")) if questions else ""
-        return {"hookSpecificOutput": {
-            "hookEventName": "PreToolUse", "permissionDecision": "allow",
-            "updatedInput": {**tool_input, "answers": {first: option if option is not None else text}}}}
-    out: dict[str, Any] = {"hookEventName": "PreToolUse",
-                           "permissionDecision": "allow" if decision == "allow" else "deny"}
-    if decision != "allow":
-        out["permissionDecisionReason"] = text or "Not approved yet: keep planning."
-    return {"hookSpecificOutput": out}
 
 
 @dataclass
@@ -631,7 +83,7 @@ class ClaudeDriver:
         self._office_policy = policy
         self.working_dir = working_dir
         #: hooks waiting for a person's decision, by input id
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, Held] = {}
         self.session_id = session_id
         self.generation = generation
         self.policy: StartupDialogs = profile.dialogs
@@ -680,7 +132,7 @@ class ClaudeDriver:
             task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(self._tasks[0]), 2)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             self._tasks[0].cancel()
 
     # --- the screen ---------------------------------------------------------------------
@@ -877,7 +329,7 @@ class ClaudeDriver:
             message = str(event.get("last_assistant_message") or "").strip().lstrip("●⏺ ").strip()
             code = str(event.get("error") or "unknown")
             reason = message.splitlines()[0] if message else f"Claude Code stopped: {code}"
-            self._emit("error", {"kind": "stop_failure", "error": code, "reason": _clip(reason),
+            self._emit("error", {"kind": "stop_failure", "error": code, "reason": clip(reason),
                                  "source": "hook"})
         elif name == "PermissionRequest":
             # the moment Claude Code asks (the Notification hook comes ~6 s later)
@@ -892,7 +344,7 @@ class ClaudeDriver:
                                             self.working_dir)
             if ruled is not None and future is not None:  # the office's rule answers at once
                 decision, rule = ruled
-                held = _Held("permission", event, future, [])
+                held = Held("permission", event, future, [])
                 future.set_result(decision_output(
                     held, decision, None, f"Denied by the office rule {rule}.", False))
                 self._hook_waiting_at = time.monotonic()  # its dialog, if drawn, is answered
@@ -902,7 +354,7 @@ class ClaudeDriver:
                 return
             self._hold("permission", event, future, [], policy, {
                 "tool": tool, "input": bounded_input(tool_input),
-                "question": _clip(f"Claude Code asks to use {tool}: {detail}")})
+                "question": clip(f"Claude Code asks to use {tool}: {detail}")})
         elif name == "PreToolUse":
             tool, tool_input = str(event.get("tool_name") or ""), event.get("tool_input")
             if tool == "AskUserQuestion" and isinstance(tool_input, dict):
@@ -912,12 +364,12 @@ class ClaudeDriver:
                            for o in first.get("options") or []][:20]
                 self._hold("question", event, future, options, await self._policy(), {
                     "tool": tool, "input": bounded_input(tool_input),
-                    "question": _clip(str(first.get("question") or "")), "options": options})
+                    "question": clip(str(first.get("question") or "")), "options": options})
             elif tool == "ExitPlanMode":
                 plan = tool_input.get("plan") if isinstance(tool_input, dict) else None
                 self._hold("plan", event, future, [], await self._policy(), {
                     "tool": tool, "input": bounded_input(tool_input),
-                    "question": _clip(str(plan or "Claude Code has a plan"))})
+                    "question": clip(str(plan or "Claude Code has a plan"))})
             elif future is not None:
                 future.set_result(None)
         elif name == "Notification":
@@ -928,7 +380,7 @@ class ClaudeDriver:
             if self._hook_waiting_at is not None or (ep is not None and ep.reported
                                                      and ep.gone_at is None):
                 return  # the screen or an earlier hook has told already
-            data = {"question": _clip(str(event.get("message") or "Claude Code needs input")),
+            data = {"question": clip(str(event.get("message") or "Claude Code needs input")),
                     "kind": "permission" if ntype == "permission_prompt" else "question",
                     "notification_type": ntype, "source": "notification"}
             if self._permission is not None and time.monotonic() - self._permission[0] < 60:
@@ -958,7 +410,7 @@ class ClaudeDriver:
         """Report what Claude Code asks, and keep its hook waiting for the answer."""
         input_id = f"in-{secrets.token_hex(8)}"
         if future is not None and not future.done():
-            self._held[input_id] = _Held(kind, event, future, options)
+            self._held[input_id] = Held(kind, event, future, options)
         timeout = policy.get("input_timeout_s")
         self._report_waiting({"kind": kind, "input_id": input_id, **data, "source": "hook",
                               **({"input_timeout_s": timeout} if timeout else {})})
@@ -1024,7 +476,11 @@ class ClaudeDriver:
         term = self.term
         if term is None or not self.job_open or self.session_end is not None or self._stopping():
             return
-        how = f"signal {term.exit_signal}" if term.exit_signal is not None else f"code {term.exit_code}"
+        how = (
+            f"signal {term.exit_signal}"
+            if term.exit_signal is not None
+            else f"code {term.exit_code}"
+        )
         self._emit("error", {"kind": "exit", "source": "process",
                              "reason": f"Claude Code exited mid-job ({how})"})
 
@@ -1098,8 +554,12 @@ class ClaudeDriver:
             return
         delta = target - dialog.selected
         if delta:
-            await self.manager.send_keystrokes(self.session_id, ["down" if delta > 0 else "up"] * abs(delta))
-            moved = await self._until(lambda: (d := self.dialog()) is not None and d.selected == target, 1.5)
+            await self.manager.send_keystrokes(
+                self.session_id, ["down" if delta > 0 else "up"] * abs(delta)
+            )
+            moved = await self._until(
+                lambda: (d := self.dialog()) is not None and d.selected == target, 1.5
+            )
             if not moved:
                 return  # try again later
             await asyncio.sleep(0.15)
@@ -1151,7 +611,9 @@ class ClaudeDriver:
 
     def _ready_for_prompt(self) -> bool:
         lines = self.lines()
-        return input_box_row(lines) is not None and not is_busy(lines) and find_dialog(lines) is None
+        return (
+            input_box_row(lines) is not None and not is_busy(lines) and find_dialog(lines) is None
+        )
 
     async def submit(self, prompt: str, job_id: str | None) -> None:
         """Type `prompt` into the input box and submit it (see the module docstring)."""
@@ -1218,55 +680,6 @@ class ClaudeDriver:
             if attempt == 0:
                 await self.manager.send_keystrokes(self.session_id, ["enter"])
         self.job_open = False
-        raise TerminalError(f"Claude Code did not take the prompt; its screen:\n{self._screen_tail()}")
-
-
-# --- per worker -------------------------------------------------------------------------------
-
-
-class ClaudeIntegration:
-    """The client worker's Claude Code side: the hook server and one driver per session."""
-
-    def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
-                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
-        self.settings = settings
-        self.manager = manager
-        self.signal = signal
-        self.office_policy = office_policy
-        self.roots = settings.resolved_workspace_roots
-        self.server = HookServer(socket_path(settings), hold_s=settings.hook_decision_wait_s)
-        self.drivers: dict[str, ClaudeDriver] = {}
-
-    async def prepare(self, session_id: str, generation: int, working_dir: Path,
-                      profile: AgentProfile, office_id: str | None = None
-                      ) -> tuple[ClaudeDriver, dict[str, str]]:
-        """Hooks in the worktree, a driver and a fresh secret: the environment to start with."""
-        await self.server.start()
-        await asyncio.to_thread(merge_settings, working_dir, self.roots, None,
-                                self.settings.hook_decision_wait_s)
-        await self.release(session_id)
-        lookup = self.office_policy
-        policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
-        driver = ClaudeDriver(self.manager, session_id, generation, profile, self.signal,
-                              rows=self.manager.rows, cols=self.manager.cols, policy=policy,
-                              working_dir=str(working_dir))
-        token = self.server.register(session_id, driver.on_hook)
-        self.drivers[session_id] = driver
-        return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
-
-    def get(self, session_id: str, generation: int | None = None) -> ClaudeDriver | None:
-        driver = self.drivers.get(session_id)
-        if driver is None or (generation is not None and driver.generation != generation):
-            return None
-        return driver
-
-    async def release(self, session_id: str) -> None:
-        driver = self.drivers.pop(session_id, None)
-        if driver is not None:
-            self.server.unregister(session_id, driver.on_hook)
-            await driver.close()
-
-    async def close(self) -> None:
-        for session_id in list(self.drivers):
-            await self.release(session_id)
-        await self.server.close()
+        raise TerminalError(
+            f"Claude Code did not take the prompt; its screen:\n{self._screen_tail()}"
+        )

@@ -1,0 +1,65 @@
+"""The client worker's Claude Code side: the hook server and one driver per session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from activities.claude.constants import SignalFn
+from activities.claude.driver import ClaudeDriver
+from activities.claude.hooks import HookServer, socket_path
+from activities.claude.settings import merge_settings
+from activities.terminal import SessionManager
+from semo.settings import AgentProfile, Settings
+
+# --- per worker -------------------------------------------------------------------------------
+
+
+class ClaudeIntegration:
+    """The client worker's Claude Code side: the hook server and one driver per session."""
+
+    def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
+                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.signal = signal
+        self.office_policy = office_policy
+        self.roots = settings.resolved_workspace_roots
+        self.server = HookServer(socket_path(settings), hold_s=settings.hook_decision_wait_s)
+        self.drivers: dict[str, ClaudeDriver] = {}
+
+    async def prepare(self, session_id: str, generation: int, working_dir: Path,
+                      profile: AgentProfile, office_id: str | None = None
+                      ) -> tuple[ClaudeDriver, dict[str, str]]:
+        """Hooks in the worktree, a driver and a fresh secret: the environment to start with."""
+        await self.server.start()
+        await asyncio.to_thread(merge_settings, working_dir, self.roots, None,
+                                self.settings.hook_decision_wait_s)
+        await self.release(session_id)
+        lookup = self.office_policy
+        policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
+        driver = ClaudeDriver(self.manager, session_id, generation, profile, self.signal,
+                              rows=self.manager.rows, cols=self.manager.cols, policy=policy,
+                              working_dir=str(working_dir))
+        token = self.server.register(session_id, driver.on_hook)
+        self.drivers[session_id] = driver
+        return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
+
+    def get(self, session_id: str, generation: int | None = None) -> ClaudeDriver | None:
+        driver = self.drivers.get(session_id)
+        if driver is None or (generation is not None and driver.generation != generation):
+            return None
+        return driver
+
+    async def release(self, session_id: str) -> None:
+        driver = self.drivers.pop(session_id, None)
+        if driver is not None:
+            self.server.unregister(session_id, driver.on_hook)
+            await driver.close()
+
+    async def close(self) -> None:
+        for session_id in list(self.drivers):
+            await self.release(session_id)
+        await self.server.close()

@@ -1,0 +1,170 @@
+"""Reading a PTY: bytes to the monitor, the sink, the tail and the transcript, paused while
+the sink is behind; the events the monitor finds, delivered in order."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import os
+import time
+
+from activities.monitor import MonitorEvent
+from activities.terminal.model import (
+    MAX_QUEUED_EVENTS,
+    PROCESS_BYTES,
+    PROCESS_DELAY_S,
+    READ_SIZE,
+    READS_PER_WAKEUP,
+    TAIL_BYTES,
+    TAIL_SLACK,
+    ManagerParts,
+    Terminal,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TerminalReader(ManagerParts):
+    """SessionManager's part that reads terminals and delivers their events."""
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _start_reading(self, term: Terminal) -> None:
+        if not (term.reading or term.paused or term.eof or term.closed):
+            asyncio.get_running_loop().add_reader(term.fd, self._on_readable, term)
+            term.reading = True
+
+    def _stop_reading(self, term: Terminal) -> None:
+        if term.reading:
+            term.reading = False
+            asyncio.get_running_loop().remove_reader(term.fd)
+
+    def _on_readable(self, term: Terminal) -> None:
+        inbuf = term.inbuf
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data = os.read(term.fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as err:  # EIO: every slave fd closed (Linux's EOF for a PTY)
+                if err.errno not in (errno.EIO, errno.EBADF):
+                    log.warning("read error on %s: %s", term.session_id, err)
+                data = b""
+            if not data:
+                self._stop_reading(term)
+                term.eof = True
+                self._process(term)
+                return
+            inbuf += data
+            if len(inbuf) >= PROCESS_BYTES:
+                self._process(term)  # may pause reading
+                return
+        if inbuf and term.process_handle is None:
+            term.process_handle = asyncio.get_running_loop().call_later(
+                PROCESS_DELAY_S, self._process, term)
+
+    def _process(self, term: Terminal) -> None:
+        """Hand the gathered reads on: offsets, tail, transcript, sink, monitor."""
+        if term.process_handle is not None:
+            term.process_handle.cancel()
+            term.process_handle = None
+        data = term.inbuf
+        if not data:
+            return
+        term.inbuf = bytearray()
+        now = time.monotonic()
+        start = term.offset
+        term.offset += len(data)
+        term.last_output_at = now
+        tail = term.tail
+        tail += data
+        if len(tail) > TAIL_BYTES + TAIL_SLACK:
+            del tail[: len(tail) - TAIL_BYTES]
+        if term.transcript is not None:
+            self._write_transcript(term, data)
+        self.sink.append(term.session_id, start, data)  # type: ignore[arg-type]
+        try:
+            events = term.monitor.feed(data, now)  # type: ignore[arg-type]
+        except Exception:  # a monitor bug must not stop the terminal
+            log.exception("output monitor failed on %s", term.session_id)
+            events = []
+        for ev in events:
+            self._queue_event(term, ev)
+        term.output.set()
+        if not term.paused and self.sink.congested(term.session_id):
+            term.paused = True
+            self._stop_reading(term)
+            self._spawn(self._resume_when_drained(term))
+
+    async def _resume_when_drained(self, term: Terminal) -> None:
+        while True:
+            try:
+                await self.sink.wait_drained(term.session_id)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("waiting for %s's output to be saved", term.session_id)
+                await asyncio.sleep(1.0)
+        term.paused = False
+        self._start_reading(term)
+
+    def _drain(self, term: Terminal) -> None:
+        """Read what the agent wrote before it exited (bounded: a process that outlived the
+        sweep could write forever)."""
+        for _ in range(64):
+            if term.eof or term.closed:
+                break
+            try:
+                data = os.read(term.fd, READ_SIZE)
+            except OSError:
+                break
+            if not data:
+                break
+            term.inbuf += data
+        self._process(term)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _queue_event(self, term: Terminal, ev: MonitorEvent) -> None:
+        if ev.kind in ("completion", "error"):
+            term.busy = False
+        elif ev.kind == "waiting_input":
+            term.waiting = True
+        if term.events.qsize() >= MAX_QUEUED_EVENTS:
+            term.dropped_events += 1
+            if term.dropped_events in (1, 100, 10_000):
+                log.warning("%s: %d monitor events dropped (delivery is behind)",
+                            term.session_id, term.dropped_events)
+            return
+        ev = dataclasses.replace(ev, offset=ev.offset + term.base_offset)
+        term.events.put_nowait((term.job_id, ev))
+
+    async def _deliver_events(self, term: Terminal) -> None:
+        """Hand monitor events to the handler in order, after the output they refer to is saved."""
+        while True:
+            item = await term.events.get()
+            if item is None:  # the terminal is gone
+                return
+            job_id, ev = item
+            if self.on_event is None:
+                continue
+            if job_id is not None:
+                ev = dataclasses.replace(ev, data={**ev.data, "job_id": job_id})
+            for attempt in range(4):
+                try:
+                    await self.sink.flush(term.session_id)
+                    break
+                except Exception as err:  # deliver anyway in the end: the bytes come later
+                    log.warning("saving output before %s of %s: %s", ev.kind, term.session_id, err)
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+            for attempt in range(3):
+                try:
+                    await self.on_event(term, ev)
+                    break
+                except Exception:
+                    log.exception("delivering %s for %s failed (attempt %d)", ev.kind,
+                                  term.session_id, attempt + 1)
+                    await asyncio.sleep(0.5 * 2 ** attempt)
