@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
@@ -146,5 +146,5 @@ class WebhookActivities:
         interval = p.retry_initial_s * 2.0 ** (attempt - 1)
         if attempt > 1:
             interval = min(interval, max(p.retry_max_interval_s, 2 * p.retry_initial_s))
-        at = datetime.now(timezone.utc) + timedelta(seconds=interval)
+        at = datetime.now(UTC) + timedelta(seconds=interval)
         return at if at < ref.deadline else None

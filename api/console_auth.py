@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
@@ -68,12 +68,12 @@ async def take_login_code(pool: AsyncConnectionPool, code: str) -> Principal | N
 async def start_session(pool: AsyncConnectionPool, user: Principal,
                         not_after: datetime | None = None) -> tuple[str, int]:
     """A new console session for `user`: (cookie value, max age in seconds)."""
-    expires_at = datetime.now(timezone.utc) + timedelta(seconds=SESSION_TTL_S)
+    expires_at = datetime.now(UTC) + timedelta(seconds=SESSION_TTL_S)
     if not_after is not None:
         expires_at = min(expires_at, not_after)
     value = secrets.token_urlsafe(32)
     await rows.add_session(pool, _hash(value), user.sub, office_ids(user), expires_at)
-    return value, max(1, int((expires_at - datetime.now(timezone.utc)).total_seconds()))
+    return value, max(1, int((expires_at - datetime.now(UTC)).total_seconds()))
 
 
 async def end_session(pool: AsyncConnectionPool, value: str | None) -> None:

@@ -39,8 +39,11 @@ _bearer = HTTPBearer(auto_error=False, bearerFormat="JWT",
                      description="A Supabase-style JWT (`semo token` mints one)")
 
 
-async def _principal(state: State, request: Request,
-                     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+async def _principal(
+    state: State,
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
     """The bearer token's user, or (with no Authorization header) the console cookie's."""
     header = request.headers.get("authorization")
     if header is None and console_auth.COOKIE in request.cookies:

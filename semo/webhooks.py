@@ -164,9 +164,10 @@ async def check_destination(url: str, settings: Settings) -> list[IPAddress]:
         try:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError) as err:
-            raise InvalidInput(f"url: cannot resolve host {host!r} ({err or 'timed out'})") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+        except (TimeoutError, OSError) as err:
+            raise InvalidInput(
+                f"url: cannot resolve host {host!r} ({err or 'timed out'})") from None
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     for ip in addresses:
         reason = _address_refused(ip, settings)
         if reason:

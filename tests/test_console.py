@@ -29,19 +29,19 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
+from claude_standin.install import pinned_version
+from conftest import MACHINE_ID, token_for, wait_for
 from playwright.async_api import Page, async_playwright, expect
 from pydantic import SecretStr
+from test_claude_versions import machine, standin  # noqa: F401 (fixtures)
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from claude_standin.install import pinned_version
-from conftest import MACHINE_ID, token_for, wait_for
-from test_claude_versions import machine, standin  # noqa: F401 (fixtures)
+from semo import procfs
+from semo.embedded import venv_bin
 
 # what the page shows comes over live streams: on a loaded 2-core machine, give it time
 expect.set_options(timeout=20_000)
-from semo import procfs
-from semo.embedded import venv_bin
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

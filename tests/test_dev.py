@@ -9,7 +9,6 @@ import subprocess
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
-
 from conftest import live_pids_with_env
 from devstack import DevStack, alive, wait
 

@@ -14,10 +14,9 @@ import uuid
 from datetime import datetime
 
 import pytest
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-
 from conftest import MACHINE_ID, live_pids_with_env, token_for, wait_for
 from devstack import DevStack, wait
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from webhook_receiver import Receiver
 
 DONE = "printf '[SEMO:%s]\\n' DONE"

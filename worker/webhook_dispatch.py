@@ -63,7 +63,8 @@ class WebhookDispatcher:
 
     def policy(self) -> DeliveryPolicy:
         s = self.settings
-        return DeliveryPolicy(timeout_s=s.webhook_timeout_s, retry_initial_s=s.webhook_retry_initial_s,
+        return DeliveryPolicy(timeout_s=s.webhook_timeout_s,
+                              retry_initial_s=s.webhook_retry_initial_s,
                               retry_max_interval_s=s.webhook_retry_max_interval_s,
                               retry_for_s=s.webhook_retry_for_s)
 
@@ -81,7 +82,8 @@ class WebhookDispatcher:
                 except Exception as err:  # Postgres or Temporal away: the next round retries
                     log.warning("webhook dispatch sweep failed (%s); retrying", err)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._sweep.wait(), self.settings.webhook_dispatch_poll_s)
+                    await asyncio.wait_for(self._sweep.wait(),
+                                           self.settings.webhook_dispatch_poll_s)
         finally:
             listener.cancel()
             for task in [listener, *self._in_flight.values()]:

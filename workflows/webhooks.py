@@ -31,7 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.webhook_contracts import DeliveryOutcome, DeliveryRef, GiveUp, WebhookEventInput
 
 #: retries of the bookkeeping activities (they only write Postgres)
-_BOOKKEEPING = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+_BOOKKEEPING = RetryPolicy(initial_interval=timedelta(seconds=1),
+                           maximum_interval=timedelta(seconds=30))
 #: an attempt refused before sending (its URL may not be called): never retried
 REFUSED = "WebhookRefused"
 
@@ -44,7 +45,7 @@ class WebhookEventWorkflow:
     @workflow.run
     async def run(self, inp: WebhookEventInput) -> dict[str, str]:
         outcomes = await asyncio.gather(*(self._deliver(inp, w) for w in inp.webhook_ids))
-        return dict(zip(inp.webhook_ids, outcomes))
+        return dict(zip(inp.webhook_ids, outcomes, strict=True))
 
     async def _deliver(self, inp: WebhookEventInput, webhook_id: str) -> str:
         p = inp.policy
@@ -100,11 +101,12 @@ def _refused(err: ActivityError | ApplicationError) -> bool:
     return app is not None and app.type == REFUSED
 
 
-def _reason(err: ActivityError, retry_for_s: float) -> str:
+def _reason(err: ActivityError | ApplicationError, retry_for_s: float) -> str:
     app = _application_error(err)
     if app is not None and app.type == REFUSED:
         return app.message
-    if isinstance(err.cause, TimeoutError) or getattr(err, "retry_state", None) == RetryState.TIMEOUT:
+    timed_out = getattr(err, "retry_state", None) == RetryState.TIMEOUT
+    if isinstance(err.cause, TimeoutError) or timed_out:
         return f"no 2xx answer in {_duration(retry_for_s)} of retries"
     return app.message if app is not None else str(err.cause or err)
 

@@ -11,7 +11,7 @@ only for an office the user opens (else: 404, as the REST routes answer).
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -177,7 +177,7 @@ async def _token_login(request: Request, state, token: str, next_: str) -> HTMLR
         return _login_page(request, state, next_, f"That token was refused: {err.detail}.",
                            err.status)
     exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    not_after = datetime.fromtimestamp(exp, timezone.utc) if isinstance(exp, int | float) else None
+    not_after = datetime.fromtimestamp(exp, UTC) if isinstance(exp, int | float) else None
     value, max_age = await console_auth.start_session(state.pool, user, not_after)
     return _logged_in(request, value, max_age, next_)
 

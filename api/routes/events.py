@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
@@ -28,8 +29,9 @@ from db import reads
 
 router = APIRouter(tags=["events"])
 
-_STREAM = {200: {"description": "`snapshot`, `session`, `output` and `job` events",
-                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"description": "`snapshot`, `session`, `output` and `job` events",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 #: session ids of other offices remembered (so their notifications cost nothing), at most
 FOREIGN_MAX = 10_000
 

@@ -33,8 +33,9 @@ class WebhookCreate(BaseModel):
                                description="`whsec_` + base64 of 24..64 bytes; made when left out")
     description: str | None = Field(default=None, max_length=500)
     format: Literal["standard", "slack"] = Field(
-        default="standard", description="standard: signed JSON (Standard Webhooks); "
-                                        "slack: an unsigned `{\"text\": ...}` for incoming webhooks")
+        default="standard",
+        description="standard: signed JSON (Standard Webhooks); "
+                    "slack: an unsigned `{\"text\": ...}` for incoming webhooks")
 
 
 class Webhook(BaseModel):
