@@ -16,6 +16,7 @@ from db import reads
 from semo.commands import CommandExecutor
 from semo.errors import NotFound
 from semo.settings import Settings
+from workflows.ids import ID_ANCHORED
 
 
 @dataclass
@@ -53,8 +54,8 @@ async def _principal(
 
 CurrentUser = Annotated[Principal, Depends(_principal)]
 
-OfficeIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-SessionIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+OfficeIdPath = Annotated[str, Path(pattern=ID_ANCHORED)]
+SessionIdPath = Annotated[str, Path(pattern=ID_ANCHORED)]
 
 
 async def can_open(state: AppState, user: Principal, office_id: str) -> bool:

@@ -44,7 +44,6 @@ import codecs
 import contextlib
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -64,13 +63,13 @@ from semo.errors import NotFound, SemoError
 from semo.payloads import KeysBody
 from semo.screen import replay_start
 from workflows.contracts import MAX_KEYS, NAMED_KEYS, ResizeInput
+from workflows.ids import is_valid_id
 from workflows.session import SessionWorkflow
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["sessions"])
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: output sent per frame, and how much of the tail a fresh attach replays
 FRAME_BYTES = 64 * 1024
 REPLAY_BYTES = 64 * 1024
@@ -151,7 +150,7 @@ async def _authorize(state, websocket: WebSocket, office_id: str, session_id: st
         user = await console_auth.cookie_principal(state.pool, websocket, None)
     else:
         user = await state.verifier.verify_async(header or (f"Bearer {token}" if token else None))
-    if not _ID.fullmatch(office_id) or not _ID.fullmatch(session_id):
+    if not is_valid_id(office_id) or not is_valid_id(session_id):
         raise NotFound("no such session")
     office = await reads.get_office(state.pool, office_id)
     if office is None or office["status"] == "deleted" \
