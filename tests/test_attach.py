@@ -258,10 +258,9 @@ async def test_websocket_input_batches_named_keys_and_nul(api_url, office, sessi
             "select payload from agent_commands where session_id = %s and type = 'send_keys'"
             " order by created_at", (session,))).fetchall()
     payloads = [r[0] for r in rows]
-    assert payloads[0] == {"keys": [], "text": "echo nul-"}, payloads
-    assert payloads[1]["keys"] == ["ctrl+space"], payloads
+    assert payloads[0] == {"keys": ["ctrl+space"], "text": "echo nul-"}, payloads
     # in order, byte for byte (input typed while a command is in flight joins the next one)
-    written = "".join("\x00" * len(p["keys"]) + p.get("text", "") for p in payloads)
+    written = "".join(p.get("text", "") + "\x00" * len(p["keys"]) for p in payloads)
     assert written == "echo nul-\x00$((1+1))\recho text-$((2+2))\r"
 
 
@@ -272,10 +271,10 @@ async def test_websocket_input_batches_named_keys_and_nul(api_url, office, sessi
     ("ls -la\r", [([], "ls -la\r")]),                    # a batch stays one command
     ("\r", [(["enter"], "")]),
     ("\x03\x03", [(["ctrl+c", "ctrl+c"], "")]),
-    ("\x1b[Ax", [(["up"], "x")]),                        # leading keys by name, then text
+    ("\x1b[Ax", [(["up"], ""), ([], "x")]),              # leading keys by name, then the text
     ("a\x1b[Ab", [([], "a\x1b[Ab")]),                    # after text, keys stay characters
-    ("\x1bOA", [(["esc"], "OA")]),                       # application-mode arrows, byte for byte
-    ("x\x00y", [([], "x"), (["ctrl+space"], "y")]),      # NUL is never text
+    ("\x1bOA", [(["esc"], ""), ([], "OA")]),             # application-mode arrows, byte for byte
+    ("x\x00y", [(["ctrl+space"], "x"), ([], "y")]),      # NUL is never text: a key after "x"
     ("\x01\x05", [([], "\x01\x05")]),                    # unnamed controls are text
 ])
 def test_to_commands(typed, expected):
@@ -288,7 +287,7 @@ def test_to_commands_keeps_every_byte_in_order():
 
     typed = "héllo\x1b[A\x00\x7fwörld\r\x1b\x1bOB\t" * 300 + "é" * 20000
     commands = to_commands(typed)
-    written = "".join("".join(NAMED_KEYS[k] for k in c.keys) + c.text for c in commands)
+    written = "".join(c.text + "".join(NAMED_KEYS[k] for k in c.keys) for c in commands)
     assert written == typed
     assert all("\x00" not in c.text for c in commands)
     assert all(len(c.text.encode()) <= 16 * 1024 and len(c.keys) <= 64 for c in commands)

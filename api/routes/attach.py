@@ -28,12 +28,12 @@ problem+json as REST (a WebSocket denial response).
 
 Input is batched: while one keys command is in flight, what is typed meanwhile queues and
 goes in the next, so a fast typist or a paste costs a few commands, not one per byte. A
-command writes its named keys, then its text. Control sequences that have a name (Enter,
-Ctrl+C, Esc, the arrows...) at the start of a batch go as named keys (byte for byte what was
-typed, and readable in `agent_commands`); after text they stay characters of the text, so
-the order is kept and a batch stays one command. `text` travels as JSON and is stored in
-jsonb, which cannot hold U+0000: NUL (Ctrl+Space) is always the named key `ctrl+space`, which
-starts a new command. Bytes that are not UTF-8 become U+FFFD; a paste over TEXT_PER_COMMAND
+command writes its text, then its named keys (as send_keys does). Control sequences that
+have a name (Enter, Ctrl+C, Esc, the arrows...) at the start of a batch go as named keys
+(byte for byte what was typed, and readable in `agent_commands`), in a command of their own
+when text follows; after text they stay characters of the text, so the order is kept and a
+batch stays one command. `text` travels as JSON and is stored in jsonb, which cannot hold
+U+0000: NUL (Ctrl+Space) is always the named key `ctrl+space`, which ends its command. Bytes that are not UTF-8 become U+FFFD; a paste over TEXT_PER_COMMAND
 goes as several commands, in order.
 """
 
@@ -114,14 +114,16 @@ def to_commands(typed: str) -> list[KeysCommand]:
                     piece, name = seq, key
                     break
         i += len(piece)
-        if name == "ctrl+space" and (text or len(current.keys) >= MAX_KEYS):
-            flush()  # NUL cannot be text: it starts a command of its own
-        if name is not None and not text and len(current.keys) < MAX_KEYS:
-            current.keys.append(name)
+        if name is not None and (name == "ctrl+space" or not text):
+            if len(current.keys) >= MAX_KEYS:
+                flush()
+            current.keys.append(name)  # pressed after the command's text
+            if name == "ctrl+space":
+                flush()  # NUL cannot be text: what follows is the next command's
             continue
         size = len(piece.encode("utf-8", "surrogatepass"))
-        if text_bytes + size > TEXT_PER_COMMAND:
-            flush()
+        if current.keys or text_bytes + size > TEXT_PER_COMMAND:
+            flush()  # keys already taken go before this text: a command of their own
         text.append(piece)
         text_bytes += size
     flush()
