@@ -18,6 +18,7 @@ MODULES = [
     "bench_terminal",
     "bench_e2e",
     "bench_answer",
+    "bench_fleet",
 ]
 TIMEOUT_S = 1800
 

@@ -197,7 +197,7 @@ async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await f.close()
+        await f.close(delete=False)  # the stack's stop ends them all at once
     return out
 
 

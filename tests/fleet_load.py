@@ -18,6 +18,7 @@ import re
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -179,8 +180,10 @@ async def watch_sse(info: dict, office: str, sid: str, viewer: Viewer) -> None:
 class Fleet:
     """`count` TUI sessions in one office of a running `semo dev`, created through the API."""
 
-    def __init__(self, info: dict, machine: str, go: Path, count: int) -> None:
+    def __init__(self, info: dict, machine: str, go: Path, count: int,
+                 agent: str = "tui") -> None:
         self.info, self.machine, self.go, self.count = info, machine, go, count
+        self.agent = agent
         self.office = f"fleet-{uuid.uuid4().hex[:6]}"
         self.sids: list[str] = []
         self.api = httpx.AsyncClient(base_url=info["api_url"], timeout=180,
@@ -191,7 +194,7 @@ class Fleet:
         """Create every session (each ready once its input box is drawn); seconds taken."""
         r = await self.api.post("/api/offices", json={
             "office_id": self.office, "name": "fleet", "machine_id": self.machine,
-            "agent": "tui", "warm_roles": [], "max_sessions": self.count})
+            "agent": self.agent, "warm_roles": [], "max_sessions": self.count})
         r.raise_for_status()
         gate = asyncio.Semaphore(parallel)
 
@@ -212,8 +215,11 @@ class Fleet:
             " where session_id = any(%s) group by session_id", (self.sids,))).fetchall()
         return {sid: end for sid, end in rows}
 
-    async def close(self) -> None:
+    async def close(self, delete: bool = True) -> None:
+        """Delete the office (which terminates its sessions one by one: minutes for 200),
+        or, with `delete` False, leave them to the stack's own stop."""
         try:
-            await self.api.delete(f"/api/offices/{self.office}")
+            if delete:
+                await self.api.delete(f"/api/offices/{self.office}")
         finally:
             await self.api.aclose()
