@@ -1,8 +1,9 @@
 """A fleet of Claude-like TUIs redrawing their screens, for tests/test_fleet_load.py and
 bench/bench_fleet.py (one harness, so the benchmark measures what the test checks).
 
-Each agent is `python -c TUI GO FRAMES HZ`: it draws Claude Code's input box, waits until
-the file GO exists, then redraws a ~10 KB screen (cursor moves, 256-colour runs, a spinner,
+Each agent is `python -c TUI GO FRAMES HZ`: it draws Claude Code's input box, sends the
+SessionStart hook as Claude Code does (so a start is ready at once), waits until the file GO
+exists, then redraws a ~10 KB screen (cursor moves, 256-colour runs, a spinner,
 the input box under a rule, a footer) HZ times a second, FRAMES times, and then sleeps.
 Every frame ends with a stamp `t=<time.time()> n=<frame>` (fixed width), so a viewer can
 time each frame from the moment the agent wrote it, and `expected()` can rebuild every byte
