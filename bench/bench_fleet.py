@@ -41,8 +41,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from semo import procfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
