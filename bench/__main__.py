@@ -19,6 +19,7 @@ MODULES = [
     "bench_e2e",
     "bench_answer",
     "bench_webhooks",
+    "bench_fleet",
 ]
 TIMEOUT_S = 1800
 

@@ -106,12 +106,13 @@ def pty_raw(size: int) -> tuple[float, int]:
     return total / elapsed / 1e6, total
 
 
-async def pipeline(pool, size: int, workdir: Path, n: int, pg_pid: int) -> tuple[float, int, dict]:
+async def pipeline(pool, size: int, workdir: Path, n: int, pg_pid: int,
+                   argv: list[str] | None = None) -> tuple[float, int, dict]:
     """(MB/s, bytes, CPU ms per MB of this process and of Postgres) of the client pipeline
-    on the flood program, until all is committed."""
+    on the flood program (or `argv`: bench_fleet's `cat` of a file), until all is committed."""
     store = PgOutputStore(pool)
     store.start()
-    profiles = {"flood": AgentProfile(argv=flood_argv(size), monitor="claude")}
+    profiles = {"flood": AgentProfile(argv=argv or flood_argv(size), monitor="claude")}
     manager = SessionManager(profiles, store, transcripts_dir=workdir / "transcripts")
     sid = f"bench-flood-{n}"
     cpu0, pg0 = cpu_s(), tree_cpu_s(pg_pid)

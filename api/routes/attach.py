@@ -33,7 +33,8 @@ have a name (Enter, Ctrl+C, Esc, the arrows...) at the start of a batch go as na
 (byte for byte what was typed, and readable in `agent_commands`), in a command of their own
 when text follows; after text they stay characters of the text, so the order is kept and a
 batch stays one command. `text` travels as JSON and is stored in jsonb, which cannot hold
-U+0000: NUL (Ctrl+Space) is always the named key `ctrl+space`, which ends its command. Bytes that are not UTF-8 become U+FFFD; a paste over TEXT_PER_COMMAND
+U+0000: NUL (Ctrl+Space) is always the named key `ctrl+space`, which ends its command.
+Bytes that are not UTF-8 become U+FFFD; a paste over TEXT_PER_COMMAND
 goes as several commands, in order.
 """
 
