@@ -41,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import report_goals
 from semo import procfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -225,11 +226,7 @@ def main() -> None:
         if stack.proc is not None:
             stack.stop()
         shutil.rmtree(root, ignore_errors=True)
-    for key, (op, goal) in GOALS.items():
-        if key in figures:
-            met = figures[key] >= goal if op == ">=" else figures[key] <= goal
-            print(f"{key} = {figures[key]} (goal {op} {goal}): {'met' if met else 'MISSED'}",
-                  file=sys.stderr)
+    report_goals(figures, GOALS)
     print(json.dumps(figures))
 
 

@@ -43,6 +43,7 @@ from ptyprocess import PtyProcess
 
 from activities.output_store import PgOutputStore
 from activities.terminal import SessionManager
+from bench import report_goals
 from db.migrate import migrate
 from db.pool import open_pool
 from semo import procfs
@@ -324,10 +325,7 @@ def main() -> None:
         stop_postgres(pg)
         shutil.rmtree(root, ignore_errors=True)
         STREAM.unlink(missing_ok=True)
-    for key, (op, goal) in GOALS.items():
-        met = figures[key] >= goal if op == ">=" else figures[key] <= goal
-        print(f"{key} = {figures[key]} (goal {op} {goal}): {'met' if met else 'MISSED'}",
-              file=sys.stderr)
+    report_goals(figures, GOALS)
     print(json.dumps(figures))
 
 
