@@ -1,4 +1,7 @@
-"""Behaviour under fleet load: 200 Claude-like TUIs redrawing ~10 KB screens ten times a
+"""(`make test-fleet`; not collected by `make test` until issue 21's screen-parser cost is
+fixed: under this load heartbeats lapse and viewers can fall behind retention.)
+
+Behaviour under fleet load: 200 Claude-like TUIs redrawing ~10 KB screens ten times a
 second (tests/fleet_load.py), every component a real process (`semo dev`, tests/devstack.py),
 each session created through the API and watched by a ClaudeDriver.
 
