@@ -10,6 +10,7 @@ from api.routes import answer
 from db import reads, usage
 from semo.errors import Conflict
 from semo.payloads import Empty, OfficeCreate, OfficeUpdate
+from workflows.contracts import PoolSessionView
 
 router = APIRouter(prefix="/api/offices", tags=["offices"])
 
@@ -46,17 +47,31 @@ async def get_office(office: OfficeRow, state: State):
     rows = [
         {
             **s,
-            "pool_state": pooled[s["session_id"]].state if s["session_id"] in pooled else None,
+            "pool_state": _pool_state(pooled[s["session_id"]], s["status"])
+            if s["session_id"] in pooled else None,
             "warm": pooled[s["session_id"]].warm if s["session_id"] in pooled else None,
         }
         for s in sessions
     ]
-    in_use = view.in_use if view else sum(1 for s in sessions if s["status"] != "failed")
+    if view:
+        in_use = sum(1 for r in rows if r["pool_state"] == "in_use")
+    else:
+        in_use = sum(1 for s in sessions if s["status"] != "failed")
     prices = state.settings.prices
     return {**office, "pool": {"capacity": office["max_sessions"], "in_use": in_use,
                                "live": len(sessions),
                                "sessions": await usage.with_usage(state.pool, rows, prices)},
             "usage": await usage.office_usage(state.pool, office["office_id"], prices)}
+
+
+def _pool_state(entry: PoolSessionView, status: str) -> str:
+    """The entry's pool state as of the session's row. A session writes its row before it
+    tells the pool it is up, so for a moment the pool still says `starting` for a session
+    that is ready: count it as the pool is about to (a cold one is taken by whoever asked
+    for it, a warm one waits idle), so a page refreshed on the row's change reads right."""
+    if entry.state == "starting" and status in ("ready", "busy", "waiting_input"):
+        return "idle" if entry.warm else "in_use"
+    return entry.state
 
 
 @router.patch("/{office_id}", response_model=schemas.Office)
