@@ -308,14 +308,13 @@ async def test_a_prompt_is_never_typed_into_a_dialog() -> None:
 
 async def test_a_quiet_screen_is_not_rendered_again(monkeypatch) -> None:
     """Rendering a pyte screen costs ~1.5 ms: a watcher that rendered each of its 20 looks
-    a second made 50 idle Claude sessions take a whole core. It renders when output came."""
-    import pyte
-
-    from activities.claude import ClaudeDriver
+    a second made 50 idle Claude sessions take a whole core. It renders rows when output
+    changed them, and only those."""
+    from activities.claude import ClaudeDriver, follow
     renders = []
-    display = pyte.Screen.display
-    monkeypatch.setattr(pyte.Screen, "display", property(
-        lambda screen: renders.append(1) or display.fget(screen)))
+    render = follow._render
+    monkeypatch.setattr(follow, "_render", lambda line, columns: renders.append(1)
+                        or render(line, columns))
 
     async def signal(term, ev) -> None:
         pass
@@ -329,9 +328,12 @@ async def test_a_quiet_screen_is_not_rendered_again(monkeypatch) -> None:
     seen = len(renders)
     await asyncio.sleep(1.5)  # thirty looks' worth of a quiet screen, and one idle wake-up
     assert len(renders) == seen
-    manager.show("● Working…")
+    manager.output += b"\x1b[5;1H\xe2\x97\x8f Working\xe2\x80\xa6"  # one row changes
+    term.offset = len(manager.output)
+    term.output.set()
     await wait_for(lambda: _ready(len(renders) > seen), timeout=5, what="a render of new output")
     assert "● Working…" in driver.lines()
+    assert len(renders) == seen + 1, "only the changed row is rendered again"
     await driver.close()
 
 

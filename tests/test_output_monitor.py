@@ -610,3 +610,20 @@ def test_styling_between_words_never_changes_events(pairs):
     plain = b"".join(w for _, w in pairs)
     styled = b"".join(s + w for s, w in pairs)
     assert kinds(run(styled)) == kinds(run(plain))
+
+
+@SETTINGS
+@given(streams, st.data())
+def test_lines_with_hits_are_the_lines_every_escape_would_give(stream, data):
+    """The monitor visits only the lines a hint starts in (a TUI frame has hundreds of line
+    escapes); they are exactly the lines splitting at every line escape gives that hold a
+    hit, with their bounds."""
+    from activities.monitor.engine import _segments_with_hits
+    from semo.terminal_text import LINE_ESC_RE
+
+    end = len(stream)
+    hits = sorted(set(data.draw(st.lists(st.integers(0, max(0, end - 1)), max_size=12))))
+    bounds = [(0, 0), *((m.start(), m.end()) for m in LINE_ESC_RE.finditer(stream)), (end, end)]
+    every = [(s, e, after) for (_, s), (e, after) in zip(bounds, bounds[1:], strict=False)]
+    expected = [seg for seg in every if any(seg[0] <= h < seg[1] for h in hits)]
+    assert _segments_with_hits(stream, 0, end, end, hits) == expected

@@ -38,6 +38,8 @@ SETTINGS_LOCAL = Path(".claude") / "settings.local.json"
 RELAY = Path(__file__).with_name("hook_relay.py")
 
 POLL_S = 0.05
+#: how often a screen left behind a fast-drawing agent looks whether it slowed down
+BEHIND_POLL_S = 0.25
 #: a quiet screen without a dialog is looked at again after this long even without output
 IDLE_WAKE_S = 1.0
 #: a dialog on screen this long is reported as waiting_input

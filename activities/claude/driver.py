@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyte
-
 from activities.claude.constants import (
     ASKING_TOOLS,
+    BEHIND_POLL_S,
     CONFIRM_S,
     DIALOG_GONE_S,
     DIALOG_REPORT_S,
@@ -36,6 +35,7 @@ from activities.claude.constants import (
     SignalFn,
 )
 from activities.claude.errors import DialogOpen, StartupError
+from activities.claude.follow import FollowedScreen
 from activities.claude.hooks import Held, decision_output
 from activities.claude.reply import clip, last_assistant_text, reply_outcome
 from activities.claude.screen import (
@@ -89,10 +89,8 @@ class ClaudeDriver:
         self.policy: StartupDialogs = profile.dialogs
         self._signal = signal
         self.term: Terminal | None = None
-        self.screen = pyte.Screen(cols, rows)
-        self._stream = pyte.ByteStream(self.screen)
-        self._fed = 0
-        self._lines: list[str] | None = None  # the screen's lines, until it changes
+        #: the terminal's screen, as far as it is followed (activities/claude/follow.py)
+        self.view = FollowedScreen(cols, rows)
         #: a job's turn is under way (cleared once its completion or error is sent)
         self.job_open = False
         #: the input box has been shown: start-up is over, dialogs from now on are questions
@@ -119,7 +117,7 @@ class ClaudeDriver:
 
     def attach(self, term: Terminal) -> None:
         self.term = term
-        self._fit(term)
+        self.view.resize(term.rows, term.cols)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
 
     async def close(self) -> None:
@@ -138,54 +136,45 @@ class ClaudeDriver:
     # --- the screen ---------------------------------------------------------------------
 
     def lines(self) -> list[str]:
-        """The screen as text lines (rendered once per change: rendering costs ~1.5 ms)."""
-        if self._lines is None:
-            self._lines = [line.rstrip() for line in self.screen.display]
-        return self._lines
-
-    def _fit(self, term: Terminal) -> None:
-        if (self.screen.lines, self.screen.columns) != (term.rows, term.cols):
-            self.screen.resize(term.rows, term.cols)
-            self._lines = None
+        """The screen as text lines."""
+        return self.view.lines()
 
     def text(self) -> str:
         return "\n".join(line for line in self.lines() if line.strip())
 
-    def _feed(self) -> bool:
-        start, data = self.manager.get_output(self.session_id, since=self._fed)
-        if not data:
-            return False
-        if start > self._fed:
-            log.debug("%s: %d bytes of output were gone before the screen saw them",
-                      self.session_id, start - self._fed)
-        self._stream.feed(data)
-        self._fed = start + len(data)
-        self._lines = None
-        return True
+    async def _follow(self, term: Terminal, now: float) -> bool:
+        """Feed the screen what it has not seen, if worth it now; True when it changed."""
+        self.view.resize(term.rows, term.cols)
+        return await self.view.follow(
+            lambda since: self.manager.get_output(self.session_id, since=since),
+            term.offset, now, exact=not self.started)
 
     async def _watch(self) -> None:
         """Feed the screen and follow its dialogs: every POLL_S while output comes or a dialog
-        is open (how long it has been shown matters), else asleep until the next output."""
+        is open (how long it has been shown matters), every BEHIND_POLL_S while the screen is
+        left behind a fast-drawing agent, else asleep until the next output."""
         term = self.term
         assert term is not None
         while True:
             term.output.clear()  # before feeding: output handed on after this wakes us
             try:
-                self._fit(term)
-                changed = self._feed()
+                changed = await self._follow(term, time.monotonic())
             except TerminalError:
                 return  # terminated and forgotten by the manager
             now = time.monotonic()
-            self._check_dialog(now)
+            if changed or self._episode is not None:
+                self._check_dialog(now)
             self._police(now)
             if term.exited.is_set():
-                try:
-                    self._feed()
-                except TerminalError:
-                    pass
+                with contextlib.suppress(TerminalError):  # its last words, whatever the rate
+                    await self.view.follow(
+                        lambda since: self.manager.get_output(self.session_id, since=since),
+                        term.offset, now, exact=True)
                 self._on_exit()
                 return
-            if changed or self._episode is not None:
+            if self.view.behind:
+                await asyncio.sleep(BEHIND_POLL_S)
+            elif changed or self._episode is not None:
                 await asyncio.sleep(POLL_S)
             else:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -605,7 +594,7 @@ class ClaudeDriver:
             return text, True
         # a placeholder has the (reverse-video) cursor on its first character; typed text
         # has it after the text
-        cell = self.screen.buffer[row].get(2)
+        cell = self.view.screen.buffer[row].get(2)
         return text, bool(cell is not None and cell.reverse and "\n" not in text
                           and _indent(lines[row][1:].replace("\xa0", " ")) <= 1)
 

@@ -209,9 +209,9 @@ class OutputMonitor:
 
         # everything up to the last line end is finished
         done = max(raw.rfind(b"\n"), raw.rfind(b"\r")) + 1
-        if raw.find(b"\x1b[", done) >= 0:
-            for m in _LINE_ESC_RE.finditer(raw, done):
-                done = m.end()
+        last = _last_line_escape(raw, done, len(raw))
+        if last is not None:
+            done = last.end()
         if done == 0:
             self._extend_line(raw, base)
             self._check_line(len(raw), events)
@@ -289,17 +289,21 @@ class OutputMonitor:
         """The screen lines in batch[start:end], which batch[end:term] ends (CR/LF; nothing
         at the end of the batch); the one at 0 is `forced` (a prompt was found in it while
         it was unfinished). `hits`: where hints start in the batch."""
-        every = self.patterns._hints.every
-        bounds = [(start, start)]
-        if batch.find(b"\x1b[", start, end) >= 0:
-            bounds += [(m.start(), m.end()) for m in _LINE_ESC_RE.finditer(batch, start, end)]
-        bounds.append((end, term))
-        for (_, s), (e, after) in zip(bounds, bounds[1:], strict=False):
+        if self.patterns._hints.every or forced:
+            bounds = [(start, start)]
+            if batch.find(b"\x1b[", start, end) >= 0:
+                bounds += [(m.start(), m.end()) for m in _LINE_ESC_RE.finditer(batch, start, end)]
+            bounds.append((end, term))
+            segments = [(s, e, after)
+                        for (_, s), (e, after) in zip(bounds, bounds[1:], strict=False)]
+        else:  # only the lines a hint is in (a TUI's frame has hundreds of line escapes)
+            segments = _segments_with_hits(batch, start, end, term, hits)
+        for s, e, after in segments:
             if e <= s:
                 continue
             window = max(s, e - LINE_CAP)
             first = forced and s == 0
-            if first or every or _any_between(hits, window, e):
+            if first or self.patterns._hints.every or _any_between(hits, window, e):
                 self._finish_line(batch, at, s, window, e, after, first, events)
 
     def _finish_line(self, batch: bytes, at: int, start: int, window: int, end: int,
@@ -442,6 +446,42 @@ class OutputMonitor:
                                                     and not rest[len(t):].strip(_BORDER))):
                     return True
         return False
+
+
+def _last_line_escape(raw: bytes, start: int, before: int,
+                      limit: int | None = None) -> re.Match[bytes] | None:
+    """The last line escape (LINE_ESC_RE) that starts in raw[start:before] (matched up to
+    `limit`, default `before`), searched from the end: a TUI's frame holds hundreds, and
+    the last is usually at its very end."""
+    limit = before if limit is None else limit
+    j = raw.rfind(b"\x1b[", start, before + 1)  # the needle's 2 bytes: one may be at `before`
+    while j >= 0:
+        m = _LINE_ESC_RE.match(raw, j, limit)
+        if m is not None:
+            return m
+        j = raw.rfind(b"\x1b[", start, j + 1)
+    return None
+
+
+def _segments_with_hits(batch: bytes, start: int, end: int, term: int,
+                        hits: list[int]) -> list[tuple[int, int, int]]:
+    """The (start, end, after) of each line of batch[start:end] (line escapes split it; the
+    last one ends with batch[end:term]) that a hit starts in, in order, each once: the
+    lines `finditer` over every line escape would give, without visiting the others."""
+    out: list[tuple[int, int, int]] = []
+    i = bisect.bisect_left(hits, start)
+    while i < len(hits) and hits[i] < end:
+        h = hits[i]
+        before = _last_line_escape(batch, start, h + 1, end)
+        if before is not None and before.end() > h:  # the hit is inside a line escape
+            i += 1
+            continue
+        s = before.end() if before is not None else start
+        after = _LINE_ESC_RE.search(batch, h, end)
+        e, t = (after.start(), after.end()) if after is not None else (end, term)
+        out.append((s, e, t))
+        i = bisect.bisect_left(hits, max(e, h + 1), i + 1)
+    return out
 
 
 def _any_between(hits: list[int], start: int, end: int) -> bool:
