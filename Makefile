@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install console run test test-claude-latest test-fleet bench clean
+.PHONY: install console run test test-claude-latest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,12 +37,6 @@ test: $(STAMP) $(CONSOLE_STAMP)
 ## version and the oldest supported one; SEMO_CLAUDE_TEST_VERSIONS picks any others).
 test-claude-latest: $(STAMP)
 	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/test_claude_versions.py
-
-## The fleet-load behaviour checks (200 redrawing Claude-like TUIs): not in `make test`
-## while they fail intermittently on what issue 21 is open for (the screen parser starves
-## the client worker's loop under that load; see README, Performance).
-test-fleet: $(STAMP)
-	$(VENV)/bin/pytest tests/fleet_load_check.py
 
 ## Run the benchmarks; results go to .semo/bench.json.
 bench: $(STAMP)

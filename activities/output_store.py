@@ -53,7 +53,7 @@ class _Session:
 
 
 class PgOutputStore:
-    def __init__(self, pool: AsyncConnectionPool, *, interval_s: float = 0.1,
+    def __init__(self, pool: AsyncConnectionPool, *, interval_s: float = 0.01,
                  flush_bytes: int = 64 * 1024, retention_bytes: int = 16 * 1024 * 1024,
                  chunk_bytes: int = 64 * 1024, session_cap: int = 1024 * 1024,
                  total_cap: int = 32 * 1024 * 1024) -> None:

@@ -144,7 +144,7 @@ def cpu_s(pid: int, tree: bool = False) -> float:
 
 
 async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
-                window_s: float) -> dict:
+                window_s: float, timeline: Path | None = None) -> dict:
     import psycopg
 
     f = Fleet(info, machine, go, count)
@@ -192,6 +192,9 @@ async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
             out[f"viewer_{name}_caught_up"] = int(v.caught_up(t1))
         out["viewer_latency_p95_ms"] = max(out["viewer_ws_latency_p95_ms"],
                                            out["viewer_sse_latency_p95_ms"])
+        if timeline is not None:  # every frame the WebSocket viewer had: when written, got
+            timeline.write_text("".join(f"{n} {w - t0:.3f} {(g - w) * 1000:.1f}\n"
+                                        for n, (w, g) in sorted(ws.arrived.items())))
     finally:
         for task in tasks:
             task.cancel()
@@ -208,6 +211,8 @@ def main() -> None:
     ap.add_argument("--warm-s", type=float, default=5.0)
     ap.add_argument("--window-s", type=float, default=20.0)
     ap.add_argument("--skip-tmux", action="store_true")
+    ap.add_argument("--timeline", type=Path, help="write each frame's (n, written after the "
+                    "window's start s, latency ms) as the WebSocket viewer saw it")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="semo-bench-fleet-"))
     go = root / "go"
@@ -221,7 +226,7 @@ def main() -> None:
         if not args.skip_tmux:
             figures.update(asyncio.run(tmux_vs_pipeline(info, root, args.mb, args.runs)))
         figures.update(asyncio.run(fleet(info, machine, go, args.sessions, args.warm_s,
-                                         args.window_s)))
+                                         args.window_s, args.timeline)))
     finally:
         if stack.proc is not None:
             stack.stop()

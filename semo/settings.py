@@ -193,7 +193,9 @@ class Settings(BaseSettings):
     #: a transcript (`home/transcripts/{session}.log`, on the client machine) is deleted once
     #: its session is not live and it has not been written for this long (0: kept forever)
     transcript_retention_days: float = Field(default=14.0, ge=0)
-    output_flush_interval_s: float = 0.1
+    #: how long output may wait in the client worker before it is saved (and viewers see
+    #: it); busy fleets batch themselves (bytes gather while a save runs)
+    output_flush_interval_s: float = Field(default=0.01, gt=0, le=5)
     output_flush_bytes: int = 64 * 1024
     terminal_rows: int = 40
     terminal_cols: int = 120

@@ -1,4 +1,4 @@
-"""A fleet of Claude-like TUIs redrawing their screens, for tests/fleet_load_check.py and
+"""A fleet of Claude-like TUIs redrawing their screens, for tests/test_fleet_load.py and
 bench/bench_fleet.py (one harness, so the benchmark measures what the test checks).
 
 Each agent is `python -c TUI GO FRAMES HZ`: it draws Claude Code's input box, sends the

@@ -166,10 +166,11 @@ class ClaudeDriver:
                 self._check_dialog(now)
             self._police(now)
             if term.exited.is_set():
-                with contextlib.suppress(TerminalError):  # its last words, whatever the rate
-                    await self.view.follow(
-                        lambda since: self.manager.get_output(self.session_id, since=since),
-                        term.offset, now, exact=True)
+                if not self._stopping():  # its last words, whatever the rate, for the error
+                    with contextlib.suppress(TerminalError):
+                        await self.view.follow(
+                            lambda since: self.manager.get_output(self.session_id, since=since),
+                            term.offset, now, rested=True)
                 self._on_exit()
                 return
             if self.view.behind:

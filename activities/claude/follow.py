@@ -29,7 +29,7 @@ from wcwidth import wcwidth
 log = logging.getLogger(__name__)
 
 #: output faster than this (bytes a second, over the last RATE_WINDOW_S) is not followed
-FOLLOW_BPS = 16 * 1024
+FOLLOW_BPS = 8 * 1024
 RATE_WINDOW_S = 1.0
 #: what a screen that fell behind catches up on exactly; more is redrawn from the last
 #: REPLAY_BYTES instead
@@ -87,16 +87,18 @@ class FollowedScreen:
             seen.popleft()
         return (end - seen[0][1]) / RATE_WINDOW_S
 
-    async def follow(self, read: ReadFn, end: int, now: float, *, exact: bool = False) -> bool:
+    async def follow(self, read: ReadFn, end: int, now: float, *, exact: bool = False,
+                     rested: bool = False) -> bool:
         """Bring the screen up to stream offset `end` when it is worth it now (see the module
-        docstring). True when it changed."""
-        if self.rate(end, now) > FOLLOW_BPS and not exact:
+        docstring); `exact`: whatever the rate, every byte; `rested`: whatever the rate (the
+        output has ended), as it would catch up. True when it changed."""
+        if self.rate(end, now) > FOLLOW_BPS and not (exact or rested):
             self.behind = self.behind or end > self.fed
             return False
         if end <= self.fed:
             return False
         since = self.fed
-        if self.behind and end - self.fed > CATCH_UP_BYTES:
+        if self.behind and not exact and end - self.fed > CATCH_UP_BYTES:
             since = end - REPLAY_BYTES
         start, data = read(since)
         if start > self.fed:  # bytes it never saw: what it shows now starts from a suffix
