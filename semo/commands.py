@@ -15,9 +15,10 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 import psycopg
@@ -90,21 +91,54 @@ log = logging.getLogger(__name__)
 #: how long a command may keep running in the background after its caller got a 504
 BACKGROUND_LIMIT_S = 600.0
 
-PAYLOADS: dict[str, type[BaseModel]] = {
-    "create_office": OfficeCreate,
-    "delete_office": Empty,
-    "create_session": SessionCreate,
-    "send_prompt": PromptBody,
-    "send_keys": KeysBody,
-    "cancel": Empty,
-    "terminate": Empty,
-    "release_session": Empty,
-    "answer_input": AnswerBody,
-    "update_office": OfficeUpdate,
+class CommandType(StrEnum):
+    """The `type` of an `agent_commands` row (SPEC.md's names)."""
+
+    CREATE_OFFICE = "create_office"
+    DELETE_OFFICE = "delete_office"
+    UPDATE_OFFICE = "update_office"
+    CREATE_SESSION = "create_session"
+    SEND_PROMPT = "send_prompt"
+    SEND_KEYS = "send_keys"
+    ANSWER_INPUT = "answer_input"
+    CANCEL = "cancel"
+    TERMINATE = "terminate"
+    RELEASE_SESSION = "release_session"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """What a command type takes and what its success is."""
+
+    payload: type[BaseModel]
+    #: it names a session (`session_id` must be set)
+    needs_session: bool = False
+    #: its success is a 201 (it made something)
+    creates: bool = False
+
+
+SPECS: dict[CommandType, CommandSpec] = {
+    CommandType.CREATE_OFFICE: CommandSpec(OfficeCreate, creates=True),
+    CommandType.DELETE_OFFICE: CommandSpec(Empty),
+    CommandType.UPDATE_OFFICE: CommandSpec(OfficeUpdate),
+    CommandType.CREATE_SESSION: CommandSpec(SessionCreate, creates=True),
+    CommandType.SEND_PROMPT: CommandSpec(PromptBody, needs_session=True),
+    CommandType.SEND_KEYS: CommandSpec(KeysBody, needs_session=True),
+    CommandType.ANSWER_INPUT: CommandSpec(AnswerBody, needs_session=True),
+    CommandType.CANCEL: CommandSpec(Empty, needs_session=True),
+    CommandType.TERMINATE: CommandSpec(Empty, needs_session=True),
+    CommandType.RELEASE_SESSION: CommandSpec(Empty, needs_session=True),
 }
-CREATED = {"create_office", "create_session"}
-NEEDS_SESSION = {"send_prompt", "send_keys", "cancel", "terminate", "release_session",
-                 "answer_input"}
+
+
+def command_type(value: str) -> CommandType:
+    """The CommandType named `value`, or the 422 that lists the known ones."""
+    try:
+        return CommandType(value)
+    except ValueError:
+        raise InvalidInput(f"unknown command type {value!r}; known: "
+                           f"{', '.join(t.value for t in CommandType)}") from None
+
 
 _COLUMNS = """office_id, session_id, type, payload, status, source, idempotency_key, created_by,
     claimed_by, claimed_at, attempts, claim_lock, started_at"""
@@ -244,14 +278,14 @@ class CommandExecutor:
 
     async def precheck(self, type: str, office_id: str, payload: BaseModel | dict) -> None:
         """Refuse input that can be refused from the database alone, before recording it."""
-        if type == "create_session":
+        if type == CommandType.CREATE_SESSION:
             model = (
                 payload
                 if isinstance(payload, SessionCreate)
                 else SessionCreate.model_validate(payload)
             )
             await self._plan_session(office_id, model)
-        elif type == "create_office":
+        elif type == CommandType.CREATE_OFFICE:
             model = (
                 payload  # type: ignore[assignment]
                 if isinstance(payload, OfficeCreate)
@@ -327,7 +361,8 @@ class CommandExecutor:
             return None
         status, result, type_ = row
         if status == "ok":
-            return Outcome(command_id, 201 if type_ in CREATED else 200, result or {})
+            creates = SPECS[CommandType(type_)].creates  # it ran: a known type
+            return Outcome(command_id, 201 if creates else 200, result or {})
         problem = result or {"status": 500, "detail": "failed"}
         return Outcome(command_id, int(problem.get("status", 500)), problem)
 
@@ -391,17 +426,15 @@ class CommandExecutor:
         return await self.stored_outcome(cmd.id) or outcome
 
     async def execute(self, cmd: Command) -> Reply | tuple[int, dict]:
-        model = PAYLOADS.get(cmd.type)
-        if model is None:
-            raise InvalidInput(f"unknown command type {cmd.type!r}; known: {', '.join(PAYLOADS)}")
+        kind = command_type(cmd.type)
+        spec = SPECS[kind]
         try:
-            payload = model.model_validate(cmd.payload)
+            payload = spec.payload.model_validate(cmd.payload)
         except ValidationError as err:
-            raise InvalidInput(f"bad payload for {cmd.type}: {_errors(err)}") from None
-        if cmd.type in NEEDS_SESSION and not cmd.session_id:
-            raise InvalidInput(f"{cmd.type} needs a session_id")
-        handler = getattr(self, f"_do_{cmd.type}")
-        return await handler(cmd, payload)
+            raise InvalidInput(f"bad payload for {kind}: {_errors(err)}") from None
+        if spec.needs_session and not cmd.session_id:
+            raise InvalidInput(f"{kind} needs a session_id")
+        return await HANDLERS[kind](self, cmd, payload)
 
     # --- offices --------------------------------------------------------------------------
 
@@ -673,6 +706,21 @@ class CommandExecutor:
                 raise Conflict(f"session {session['session_id']} is {session['status']}; "
                                "it no longer takes commands") from None
             raise Unavailable(f"Temporal: {err}") from None
+
+
+#: each command type's handler (a method of CommandExecutor taking the command and its payload)
+HANDLERS: dict[CommandType, Callable[..., Awaitable[Reply | tuple[int, dict]]]] = {
+    CommandType.CREATE_OFFICE: CommandExecutor._do_create_office,
+    CommandType.DELETE_OFFICE: CommandExecutor._do_delete_office,
+    CommandType.UPDATE_OFFICE: CommandExecutor._do_update_office,
+    CommandType.CREATE_SESSION: CommandExecutor._do_create_session,
+    CommandType.SEND_PROMPT: CommandExecutor._do_send_prompt,
+    CommandType.SEND_KEYS: CommandExecutor._do_send_keys,
+    CommandType.ANSWER_INPUT: CommandExecutor._do_answer_input,
+    CommandType.CANCEL: CommandExecutor._do_cancel,
+    CommandType.TERMINATE: CommandExecutor._do_terminate,
+    CommandType.RELEASE_SESSION: CommandExecutor._do_release_session,
+}
 
 
 def session_config(settings: Settings) -> SessionConfig:

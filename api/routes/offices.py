@@ -8,6 +8,7 @@ from api import schemas
 from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open, opened_office_ids
 from api.routes import answer
 from db import reads, usage
+from semo.commands import CommandType
 from semo.errors import Conflict
 from semo.payloads import Empty, OfficeCreate, OfficeUpdate
 from workflows.contracts import PoolSessionView
@@ -25,7 +26,7 @@ async def create_office(body: OfficeCreate, state: State, user: CurrentUser, res
                                  or not await can_open(state, user, office_id)):
         raise Conflict(f"office {office_id!r} already exists")
     outcome = await state.executor.submit(
-        office_id=office_id, type="create_office", payload=body, created_by=user.sub,
+        office_id=office_id, type=CommandType.CREATE_OFFICE, payload=body, created_by=user.sub,
         idempotency_key=idempotency_key)
     return answer(outcome, response)
 
@@ -80,8 +81,8 @@ async def update_office(body: OfficeUpdate, office: OfficeRow, state: State, use
     """Change an office's name, `permission_rules` or `input_timeout_s`; running sessions
     apply new rules to their next request."""
     outcome = await state.executor.submit(
-        office_id=office["office_id"], type="update_office", payload=body, created_by=user.sub,
-        idempotency_key=idempotency_key)
+        office_id=office["office_id"], type=CommandType.UPDATE_OFFICE, payload=body,
+        created_by=user.sub, idempotency_key=idempotency_key)
     return answer(outcome, response)
 
 
@@ -89,6 +90,6 @@ async def update_office(body: OfficeUpdate, office: OfficeRow, state: State, use
 async def delete_office(office: OfficeRow, state: State, user: CurrentUser, response: Response,
                         idempotency_key: IdempotencyKey = None):
     outcome = await state.executor.submit(
-        office_id=office["office_id"], type="delete_office", payload=Empty(), created_by=user.sub,
-        idempotency_key=idempotency_key)
+        office_id=office["office_id"], type=CommandType.DELETE_OFFICE, payload=Empty(),
+        created_by=user.sub, idempotency_key=idempotency_key)
     return answer(outcome, response)

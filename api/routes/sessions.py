@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.routes import answer
 from db import reads, usage
+from semo.commands import CommandType
 from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 from semo.terminal_text import strip_terminal_escapes
@@ -37,8 +38,8 @@ MAX_OFFSET = 2**63 - 1
 async def create_session(body: SessionCreate, office: OfficeRow, state: State, user: CurrentUser,
                          response: Response, idempotency_key: IdempotencyKey = None):
     outcome = await state.executor.submit(
-        office_id=office["office_id"], type="create_session", payload=body, created_by=user.sub,
-        idempotency_key=idempotency_key)
+        office_id=office["office_id"], type=CommandType.CREATE_SESSION, payload=body,
+        created_by=user.sub, idempotency_key=idempotency_key)
     return answer(outcome, response)
 
 
@@ -68,15 +69,15 @@ async def _command(state, user, office_id, session_id, response, type_, payload,
 async def terminate_session(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
                             user: CurrentUser, response: Response,
                             idempotency_key: IdempotencyKey = None):
-    return await _command(state, user, office_id, session_id, response, "terminate", Empty(),
-                          idempotency_key)
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.TERMINATE, Empty(), idempotency_key)
 
 
 @router.post("/{session_id}/release", response_model=schemas.Released)
 async def release(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
                   user: CurrentUser, response: Response, idempotency_key: IdempotencyKey = None):
     """Hand the session back to the office pool, idle, for the next acquire of its role."""
-    return await _command(state, user, office_id, session_id, response, "release_session",
+    return await _command(state, user, office_id, session_id, response, CommandType.RELEASE_SESSION,
                           Empty(), idempotency_key)
 
 
@@ -84,22 +85,22 @@ async def release(office_id: OfficeIdPath, session_id: SessionIdPath, state: Sta
 async def prompt(body: PromptBody, office_id: OfficeIdPath, session_id: SessionIdPath,
                  state: State, user: CurrentUser, response: Response,
                  idempotency_key: IdempotencyKey = None):
-    return await _command(state, user, office_id, session_id, response, "send_prompt", body,
-                          idempotency_key)
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.SEND_PROMPT, body, idempotency_key)
 
 
 @router.post("/{session_id}/cancel", response_model=schemas.Ack)
 async def cancel(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
                  user: CurrentUser, response: Response, idempotency_key: IdempotencyKey = None):
-    return await _command(state, user, office_id, session_id, response, "cancel", Empty(),
-                          idempotency_key)
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.CANCEL, Empty(), idempotency_key)
 
 
 @router.post("/{session_id}/keys", response_model=schemas.Ack)
 async def keys(body: KeysBody, office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
                user: CurrentUser, response: Response, idempotency_key: IdempotencyKey = None):
-    return await _command(state, user, office_id, session_id, response, "send_keys", body,
-                          idempotency_key)
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.SEND_KEYS, body, idempotency_key)
 
 
 @router.post(
@@ -115,8 +116,8 @@ async def answer_input(body: AnswerBody, office_id: OfficeIdPath, session_id: Se
                        idempotency_key: IdempotencyKey = None):
     """Answer the session's `pending_input`: a permission with `decision` (and `remember`),
     a question with one of its `options` or `text`, a plan with `decision`."""
-    return await _command(state, user, office_id, session_id, response, "answer_input", body,
-                          idempotency_key)
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.ANSWER_INPUT, body, idempotency_key)
 
 
 #: an escape sequence that the end of a page cuts off (CSI, OSC/DCS/..., or ESC + intermediates)
