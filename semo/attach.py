@@ -271,10 +271,14 @@ async def _attach(config: ClientConfig, office_id: str, session_id: str, *, read
                 _feed_file(sess, stdin_fd)
             tasks = [asyncio.create_task(sess.receive())]
             if not read_only:
+                # the session takes this terminal's size before anything typed goes out
+                # (the API holds keys sent after a resize until it is applied)
+                size = sess.size() if is_tty or os.isatty(stdout_fd) else None
+                if size:
+                    await ws.send(json.dumps({"type": "resize", "rows": size[0],
+                                              "cols": size[1]}))
                 tasks += [asyncio.create_task(sess.send_input()),
                           asyncio.create_task(sess.send_resizes())]
-                if is_tty or os.isatty(stdout_fd):
-                    sess.resize_wanted.set()  # the session takes this terminal's size
             try:
                 reason, code = await sess.done
             finally:

@@ -229,6 +229,28 @@ async def test_websocket_refuses_like_rest(api_url, office, session):
                                    "detail": "attached read-only: input is not sent"}
 
 
+async def test_keys_typed_right_after_a_resize_see_the_new_size(api_url, office, session):
+    """Resizes and keys go as separate commands; keys sent after a resize wait for it, so a
+    `stty size` typed the moment a viewer attaches reads the viewer's size."""
+    url = websocket_url(api_url, office, session, read_only=False)
+    async with connect(url, additional_headers={"Authorization": f"Bearer {token_for(['*'])}"},
+                       open_timeout=10) as ws:
+        json.loads(await ws.recv())  # hello
+        for rows, cols in [(30 + n, 70 + n) for n in range(12)]:
+            await ws.send(json.dumps({"type": "resize", "rows": rows, "cols": cols}))
+            await ws.send(b"stty size\r")
+            seen = b""
+            deadline = time.monotonic() + 20
+            while f"{rows} {cols}".encode() not in seen and time.monotonic() < deadline:
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), 1)
+                except TimeoutError:
+                    continue
+                if isinstance(msg, bytes):
+                    seen += msg
+            assert f"{rows} {cols}".encode() in seen, seen[-500:]
+
+
 async def test_websocket_input_batches_named_keys_and_nul(api_url, office, session, pool, http):
     url = websocket_url(api_url, office, session, read_only=False)
     async with connect(url, additional_headers={"Authorization": f"Bearer {token_for(['*'])}"},

@@ -60,6 +60,7 @@ from api import console_auth
 from api.deps import can_open, office_not_found
 from api.errors import problem_response
 from db import reads
+from semo.commands import CommandType
 from semo.errors import NotFound, SemoError
 from semo.payloads import KeysBody
 from semo.screen import replay_start
@@ -78,6 +79,8 @@ REPLAY_BYTES = 64 * 1024
 TEXT_PER_COMMAND = 16 * 1024
 #: how often the session row is re-read for a status change when no output wakes us
 STATUS_POLL_S = 2.0
+#: keys typed right after a resize wait at most this long for it to be applied
+RESIZE_FIRST_S = 16.0
 
 #: control sequences that have a key name, longest first (each maps to exactly its own bytes)
 _NAMED_SEQUENCES = sorted(
@@ -194,6 +197,12 @@ class AttachBridge:
         self._size: tuple[int, int] | None = None
         self._size_applied: tuple[int, int] | None = None
         self._size_ready = asyncio.Event()
+        #: set while no resize is waiting to be applied: keys typed after a resize wait for
+        #: it (a `stty size` typed right after attaching sees the attached terminal's size)
+        self._size_settled = asyncio.Event()
+        self._size_settled.set()
+        self._size_asked = 0  # resizes asked for, and the last of them handled
+        self._size_handled = 0
         self._told_read_only = False
 
     async def run(self, since: int | None) -> None:
@@ -326,6 +335,8 @@ class AttachBridge:
             await self._typed_ready.wait()
             self._typed_ready.clear()
             typed, self._typed = "".join(self._typed), []
+            with contextlib.suppress(TimeoutError):  # bounded: a stuck resize never eats keys
+                await asyncio.wait_for(self._size_settled.wait(), RESIZE_FIRST_S)
             for cmd in to_commands(typed):
                 if not await self._submit(cmd):
                     break  # refused (not ready, gone): the rest of this batch would be too
@@ -334,8 +345,8 @@ class AttachBridge:
         try:
             body = KeysBody(keys=cmd.keys, text=cmd.text or None)
             outcome = await self.state.executor.submit(
-                office_id=self.office_id, session_id=self.sid, type="send_keys", payload=body,
-                created_by=self.user.sub)
+                office_id=self.office_id, session_id=self.sid, type=CommandType.SEND_KEYS,
+                payload=body, created_by=self.user.sub)
         except ValidationError as err:
             await self._error(422, f"input refused: {err.errors()[0]['msg']}")
             return False
@@ -355,6 +366,8 @@ class AttachBridge:
         if not isinstance(rows, int) or not isinstance(cols, int):
             return
         self._size = (rows, cols)
+        self._size_asked += 1
+        self._size_settled.clear()
         self._size_ready.set()
 
     async def _resize(self) -> None:
@@ -362,24 +375,33 @@ class AttachBridge:
         while True:
             await self._size_ready.wait()
             self._size_ready.clear()
-            size = self._size
-            if size is None or size == self._size_applied:
-                continue
-            rows, cols = size
-            handle = self.state.executor.client.get_workflow_handle(self.session["workflow_id"])
+            size, asked = self._size, self._size_asked
             try:
-                await handle.execute_update(
-                    SessionWorkflow.resize,
-                    ResizeInput(command_id=f"resize-{uuid.uuid4()}", rows=rows, cols=cols),
-                    id=f"resize-{uuid.uuid4()}", rpc_timeout=timedelta(seconds=15))
-                self._size_applied = size
-            except WorkflowUpdateFailedError as err:
-                cause = err.cause
-                while cause is not None and not isinstance(cause, ApplicationError):
-                    cause = cause.cause  # type: ignore[attr-defined]
-                await self._error(409, f"resize refused: {cause.message if cause else err}")
-            except RPCError as err:
-                await self._error(503, f"resize not delivered: {err.message}")
+                await self._apply_size(size)
+            finally:
+                self._size_handled = asked
+                if self._size_handled == self._size_asked:
+                    self._size_settled.set()
+
+    async def _apply_size(self, size: tuple[int, int] | None) -> None:
+        """One resize update (an error is told to the client, never raised)."""
+        if size is None or size == self._size_applied:
+            return
+        rows, cols = size
+        handle = self.state.executor.client.get_workflow_handle(self.session["workflow_id"])
+        try:
+            await handle.execute_update(
+                SessionWorkflow.resize,
+                ResizeInput(command_id=f"resize-{uuid.uuid4()}", rows=rows, cols=cols),
+                id=f"resize-{uuid.uuid4()}", rpc_timeout=timedelta(seconds=15))
+            self._size_applied = size
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            while cause is not None and not isinstance(cause, ApplicationError):
+                cause = cause.cause  # type: ignore[attr-defined]
+            await self._error(409, f"resize refused: {cause.message if cause else err}")
+        except RPCError as err:
+            await self._error(503, f"resize not delivered: {err.message}")
 
     # --- plumbing -----------------------------------------------------------------------------
 
