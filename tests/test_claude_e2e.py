@@ -306,6 +306,34 @@ async def test_a_prompt_is_never_typed_into_a_dialog() -> None:
     await driver.close()
 
 
+async def test_a_prompt_looks_at_the_screen_as_it_is_now_not_as_last_parsed() -> None:
+    """A burst of output (a stand-in model streams a turn at once) leaves the watcher's
+    screen behind, still showing a dialog the burst removed; a prompt brings the screen up
+    to date first instead of being refused for a dialog that is gone."""
+    term = FakeTerminal()
+    manager = FakeManager(term)
+    driver = _driver(manager, term, _nothing)
+    driver.attach(term)
+    driver.started = True
+    manager.show(PERMISSION_SCREEN)
+    await wait_for(lambda: _ready(driver.dialog()), timeout=5, what="the dialog seen")
+    for _ in range(40):  # ~20 KB at once: more than the screen follows a second
+        manager.show(IDLE_SCREEN)
+    await wait_for(lambda: _ready(driver.view.behind), timeout=5, what="the screen behind")
+    assert driver.dialog() is not None, "as last parsed, the dialog is still there"
+    typing = asyncio.create_task(driver.submit("Do the next thing", "job-3"))
+    try:
+        await wait_for(lambda: _ready(manager.keys or typing.done()), timeout=10,
+                       what="the prompt typed")
+        if typing.done():
+            typing.result()  # DialogOpen here is the bug
+        assert "Do the next thing" in (manager.keys[0][1] or "")
+    finally:
+        typing.cancel()
+        await asyncio.gather(typing, return_exceptions=True)
+        await driver.close()
+
+
 async def test_a_quiet_screen_is_not_rendered_again(monkeypatch) -> None:
     """Rendering a pyte screen costs ~1.5 ms: a watcher that rendered each of its 20 looks
     a second made 50 idle Claude sessions take a whole core. It renders rows when output

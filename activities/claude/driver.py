@@ -142,12 +142,25 @@ class ClaudeDriver:
     def text(self) -> str:
         return "\n".join(line for line in self.lines() if line.strip())
 
-    async def _follow(self, term: Terminal, now: float) -> bool:
-        """Feed the screen what it has not seen, if worth it now; True when it changed."""
+    async def _follow(self, term: Terminal, now: float, *, rested: bool = False) -> bool:
+        """Feed the screen what it has not seen, if worth it now (`rested`: now, whatever
+        the rate); True when it changed."""
         self.view.resize(term.rows, term.cols)
         return await self.view.follow(
             lambda since: self.manager.get_output(self.session_id, since=since),
-            term.offset, now, exact=not self.started)
+            term.offset, now, exact=not self.started, rested=rested)
+
+    async def _refresh(self) -> None:
+        """The screen up to date now, whatever the output's rate, and its dialog looked at:
+        for a decision taken from it (typing a prompt, answering a dialog). The watcher may
+        have left it behind a burst of output (a stand-in model streams a whole turn at
+        once), showing a dialog that is gone."""
+        term = self.term
+        if term is None:
+            return
+        with contextlib.suppress(TerminalError):
+            if await self._follow(term, time.monotonic(), rested=True):
+                self._check_dialog(time.monotonic())
 
     async def _watch(self) -> None:
         """Feed the screen and follow its dialogs: every POLL_S while output comes or a dialog
@@ -556,11 +569,15 @@ class ClaudeDriver:
         await self.manager.send_keystrokes(self.session_id, ["enter"])
 
     async def _until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Whether `predicate` (of the screen, brought up to date each look) holds within
+        `timeout_s`."""
         deadline = time.monotonic() + timeout_s
+        await self._refresh()
         while not predicate():
             if time.monotonic() > deadline or not self._alive():
                 return predicate()
             await asyncio.sleep(POLL_S)
+            await self._refresh()
         return True
 
     # --- input --------------------------------------------------------------------------
@@ -568,6 +585,7 @@ class ClaudeDriver:
     async def before_keys(self) -> None:
         """Hold keys until a freshly drawn dialog takes them. A hook tells of a question
         before Claude Code has drawn its dialog: keys for it wait for the dialog first."""
+        await self._refresh()
         asked = self._hook_waiting_at
         if asked is not None and time.monotonic() - asked < HOOK_REPORT_COVERS_S:
             await self._until(lambda: self.dialog() is not None, 3.0)
@@ -619,6 +637,7 @@ class ClaudeDriver:
         self.session_end = None
         self.prompt_submitted.clear()
 
+        await self._refresh()
         dialog = self.dialog()
         if dialog is not None and not self._policy_answers(dialog) \
                 and not (dialog.text and dialog.text[0].startswith("Rewind")):

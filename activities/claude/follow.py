@@ -57,6 +57,8 @@ class FollowedScreen:
         self._rows: list[str] = [""] * rows
         #: (time, stream end) as seen by follow(), over the last RATE_WINDOW_S
         self._seen: deque[tuple[float, int]] = deque()
+        #: one feeder at a time (the watcher, and a decision that wants the screen now)
+        self._feeding = asyncio.Lock()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -96,6 +98,12 @@ class FollowedScreen:
             self.behind = self.behind or end > self.fed
             return False
         if end <= self.fed:
+            return False
+        async with self._feeding:
+            return await self._catch_up(read, end, exact)
+
+    async def _catch_up(self, read: ReadFn, end: int, exact: bool) -> bool:
+        if end <= self.fed:  # another feeder got there first
             return False
         since = self.fed
         if self.behind and not exact and end - self.fed > CATCH_UP_BYTES:
