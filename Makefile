@@ -33,10 +33,10 @@ run: $(STAMP) $(CONSOLE_STAMP)
 test: $(STAMP) $(CONSOLE_STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/pytest
 
-## The Claude Code end-to-end tests against npm's newest CLI (make test runs the pinned
+## The Claude Code end-to-end and approval tests against npm's newest CLI (make test runs the pinned
 ## version and the oldest supported one; SEMO_CLAUDE_TEST_VERSIONS picks any others).
 test-claude-latest: $(STAMP)
-	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/test_claude_versions.py
+	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/test_claude_versions.py tests/test_approvals.py
 
 ## Run the benchmarks; results go to .semo/bench.json.
 bench: $(STAMP)
