@@ -10,7 +10,9 @@ TUI draws little: Claude Code 2.1.330 writes ~6 KB over a whole turn, spinner in
   missed when that is at most CATCH_UP_BYTES, else redrawn from the last REPLAY_BYTES
   (a full-screen TUI repaints within them; one that draws by differences is approximate
   until its next repaint, which is what `/screen` in the API shows as well);
-- start-up is always followed exactly (`exact=True`): that is when dialogs come.
+- start-up is always followed exactly (`exact=True`): that is when dialogs come;
+- a decision taken from the screen (typing a prompt, answering a dialog) brings it up to
+  date first, whatever the rate (`rested=True`, ClaudeDriver._refresh).
 
 Catching up feeds CHUNK_BYTES at a time and yields between chunks, so other sessions' reads
 never wait behind one screen. Rows are rendered to text once each time they change.
