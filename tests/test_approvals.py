@@ -8,9 +8,9 @@ import json
 import uuid
 from pathlib import Path
 
+from api_calls import event_of, job_when, new_session, send_prompt
 from conftest import wait_for
-from test_claude_e2e import event_of, job_when, send_prompt
-from test_claude_versions import machine, new_session, standin  # noqa: F401 (fixtures)
+from test_claude_versions import machine, standin  # noqa: F401 (fixtures)
 from test_webhooks import arrived, loopback, receiver, subscribe  # noqa: F401 (fixtures)
 
 MARKER = "[SEMO:DONE]"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from api_calls import event_of, job_when, new_session, send_prompt, session_when
 from claude_standin.claude_home import claude_env
 from claude_standin.install import ClaudeInstallError, claude_path
 from claude_standin.server import ScriptedAnthropicStandIn
@@ -543,41 +544,6 @@ async def office(http, claude_machine: Machine) -> str:
         "warm_roles": [], "repository": str(claude_machine.repo), "personas": {"BE": PERSONA}})
     assert r.status_code == 201, r.text
     return office_id
-
-
-async def new_session(http, office: str) -> dict:
-    r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
-    assert r.status_code == 201, r.text
-    session = r.json()
-    assert session["status"] == "ready", session
-    return session
-
-
-async def send_prompt(http, office: str, sid: str, prompt: str, **kw) -> str:
-    r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": prompt, **kw})
-    assert r.status_code == 200, r.text
-    return r.json()["job_id"]
-
-
-async def job_when(http, office: str, job_id: str, *statuses: str, timeout: float = 60) -> dict:
-    async def probe():
-        job = (await http.get(f"/api/offices/{office}/jobs/{job_id}")).json()
-        return job if job["status"] in statuses else None
-    return await wait_for(probe, timeout=timeout, interval=0.1, what=f"job {job_id} {statuses}")
-
-
-async def session_when(http, office: str, sid: str, status: str, timeout: float = 30) -> dict:
-    async def probe():
-        s = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
-        return s if s["status"] == status else None
-    return await wait_for(probe, timeout=timeout, interval=0.1, what=f"session {status}")
-
-
-async def event_of(http, office: str, job_id: str, kind: str, timeout: float = 60) -> dict:
-    async def probe():
-        job = (await http.get(f"/api/offices/{office}/jobs/{job_id}")).json()
-        return next((e for e in job["events"] if e["kind"] == kind), None)
-    return await wait_for(probe, timeout=timeout, interval=0.1, what=f"a {kind} event")
 
 
 async def screen_text(http, office: str, sid: str) -> str:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from api_calls import event_of, job_when, new_session, send_prompt, session_when
 from claude_standin.install import ClaudeInstallError, claude_path, pinned_version
 from claude_standin.server import ScriptedAnthropicStandIn
 from conftest import wait_for
-from test_claude_e2e import event_of, job_when, send_prompt, session_when
 
 from activities.claude.versions import OLDEST_SUPPORTED, cli_version
 from semo.settings import load_settings
@@ -108,13 +108,6 @@ async def office(http, machine: Machine) -> str:
         "agent": "claude", "warm_roles": []})
     assert r.status_code == 201, r.text
     return office_id
-
-
-async def new_session(http, office: str, agent: str = "claude") -> dict:
-    r = await http.post(f"/api/offices/{office}/sessions", json={"role": "BE", "agent": agent})
-    assert r.status_code == 201, r.text
-    assert r.json()["status"] == "ready", r.json()
-    return r.json()
 
 
 async def test_a_plain_reply_completes_the_job_in_a_folder_never_trusted(http, office, machine, pool):

@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
+from api_calls import new_session
 from claude_standin.install import pinned_version
 from conftest import MACHINE_ID, token_for, wait_for
 from playwright.async_api import Page, async_playwright, expect
@@ -156,10 +157,8 @@ async def log_in(page: Page, http, office_ids: list[str], next_path: str) -> Non
     await page.wait_for_url(re.compile(re.escape(next_path) + "$"))
 
 
-async def new_session(http, office: str, role: str = "BE") -> str:
-    r = await http.post(f"/api/offices/{office}/sessions", json={"role": role})
-    assert r.status_code == 201, r.text
-    return r.json()["session_id"]
+async def new_session_id(http, office: str) -> str:
+    return (await new_session(http, office))["session_id"]
 
 
 async def job_status(http, office: str, job_id: str) -> str:
@@ -188,7 +187,7 @@ async def phone_screenshot(page: Page, path: Path) -> None:
 
 
 async def test_login_link_works_once_and_strangers_see_nothing(context, browser, http, office):
-    sid = await new_session(http, office)
+    sid = await new_session_id(http, office)
     url = await login_url(http, [office], f"/console/offices/{office}")
     page = await context.new_page()
     await page.goto(url)
@@ -241,7 +240,7 @@ async def test_a_token_can_log_in_and_another_office_is_404(context, http, offic
                                               "machine_id": MACHINE_ID, "agent": "shell",
                                               "warm_roles": []})
     assert r.status_code == 201, r.text
-    mine, theirs = await new_session(http, office), await new_session(http, other_office)
+    mine, theirs = await new_session_id(http, office), await new_session_id(http, other_office)
 
     page = await context.new_page()
     # `next` is only ever a console page: another site's address lands on the office list
@@ -351,7 +350,7 @@ async def test_office_page_shows_status_changes_live(context, http, office, tmp_
     await log_in(page, http, [office], f"/console/offices/{office}")
     await expect(page.locator("#no-sessions")).to_be_visible()
 
-    sid = await new_session(http, office)  # made elsewhere: the page hears of it
+    sid = await new_session_id(http, office)  # made elsewhere: the page hears of it
     card = page.locator(f"article.session[data-session='{sid}']")
     await expect(card.locator(".status")).to_have_text("ready")
     await expect(page.locator("#pool")).to_contain_text("1 in use of 6")
@@ -371,7 +370,7 @@ async def test_office_page_shows_status_changes_live(context, http, office, tmp_
 
 
 async def test_session_page_terminal_prompt_and_jobs(context, http, office, api_url, tmp_path):
-    sid = await new_session(http, office)
+    sid = await new_session_id(http, office)
     r = await http.post(f"/api/offices/{office}/sessions/{sid}/keys",
                         json={"text": "echo before-$((40+2))\r"})
     assert r.status_code == 200, r.text
@@ -469,7 +468,7 @@ RECORD_NOTIFICATIONS = """
 
 
 async def test_inbox_answers_a_waiting_session(context, http, office, api_url, tmp_path):
-    sid = await new_session(http, office)
+    sid = await new_session_id(http, office)
     await context.grant_permissions(["notifications"], origin=api_url)
     await context.add_init_script(RECORD_NOTIFICATIONS)
     page = await context.new_page()
@@ -496,7 +495,7 @@ async def test_inbox_answers_a_waiting_session(context, http, office, api_url, t
 
 
 async def test_offices_page(context, http, office, tmp_path):
-    sid = await new_session(http, office)
+    sid = await new_session_id(http, office)
     page = await context.new_page()
     await log_in(page, http, [office], "/console/")
     card = page.locator(f"article.office[data-office='{office}']")

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_calls import job_when, new_session, send_prompt, session_when
 from claude_standin.claude_home import claude_env
 from claude_standin.install import ClaudeInstallError, claude_path
 from claude_standin.server import ScriptedAnthropicStandIn
 from conftest import wait_for
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from test_claude_e2e import PERSONA, job_when, new_session, send_prompt, session_when
+from test_claude_e2e import PERSONA
 from test_cli import cli_env, semo  # noqa: F401  (fixtures)
 from test_metrics import total
 
