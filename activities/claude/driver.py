@@ -181,9 +181,7 @@ class ClaudeDriver:
             if term.exited.is_set():
                 if not self._stopping():  # its last words, whatever the rate, for the error
                     with contextlib.suppress(TerminalError):
-                        await self.view.follow(
-                            lambda since: self.manager.get_output(self.session_id, since=since),
-                            term.offset, now, rested=True)
+                        await self._follow(term, now, rested=True)
                 self._on_exit()
                 return
             if self.view.behind:
