@@ -108,27 +108,15 @@ class CommandType(StrEnum):
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """What a command type takes and what its success is."""
+    """What a command type takes, what carries it out, and what its success is."""
 
     payload: type[BaseModel]
+    #: a CommandExecutor method taking the command and its validated payload
+    handler: Callable[..., Awaitable[Reply | tuple[int, dict]]]
     #: it names a session (`session_id` must be set)
     needs_session: bool = False
     #: its success is a 201 (it made something)
     creates: bool = False
-
-
-SPECS: dict[CommandType, CommandSpec] = {
-    CommandType.CREATE_OFFICE: CommandSpec(OfficeCreate, creates=True),
-    CommandType.DELETE_OFFICE: CommandSpec(Empty),
-    CommandType.UPDATE_OFFICE: CommandSpec(OfficeUpdate),
-    CommandType.CREATE_SESSION: CommandSpec(SessionCreate, creates=True),
-    CommandType.SEND_PROMPT: CommandSpec(PromptBody, needs_session=True),
-    CommandType.SEND_KEYS: CommandSpec(KeysBody, needs_session=True),
-    CommandType.ANSWER_INPUT: CommandSpec(AnswerBody, needs_session=True),
-    CommandType.CANCEL: CommandSpec(Empty, needs_session=True),
-    CommandType.TERMINATE: CommandSpec(Empty, needs_session=True),
-    CommandType.RELEASE_SESSION: CommandSpec(Empty, needs_session=True),
-}
 
 
 def command_type(value: str) -> CommandType:
@@ -434,7 +422,7 @@ class CommandExecutor:
             raise InvalidInput(f"bad payload for {kind}: {_errors(err)}") from None
         if spec.needs_session and not cmd.session_id:
             raise InvalidInput(f"{kind} needs a session_id")
-        return await HANDLERS[kind](self, cmd, payload)
+        return await spec.handler(self, cmd, payload)
 
     # --- offices --------------------------------------------------------------------------
 
@@ -708,18 +696,25 @@ class CommandExecutor:
             raise Unavailable(f"Temporal: {err}") from None
 
 
-#: each command type's handler (a method of CommandExecutor taking the command and its payload)
-HANDLERS: dict[CommandType, Callable[..., Awaitable[Reply | tuple[int, dict]]]] = {
-    CommandType.CREATE_OFFICE: CommandExecutor._do_create_office,
-    CommandType.DELETE_OFFICE: CommandExecutor._do_delete_office,
-    CommandType.UPDATE_OFFICE: CommandExecutor._do_update_office,
-    CommandType.CREATE_SESSION: CommandExecutor._do_create_session,
-    CommandType.SEND_PROMPT: CommandExecutor._do_send_prompt,
-    CommandType.SEND_KEYS: CommandExecutor._do_send_keys,
-    CommandType.ANSWER_INPUT: CommandExecutor._do_answer_input,
-    CommandType.CANCEL: CommandExecutor._do_cancel,
-    CommandType.TERMINATE: CommandExecutor._do_terminate,
-    CommandType.RELEASE_SESSION: CommandExecutor._do_release_session,
+#: every command type (SPECS is filled here, after the handlers it names are defined)
+SPECS: dict[CommandType, CommandSpec] = {
+    CommandType.CREATE_OFFICE: CommandSpec(OfficeCreate, CommandExecutor._do_create_office,
+                                           creates=True),
+    CommandType.DELETE_OFFICE: CommandSpec(Empty, CommandExecutor._do_delete_office),
+    CommandType.UPDATE_OFFICE: CommandSpec(OfficeUpdate, CommandExecutor._do_update_office),
+    CommandType.CREATE_SESSION: CommandSpec(SessionCreate, CommandExecutor._do_create_session,
+                                            creates=True),
+    CommandType.SEND_PROMPT: CommandSpec(PromptBody, CommandExecutor._do_send_prompt,
+                                         needs_session=True),
+    CommandType.SEND_KEYS: CommandSpec(KeysBody, CommandExecutor._do_send_keys,
+                                       needs_session=True),
+    CommandType.ANSWER_INPUT: CommandSpec(AnswerBody, CommandExecutor._do_answer_input,
+                                          needs_session=True),
+    CommandType.CANCEL: CommandSpec(Empty, CommandExecutor._do_cancel, needs_session=True),
+    CommandType.TERMINATE: CommandSpec(Empty, CommandExecutor._do_terminate,
+                                       needs_session=True),
+    CommandType.RELEASE_SESSION: CommandSpec(Empty, CommandExecutor._do_release_session,
+                                             needs_session=True),
 }
 
 
