@@ -169,9 +169,13 @@ class _Session:
             await self.resize_wanted.wait()
             await asyncio.sleep(RESIZE_SETTLE_S)
             self.resize_wanted.clear()
-            size = self.size()
-            if size:
-                await self.ws.send(json.dumps({"type": "resize", "rows": size[0], "cols": size[1]}))
+            await self.send_size()
+
+    async def send_size(self) -> None:
+        """This terminal's size, as the session's."""
+        size = self.size()
+        if size:
+            await self.ws.send(json.dumps({"type": "resize", "rows": size[0], "cols": size[1]}))
 
     # --- session -> screen -------------------------------------------------------------------
 
@@ -273,10 +277,8 @@ async def _attach(config: ClientConfig, office_id: str, session_id: str, *, read
             if not read_only:
                 # the session takes this terminal's size before anything typed goes out
                 # (the API holds keys sent after a resize until it is applied)
-                size = sess.size() if is_tty or os.isatty(stdout_fd) else None
-                if size:
-                    await ws.send(json.dumps({"type": "resize", "rows": size[0],
-                                              "cols": size[1]}))
+                if is_tty or os.isatty(stdout_fd):
+                    await sess.send_size()
                 tasks += [asyncio.create_task(sess.send_input()),
                           asyncio.create_task(sess.send_resizes())]
             try:

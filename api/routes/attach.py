@@ -201,8 +201,7 @@ class AttachBridge:
         #: it (a `stty size` typed right after attaching sees the attached terminal's size)
         self._size_settled = asyncio.Event()
         self._size_settled.set()
-        self._size_asked = 0  # resizes asked for, and the last of them handled
-        self._size_handled = 0
+        self._size_asked = 0  # resizes asked for
         self._told_read_only = False
 
     async def run(self, since: int | None) -> None:
@@ -379,8 +378,7 @@ class AttachBridge:
             try:
                 await self._apply_size(size)
             finally:
-                self._size_handled = asked
-                if self._size_handled == self._size_asked:
+                if asked == self._size_asked:  # none asked for meanwhile
                     self._size_settled.set()
 
     async def _apply_size(self, size: tuple[int, int] | None) -> None:
