@@ -62,12 +62,8 @@ class FollowedScreen:
         #: one feeder at a time (the watcher, and a decision that wants the screen now)
         self._feeding = asyncio.Lock()
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.screen.lines, self.screen.columns
-
     def resize(self, rows: int, cols: int) -> None:
-        if self.size != (rows, cols):
+        if (self.screen.lines, self.screen.columns) != (rows, cols):
             self.screen.resize(rows, cols)
             self._rows = [""] * rows
             self.screen.dirty.update(range(rows))
@@ -83,8 +79,8 @@ class FollowedScreen:
             dirty.clear()
         return self._rows
 
-    def rate(self, end: int, now: float) -> float:
-        """Bytes a second that came over the last RATE_WINDOW_S (from follow()'s samples)."""
+    def _sample_rate(self, end: int, now: float) -> float:
+        """Record (now, end); the bytes a second that came over the last RATE_WINDOW_S."""
         seen = self._seen
         seen.append((now, end))
         while len(seen) > 1 and seen[1][0] <= now - RATE_WINDOW_S:
@@ -96,7 +92,7 @@ class FollowedScreen:
         """Bring the screen up to stream offset `end` when it is worth it now (see the module
         docstring); `exact`: whatever the rate, every byte; `rested`: whatever the rate (the
         output has ended), as it would catch up. True when it changed."""
-        if self.rate(end, now) > FOLLOW_BPS and not (exact or rested):
+        if self._sample_rate(end, now) > FOLLOW_BPS and not (exact or rested):
             self.behind = self.behind or end > self.fed
             return False
         if end <= self.fed:
