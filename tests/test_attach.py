@@ -229,6 +229,23 @@ async def test_websocket_refuses_like_rest(api_url, office, session):
                                    "detail": "attached read-only: input is not sent"}
 
 
+async def _receive_until(ws, done, timeout_s: float = 20) -> tuple[bytes, list[dict]]:
+    """The output and error messages an attach WebSocket sends until `done(output, errors)`
+    holds (or `timeout_s` passes: the caller asserts what it needed)."""
+    seen, errors = b"", []
+    deadline = time.monotonic() + timeout_s
+    while not done(seen, errors) and time.monotonic() < deadline:
+        try:
+            msg = await asyncio.wait_for(ws.recv(), 1)
+        except TimeoutError:
+            continue
+        if isinstance(msg, bytes):
+            seen += msg
+        elif json.loads(msg)["type"] == "error":
+            errors.append(json.loads(msg))
+    return seen, errors
+
+
 async def test_keys_typed_right_after_a_resize_see_the_new_size(api_url, office, session):
     """Resizes and keys go as separate commands; keys sent after a resize wait for it, so a
     `stty size` typed the moment a viewer attaches reads the viewer's size."""
@@ -239,15 +256,7 @@ async def test_keys_typed_right_after_a_resize_see_the_new_size(api_url, office,
         for rows, cols in [(30 + n, 70 + n) for n in range(12)]:
             await ws.send(json.dumps({"type": "resize", "rows": rows, "cols": cols}))
             await ws.send(b"stty size\r")
-            seen = b""
-            deadline = time.monotonic() + 20
-            while f"{rows} {cols}".encode() not in seen and time.monotonic() < deadline:
-                try:
-                    msg = await asyncio.wait_for(ws.recv(), 1)
-                except TimeoutError:
-                    continue
-                if isinstance(msg, bytes):
-                    seen += msg
+            seen, _ = await _receive_until(ws, lambda seen, _: f"{rows} {cols}".encode() in seen)
             assert f"{rows} {cols}".encode() in seen, seen[-500:]
 
 
@@ -261,18 +270,8 @@ async def test_websocket_input_batches_named_keys_and_nul(api_url, office, sessi
         await ws.send(b"echo nul-\x00$((1+1))\r")
         await ws.send(json.dumps({"type": "input", "data": "echo text-$((2+2))\r"}))
         await ws.send(json.dumps({"type": "resize", "rows": 1, "cols": 1}))
-        seen, errors = b"", []
-        deadline = time.monotonic() + 20
-        while (b"nul-2" not in seen or b"text-4" not in seen or not errors) \
-                and time.monotonic() < deadline:
-            try:
-                msg = await asyncio.wait_for(ws.recv(), 1)
-            except TimeoutError:
-                continue
-            if isinstance(msg, bytes):
-                seen += msg
-            elif json.loads(msg)["type"] == "error":
-                errors.append(json.loads(msg))
+        seen, errors = await _receive_until(
+            ws, lambda seen, errors: b"nul-2" in seen and b"text-4" in seen and bool(errors))
         assert b"nul-2" in seen and b"text-4" in seen, seen[-2000:]
         assert errors and "out of range" in errors[0]["detail"]
     async with pool.connection() as conn:

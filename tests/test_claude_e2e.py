@@ -18,6 +18,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_calls import event_of, job_when, new_session, send_prompt, session_when
@@ -293,7 +294,8 @@ async def test_a_start_up_dialog_the_policy_fails_ends_the_start_naming_it() -> 
     await driver.close()
 
 
-async def test_a_prompt_is_never_typed_into_a_dialog() -> None:
+async def _started_with_a_dialog() -> tuple[FakeManager, Any]:
+    """A driver past start-up whose screen shows a permission dialog, seen."""
     term = FakeTerminal()
     manager = FakeManager(term)
     driver = _driver(manager, term, _nothing)
@@ -301,6 +303,11 @@ async def test_a_prompt_is_never_typed_into_a_dialog() -> None:
     driver.started = True
     manager.show(PERMISSION_SCREEN)
     await wait_for(lambda: _ready(driver.dialog()), timeout=5, what="the dialog seen")
+    return manager, driver
+
+
+async def test_a_prompt_is_never_typed_into_a_dialog() -> None:
+    manager, driver = await _started_with_a_dialog()
     with pytest.raises(DialogOpen, match="Do you want to proceed"):
         await driver.submit("Do the next thing", "job-2")
     assert manager.keys == [], "nothing was typed"
@@ -311,13 +318,7 @@ async def test_a_prompt_looks_at_the_screen_as_it_is_now_not_as_last_parsed() ->
     """A burst of output (a stand-in model streams a turn at once) leaves the watcher's
     screen behind, still showing a dialog the burst removed; a prompt brings the screen up
     to date first instead of being refused for a dialog that is gone."""
-    term = FakeTerminal()
-    manager = FakeManager(term)
-    driver = _driver(manager, term, _nothing)
-    driver.attach(term)
-    driver.started = True
-    manager.show(PERMISSION_SCREEN)
-    await wait_for(lambda: _ready(driver.dialog()), timeout=5, what="the dialog seen")
+    manager, driver = await _started_with_a_dialog()
     for _ in range(40):  # ~20 KB at once: more than the screen follows a second
         manager.show(IDLE_SCREEN)
     await wait_for(lambda: _ready(driver.view.behind), timeout=5, what="the screen behind")
