@@ -31,7 +31,7 @@ run: $(STAMP) $(CONSOLE_STAMP)
 
 ## Run the test suite against real Postgres, Temporal and PTYs.
 test: $(STAMP) $(CONSOLE_STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/pytest
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports && $(VENV)/bin/pytest
 
 ## The Claude Code end-to-end and approval tests against npm's newest CLI (make test runs the pinned
 ## version and the oldest supported one; SEMO_CLAUDE_TEST_VERSIONS picks any others).

@@ -12,8 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from api import console_auth
 from api.auth import Principal, TokenVerifier
 from api.live import LiveNotifier
+from commands.executor import CommandExecutor
 from db import reads
-from semo.commands import CommandExecutor
 from semo.errors import NotFound
 from semo.settings import Settings
 from workflows.ids import ID_ANCHORED

@@ -22,8 +22,8 @@ from api.routes import (
     usage,
     webhooks,
 )
+from commands.executor import CommandExecutor
 from db.pool import open_pool
-from semo.commands import CommandExecutor
 from semo.observability import ApiMetrics, RequestContext
 from semo.settings import Settings
 from semo.temporal import connect

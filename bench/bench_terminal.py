@@ -46,8 +46,8 @@ from activities.terminal import SessionManager
 from bench import report_goals
 from db.migrate import migrate
 from db.pool import open_pool
+from dev.embedded import free_port, start_postgres, stop_postgres
 from semo import procfs
-from semo.embedded import free_port, start_postgres, stop_postgres
 from semo.settings import BUILTIN_PROFILES, AgentProfile
 
 #: prints argv[2] bytes of the file argv[1] (over and over) as fast as it can, 64 KiB a write

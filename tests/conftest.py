@@ -21,8 +21,8 @@ from api.auth import mint_token
 from api.main import create_app
 from db.migrate import migrate
 from db.pool import open_pool
+from dev.embedded import free_port, start_postgres, start_temporal, stop_postgres, stop_process
 from semo import procfs
-from semo.embedded import free_port, start_postgres, start_temporal, stop_postgres, stop_process
 from semo.settings import Settings
 from semo.temporal import connect
 from worker.client import client_runtime

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from dev.embedded import die_with_parent, free_port, venv_bin
 from semo import procfs
-from semo.embedded import die_with_parent, free_port, venv_bin
 
 COMPONENTS = {"api", "server_worker", "client_worker", "intake", "temporal", "postgres"}
 

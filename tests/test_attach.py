@@ -23,8 +23,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from api.routes.attach import to_commands
-from semo.attach import TerminalModes, detach_byte, websocket_url
-from semo.embedded import venv_bin
+from cli.attach import TerminalModes, detach_byte, websocket_url
+from dev.embedded import venv_bin
 
 
 class Term:

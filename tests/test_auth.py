@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from api.auth import Principal, TokenVerifier, mint_token
 from api.main import create_app
-from semo.embedded import free_port
+from dev.embedded import free_port
 from semo.errors import Unauthorized, Unavailable
 from semo.settings import Settings
 
@@ -284,7 +284,7 @@ async def _semo_api(env_over: dict[str, str], tmp: Path) -> tuple[int, str]:
            if k not in ("SUPABASE_JWT_SECRET", "SEMO_JWT_SECRET", "SEMO_JWKS_URL", "SEMO_DEV_MODE")}
     env.update({"SEMO_API_PORT": str(free_port()), "SEMO_HOME": str(tmp / ".semo"), **env_over})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "semo.cli", "api", cwd=tmp, env=env,  # cwd: no .env to read
+        sys.executable, "-m", "cli", "api", cwd=tmp, env=env,  # cwd: no .env to read
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -18,9 +18,9 @@ import pytest
 from conftest import MACHINE_ID, token_for, wait_for
 from typer.testing import CliRunner
 
-from semo.cli import app
-from semo.client import ClientConfig, ConfigError, resolve_config
-from semo.embedded import free_port, venv_bin
+from cli.client import ClientConfig, ConfigError, resolve_config
+from cli.main import app
+from dev.embedded import free_port, venv_bin
 
 MARKER = "printf '[SEMO:%s]\\n' DONE"
 runner = CliRunner()

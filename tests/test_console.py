@@ -38,8 +38,8 @@ from test_claude_versions import machine, standin  # noqa: F401 (fixtures)
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from dev.embedded import venv_bin
 from semo import procfs
-from semo.embedded import venv_bin
 
 # what the page shows comes over live streams: on a loaded 2-core machine, give it time
 expect.set_options(timeout=20_000)

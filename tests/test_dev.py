@@ -12,7 +12,7 @@ import httpx
 from conftest import live_pids_with_env
 from devstack import DevStack, alive, wait
 
-from semo.embedded import venv_bin
+from dev.embedded import venv_bin
 
 
 def test_semo_dev_runs_stops_cleanly_and_resumes(tmp_path):

@@ -22,9 +22,9 @@ from conftest import JWT_SECRET, MACHINE_ID, wait_for
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from commands.executor import CommandExecutor
 from db.claims import HELD_LOCKS, Claimant
 from db.pool import open_pool
-from semo.commands import CommandExecutor
 from worker.intake import Intake
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def intake_env(settings, **extra) -> dict[str, str]:
 def spawn_intake(settings, log_path: Path) -> subprocess.Popen:
     """The intake as its own process (`semo worker intake`), for SIGKILL."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "semo.cli", "worker", "intake"],
+        return subprocess.Popen([sys.executable, "-m", "cli", "worker", "intake"],
                                 env=intake_env(settings), cwd=log_path.parent,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

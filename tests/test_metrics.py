@@ -28,9 +28,9 @@ from activities.records import RecordActivities
 from api.auth import TokenVerifier
 from api.deps import AppState
 from api.main import create_app
+from commands.executor import CommandExecutor
 from db import reads
-from semo.commands import CommandExecutor
-from semo.embedded import free_port, venv_bin
+from dev.embedded import free_port, venv_bin
 from semo.observability import configure_logging, ids_from_path, ids_from_workflow_id
 from semo.payloads import OfficeCreate, PromptBody, SessionCreate
 from semo.settings import Settings
@@ -294,7 +294,7 @@ def test_logs_are_json_with_bound_ids():
         configure_logging("api", json=True, stream=buf)
         with structlog.contextvars.bound_contextvars(
                 **ids_from_path("/api/offices/demo/sessions/be-1/prompt"), command_id="c-1"):
-            logging.getLogger("semo.commands").warning("command %s failed", "c-1")
+            logging.getLogger("commands.executor").warning("command %s failed", "c-1")
             structlog.get_logger("semo.x").info("typed", bytes=3)
         lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     finally:

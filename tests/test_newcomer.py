@@ -18,7 +18,7 @@ from browser import LAUNCH_ARGS, chromium_path
 from conftest import MACHINE_ID, token_for, wait_for
 from playwright.async_api import async_playwright
 
-from semo.embedded import venv_bin
+from dev.embedded import venv_bin
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "printf '[SEMO:%s]\\n' DONE"
@@ -297,7 +297,7 @@ def test_install_has_no_package_data_warnings(tmp_path):
 def test_starting_postgres_prints_no_runtime_dir_warning(tmp_path):
     """Without XDG_RUNTIME_DIR (containers, CI, ssh) nothing warns about it at start."""
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-    code = ("from semo.embedded import _pg_bin, init_postgres; import sys; "
+    code = ("from dev.embedded import _pg_bin, init_postgres; import sys; "
             "assert _pg_bin('postgres').exists(); init_postgres(__import__('pathlib').Path(sys.argv[1]))")
     proc = subprocess.run([sys.executable, "-W", "default", "-c", code, str(tmp_path / "pg")],
                           env=env, capture_output=True, text=True, timeout=300, cwd=REPO)

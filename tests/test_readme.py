@@ -25,7 +25,7 @@ from devstack import DevStack, wait
 from ptyprocess import PtyProcess
 
 from activities.monitor import strip_terminal_escapes
-from semo.embedded import _pg_bin
+from dev.embedded import _pg_bin
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

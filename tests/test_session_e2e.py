@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import live_pids_with_env, replay_and_maybe_record, wait_for
 
 from api.live import LiveNotifier
-from semo.commands import CommandExecutor, Outcome
+from commands.executor import CommandExecutor, Outcome
 
 MARKER_PROMPT = "printf '[SEMO:%s]\\n' DONE"
 

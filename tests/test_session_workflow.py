@@ -21,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from semo.embedded import SEARCH_ATTRIBUTES, venv_bin
+from dev.embedded import SEARCH_ATTRIBUTES, venv_bin
 from workflows.contracts import (
     BreakerPolicy,
     PromptInput,

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from semo.embedded import venv_bin
+from dev.embedded import venv_bin
 from semo.settings import BUILTIN_PROFILES, ConfigError, load_settings
 
 

@@ -30,7 +30,7 @@ from test_metrics import total
 import activities.usage as usage_reader
 from activities.usage import UsageTracker, _Session, read_new
 from db import usage as usage_db
-from semo.embedded import free_port
+from dev.embedded import free_port
 from semo.settings import AgentProfile, Settings, StartupDialogs
 from semo.usage import DEFAULT_PRICES, ModelPrice, price_of, summarize
 from worker.client import client_runtime

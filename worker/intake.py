@@ -41,9 +41,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from commands.executor import BACKGROUND_LIMIT_S, Command, CommandExecutor, Outcome
 from db.claims import HELD_LOCKS, Claimant
 from db.pool import open_pool
-from semo.commands import BACKGROUND_LIMIT_S, Command, CommandExecutor, Outcome
 from semo.errors import Unavailable
 from semo.settings import Settings
 from semo.temporal import connect

@@ -1,6 +1,6 @@
 """The Temporal search attributes sessions and pools are listed by: one key each, here.
 
-`semo/embedded.py` registers `REGISTERED` with the dev server; the workflows set them and the
+`dev/embedded.py` registers `REGISTERED` with the dev server; the workflows set them and the
 command executor queries them."""
 
 from __future__ import annotations

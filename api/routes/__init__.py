@@ -2,7 +2,7 @@
 
 from fastapi import Response
 
-from semo.commands import Outcome
+from commands.executor import Outcome
 from semo.errors import from_problem
 
 

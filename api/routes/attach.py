@@ -59,8 +59,8 @@ from temporalio.service import RPCError
 from api import console_auth
 from api.deps import can_open, office_not_found
 from api.errors import problem_response
+from commands.executor import CommandType
 from db import reads
-from semo.commands import CommandType
 from semo.errors import NotFound, SemoError
 from semo.payloads import KeysBody
 from semo.screen import replay_start

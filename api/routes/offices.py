@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 from api import schemas
 from api.deps import CurrentUser, IdempotencyKey, OfficeRow, State, can_open, opened_office_ids
 from api.routes import answer
+from commands.executor import CommandType
 from db import reads, usage
-from semo.commands import CommandType
 from semo.errors import Conflict
 from semo.payloads import Empty, OfficeCreate, OfficeUpdate
 from workflows.contracts import PoolSessionView

@@ -21,8 +21,8 @@ from api.deps import (
     check_access,
 )
 from api.routes import answer
+from commands.executor import CommandType
 from db import reads, usage
-from semo.commands import CommandType
 from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 from semo.terminal_text import strip_terminal_escapes

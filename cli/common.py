@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from semo.client import (
+from cli.client import (
     ApiFailed,
     ApiRefused,
     ClientConfig,

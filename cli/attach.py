@@ -24,7 +24,7 @@ import termios
 import tty
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from semo.client import ApiFailed, ApiRefused, ClientConfig, TimedOut, Unreachable
+from cli.client import ApiFailed, ApiRefused, ClientConfig, TimedOut, Unreachable
 
 #: how long a burst of SIGWINCH is let settle before the size is sent
 RESIZE_SETTLE_S = 0.05

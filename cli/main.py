@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 
-from semo import cli_office, cli_session
-from semo.cli_common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
+from cli import office as cli_office, session as cli_session
+from cli.common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
 from semo.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, supervised by Temporal.",
@@ -47,7 +46,7 @@ MetricsAddress = Annotated[str | None, typer.Option(
 @app.command()
 def dev() -> None:
     """Start the whole system on this machine (embedded Temporal and Postgres); Ctrl+C stops it."""
-    from semo.dev import run_dev
+    from dev.launcher import run_dev
 
     raise typer.Exit(run_dev(settings_or_exit()))
 
@@ -68,7 +67,7 @@ def api() -> None:
     import uvicorn
 
     from api.main import create_app
-    from semo.runner import setup_logging
+    from cli.runner import setup_logging
 
     setup_logging("api")
     settings = settings_or_exit()
@@ -85,7 +84,7 @@ def api() -> None:
 @worker_app.command("server")
 def worker_server(metrics_address: MetricsAddress = None) -> None:
     """The server worker: session workflows and their database writes (queue semo-server)."""
-    from semo.runner import run_component
+    from cli.runner import run_component
     from worker.server import run_server_worker
 
     run_component("server-worker", run_server_worker, metrics_address=metrics_address)
@@ -94,7 +93,7 @@ def worker_server(metrics_address: MetricsAddress = None) -> None:
 @worker_app.command("client")
 def worker_client(metrics_address: MetricsAddress = None) -> None:
     """This machine's client worker: terminals (queue semo-machine-{machine_id})."""
-    from semo.runner import run_component
+    from cli.runner import run_component
     from worker.client import run_client_worker
 
     run_component("client-worker", run_client_worker, metrics_address=metrics_address)
@@ -103,7 +102,7 @@ def worker_client(metrics_address: MetricsAddress = None) -> None:
 @worker_app.command("intake")
 def worker_intake(metrics_address: MetricsAddress = None) -> None:
     """The command intake: carries out rows inserted into agent_commands."""
-    from semo.runner import run_component
+    from cli.runner import run_component
     from worker.intake import run_intake
 
     run_component("intake", run_intake, metrics_address=metrics_address)
@@ -132,7 +131,7 @@ def token(office: list[str] = typer.Option(["*"], help="office ids the token ope
 def console(next_path: str = typer.Option("/console/", "--next", help="the console page to open"),
             api_url: ApiUrl = None, token: Token = None) -> None:
     """Print a one-time login link to the web console (valid once, for ten minutes)."""
-    from semo.cli_common import api_errors, client
+    from cli.common import api_errors, client
 
     api = client(api_url, token)
     with api, api_errors(api):
@@ -141,7 +140,3 @@ def console(next_path: str = typer.Option("/console/", "--next", help="the conso
 
 def main() -> None:  # pragma: no cover
     app(prog_name="semo")
-
-
-if __name__ == "__main__":
-    sys.exit(app())

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 from rich.console import Console
 
 from api.auth import mint_token
 from db.migrate import migrate
-from semo.embedded import (
+from dev.embedded import (
     EmbeddedError,
     die_with_parent,
     free_port,
@@ -163,7 +164,7 @@ def _run(settings: Settings, home: Path) -> int:
             out = open(logs / f"{name}.log", "ab")
             try:
                 return subprocess.Popen(
-                    [sys.executable, "-m", "semo.cli", *args], env=env,
+                    [sys.executable, "-m", "cli", *args], env=env,
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, preexec_fn=die_with_parent)
             finally:
@@ -298,14 +299,12 @@ def _wait_machine(settings: Settings, database_url: str, since, worker: Child, s
 
 def _console_url(info: dict) -> str | None:
     """A one-time login link to the web console, minted by the API for the dev token."""
-    from semo.client import ClientConfig, SemoClient, SemoClientError
-
-    config = ClientConfig(api_url=info["api_url"], token=info["token"], api_url_from="semo dev",
-                          token_from="semo dev")
     try:
-        with SemoClient(config) as api:
-            return api.console_link()["url"]
-    except SemoClientError as err:
+        r = httpx.post(f"{info['api_url']}/api/console/login-codes", json={"next": "/console/"},
+                       headers={"Authorization": f"Bearer {info['token']}"}, timeout=10)
+        r.raise_for_status()
+        return r.json()["url"]
+    except httpx.HTTPError as err:
         console.print(f"[yellow]no console link: {err}[/]")
         return None
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from semo.cli_common import (
+from cli.common import (
     EXIT_CODES_HELP,
     EXIT_TIMEOUT,
     EXIT_USAGE,

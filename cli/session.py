@@ -14,7 +14,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from semo.cli_common import (
+from cli.client import SemoClient, TimedOut, Unreachable
+from cli.common import (
     EXIT_CODES_HELP,
     EXIT_JOB_NOT_DONE,
     EXIT_USAGE,
@@ -36,7 +37,6 @@ from semo.cli_common import (
     styled,
     table,
 )
-from semo.client import SemoClient, TimedOut, Unreachable
 from semo.usage import describe as describe_usage
 
 app = typer.Typer(help="Sessions: agent terminals.", epilog=EXIT_CODES_HELP,
@@ -461,7 +461,7 @@ def attach(
     What you type goes to the agent and what it prints comes here; the session takes this
     terminal's size. Detaching leaves the session running.
     """
-    from semo.attach import AttachError, attach as run_attach, detach_byte
+    from cli.attach import AttachError, attach as run_attach, detach_byte
 
     api = client(api_url, token)
     office, sid = ref(session, office)
