@@ -166,3 +166,29 @@ class KeysBody(_Body):
 class Empty(_Body):
     pass
 
+
+
+class ReviewComment(_Body):
+    #: a path as `changes` lists it
+    path: str = Field(min_length=1, max_length=4096)
+    #: a line of the file as it is now (1-based), one the diff shows
+    line: int = Field(ge=1, le=10_000_000)
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class ReviewBody(_Body):
+    """POST .../review: comments on a session's changes, sent to its agent as one prompt."""
+
+    comments: list[ReviewComment] = Field(min_length=1, max_length=200)
+    summary: str | None = Field(default=None, max_length=20_000)
+    job_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+
+class HandOffBody(_Body):
+    """POST .../handoff: commit the session's work, push its branch, maybe open a PR."""
+
+    #: the commit message for what is uncommitted (default: one made from the session's jobs)
+    message: str | None = Field(default=None, min_length=1, max_length=20_000)
+    push: bool = True
+    pull_request: bool = False

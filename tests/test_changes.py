@@ -1,0 +1,131 @@
+"""What an agent changed, end to end with real git: an office whose repository has a bare
+remote, a shell session that edits one file and adds another; `changes` shows both, a review
+of two comments becomes one job quoting both, and `handoff` puts the work on the remote under
+the session's branch. An office without a repository answers 409."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from api_calls import job_when, new_session, send_prompt, session_when
+from conftest import MACHINE_ID
+from git_repos import git, make_repo, with_remote
+
+
+@pytest.fixture
+async def repo_office(http, settings, tmp_path: Path):
+    """An office of shell agents whose repository (inside the workspace roots) has a bare
+    remote: (office id, repository, remote)."""
+    office_id = f"t-{uuid.uuid4().hex[:10]}"
+    repo = make_repo(settings.workspace_roots[0].resolve() / "repos" / office_id,
+                     {"README.md": "hello\nworld\n", "src/app.py": "print('hi')\n"})
+    remote = with_remote(repo, tmp_path / "remote.git")
+    r = await http.post("/api/offices", json={"office_id": office_id, "name": "repo office",
+                                              "machine_id": MACHINE_ID, "agent": "shell",
+                                              "warm_roles": [], "repository": str(repo)})
+    assert r.status_code == 201, r.text
+    return office_id, repo, remote
+
+
+async def test_changes_review_and_hand_off_with_real_git(http, repo_office) -> None:
+    office, repo, remote = repo_office
+    sid = (await new_session(http, office))["session_id"]
+    base = git("rev-parse", "main", cwd=repo)
+    job = await send_prompt(http, office, sid,
+                            "printf 'changed\\n' >> README.md; printf 'one\\ntwo\\n' > notes.txt; "
+                            "echo [SEMO:DONE]")
+    await job_when(http, office, job, "done")
+
+    r = await http.get(f"/api/offices/{office}/sessions/{sid}/changes")
+    assert r.status_code == 200, r.text
+    changes = r.json()
+    assert changes["branch"].startswith(f"semo/{office}/BE-")
+    assert changes["base"] == {"ref": "main", "commit": base}
+    assert changes["head"] == base and changes["commits"] == [] and not changes["truncated"]
+    files = {f["path"]: f for f in changes["files"]}
+    assert set(files) == {"README.md", "notes.txt"}, "semo's own files are not the agent's work"
+    assert files["README.md"] | {"old_path": None} == {
+        "path": "README.md", "status": "modified", "old_path": None, "additions": 1,
+        "deletions": 0, "binary": False}
+    assert (files["notes.txt"]["status"], files["notes.txt"]["additions"]) == ("added", 2)
+    assert "\n+changed\n" in changes["diff"] and "\n+one\n+two\n" in changes["diff"]
+    assert " world\n" in changes["diff"], "context lines are in the diff"
+
+    only = (await http.get(f"/api/offices/{office}/sessions/{sid}/changes",
+                           params={"path": "notes.txt"})).json()
+    assert [f["path"] for f in only["files"]] == ["notes.txt"] and "README" not in only["diff"]
+
+    # a comment off the changes is a 422, and no job is made
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/review",
+                        json={"comments": [{"path": "README.md", "line": 99, "text": "what"}]})
+    assert r.status_code == 422 and "line 99 is not in its diff" in r.json()["detail"], r.text
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/review",
+                        json={"comments": [{"path": "src/app.py", "line": 1, "text": "what"}]})
+    assert r.status_code == 422 and "not among the session" in r.json()["detail"], r.text
+    assert (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()["status"] == "ready"
+
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/review", json={
+        "summary": "Nearly there.",
+        "comments": [{"path": "README.md", "line": 3, "text": "Say what changed"},
+                     {"path": "notes.txt", "line": 2, "text": "Two is too many"}]})
+    assert r.status_code == 201, r.text
+    review = r.json()
+    assert review["status"] == "sent" and review["command_id"]
+    prompt = (await http.get(f"/api/offices/{office}/jobs/{review['job_id']}")).json()["prompt"]
+    assert "2 comments" in prompt and "Nearly there." in prompt
+    assert "README.md:3\n   | changed\n   Say what changed" in prompt
+    assert "notes.txt:2\n   | two\n   Two is too many" in prompt
+    assert prompt.index("README.md:3") < prompt.index("notes.txt:2"), "in the order given"
+
+    # the shell does not end that job: the session is busy, and a hand-off waits for it
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff", json={})
+    assert r.status_code == 409 and "busy" in r.json()["detail"], r.text
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/cancel")
+    assert r.status_code == 200, r.text
+    await session_when(http, office, sid, "ready")
+
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff",
+                        json={"message": "Notes and a changed README"})
+    assert r.status_code == 200, r.text
+    handed = r.json()
+    assert handed["branch"] == changes["branch"] and handed["pushed"] is True
+    assert handed["remote"] == "origin" and "pull_request_url" not in handed
+    on_remote = git("rev-parse", f"refs/heads/{handed['branch']}", cwd=remote)
+    assert on_remote == handed["commit"]
+    assert git("log", "-1", "--format=%s", handed["commit"], cwd=remote) == \
+        "Notes and a changed README"
+    assert git("show", f"{handed['commit']}:README.md", cwd=remote) == "hello\nworld\nchanged"
+    assert git("show", f"{handed['commit']}:notes.txt", cwd=remote) == "one\ntwo"
+    tree = git("ls-tree", "-r", "--name-only", handed["commit"], cwd=remote).split("\n")
+    assert not [p for p in tree if p.startswith(".claude/")], "semo's files are not pushed"
+
+    after = (await http.get(f"/api/offices/{office}/sessions/{sid}/changes")).json()
+    assert [c["subject"] for c in after["commits"]] == ["Notes and a changed README"]
+    assert {f["path"] for f in after["files"]} == {"README.md", "notes.txt"}, \
+        "committed work is still the session's change"
+
+    # the command is recorded once; nothing left to hand off is a 409
+    cmd = (await http.get(f"/api/offices/{office}/commands/{handed['command_id']}")).json()
+    assert cmd["type"] == "hand_off" and cmd["result"]["status"] == "ok", cmd
+
+
+async def test_nothing_to_hand_off_is_a_conflict(http, repo_office) -> None:
+    office, _, remote = repo_office
+    sid = (await new_session(http, office))["session_id"]
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff", json={})
+    assert r.status_code == 409 and "nothing to hand off" in r.json()["detail"], r.text
+    assert "semo/" not in git("branch", "--list", cwd=remote), "nothing was pushed"
+
+
+async def test_a_session_without_a_repository_has_no_changes(http, office) -> None:
+    sid = (await new_session(http, office))["session_id"]
+    base = f"/api/offices/{office}/sessions/{sid}"
+    for method, path, body in (("GET", "/changes", None), ("POST", "/handoff", {}),
+                               ("POST", "/review", {"comments": [
+                                   {"path": "a.txt", "line": 1, "text": "x"}]})):
+        r = await http.request(method, base + path, json=body)
+        assert r.status_code == 409, (path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "has no repository" in r.json()["detail"]
