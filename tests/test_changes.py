@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from api_calls import job_when, new_session, send_prompt, session_when
-from conftest import MACHINE_ID
+from conftest import MACHINE_ID, wait_for
 from git_repos import git, make_repo, with_remote
+from standardwebhooks.webhooks import Webhook
+from webhook_receiver import Receiver
 
 
 @pytest.fixture
@@ -129,3 +131,36 @@ async def test_a_session_without_a_repository_has_no_changes(http, office) -> No
         assert r.status_code == 409, (path, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert "has no repository" in r.json()["detail"]
+
+
+@pytest.fixture
+def receiver(settings):
+    """A webhook receiver on loopback, which this deployment may then call."""
+    was = settings.webhook_allow_loopback
+    settings.webhook_allow_loopback = True
+    with Receiver() as r:
+        yield r
+    settings.webhook_allow_loopback = was
+
+
+async def test_a_hand_off_sends_session_handed_off(http, repo_office, receiver) -> None:
+    office, _, remote = repo_office
+    r = await http.post(f"/api/offices/{office}/webhooks",
+                        json={"url": receiver.url, "events": ["session.handed_off"]})
+    assert r.status_code == 201, r.text
+    secret = r.json()["secret"]
+    sid = (await new_session(http, office))["session_id"]
+    job = await send_prompt(http, office, sid, "echo data > out.txt; echo [SEMO:DONE]")
+    await job_when(http, office, job, "done")
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff", json={})
+    assert r.status_code == 200, r.text
+    handed = r.json()
+    assert "echo data > out.txt" in git("log", "-1", "--format=%B", handed["commit"], cwd=remote), \
+        "without a message, the commit's is made from the session's jobs"
+
+    async def arrived():
+        return receiver.of_type("session.handed_off") or None
+    [got] = await wait_for(arrived, what="session.handed_off at the receiver")
+    payload = Webhook(secret).verify(got.body, got.headers)
+    assert payload["session_id"] == sid and payload["data"]["branch"] == handed["branch"]
+    assert payload["data"]["commit"] == handed["commit"] and payload["data"]["pushed"] is True
