@@ -4,7 +4,10 @@ A module of its own so test modules do not import these from each other."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
+
+from conftest import MACHINE_ID
 
 IDENTITY = ("-c", "user.name=Tess Ter", "-c", "user.email=tess@example.com")
 
@@ -38,3 +41,17 @@ def commit_all(path: Path, message: str) -> str:
     git("add", "-A", cwd=path)
     git(*IDENTITY, "commit", "-q", "-m", message, cwd=path)
     return git("rev-parse", "HEAD", cwd=path)
+
+
+async def new_repo_office(http, settings, tmp_path: Path) -> tuple[str, Path, Path]:
+    """An office of shell agents whose repository (inside the workspace roots) has a bare
+    remote: (office id, repository, remote)."""
+    office_id = f"t-{uuid.uuid4().hex[:10]}"
+    repo = make_repo(settings.workspace_roots[0].resolve() / "repos" / office_id,
+                     {"README.md": "hello\nworld\n", "src/app.py": "print('hi')\n"})
+    remote = with_remote(repo, tmp_path / "remote.git")
+    r = await http.post("/api/offices", json={"office_id": office_id, "name": "repo office",
+                                              "machine_id": MACHINE_ID, "agent": "shell",
+                                              "warm_roles": [], "repository": str(repo)})
+    assert r.status_code == 201, r.text
+    return office_id, repo, remote

@@ -5,30 +5,19 @@ the session's branch. An office without a repository answers 409."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from api_calls import job_when, new_session, send_prompt, session_when
-from conftest import MACHINE_ID, wait_for
-from git_repos import git, make_repo, with_remote
+from conftest import wait_for
+from git_repos import git, new_repo_office
 from standardwebhooks.webhooks import Webhook
 from webhook_receiver import Receiver
 
 
 @pytest.fixture
 async def repo_office(http, settings, tmp_path: Path):
-    """An office of shell agents whose repository (inside the workspace roots) has a bare
-    remote: (office id, repository, remote)."""
-    office_id = f"t-{uuid.uuid4().hex[:10]}"
-    repo = make_repo(settings.workspace_roots[0].resolve() / "repos" / office_id,
-                     {"README.md": "hello\nworld\n", "src/app.py": "print('hi')\n"})
-    remote = with_remote(repo, tmp_path / "remote.git")
-    r = await http.post("/api/offices", json={"office_id": office_id, "name": "repo office",
-                                              "machine_id": MACHINE_ID, "agent": "shell",
-                                              "warm_roles": [], "repository": str(repo)})
-    assert r.status_code == 201, r.text
-    return office_id, repo, remote
+    return await new_repo_office(http, settings, tmp_path)
 
 
 async def test_changes_review_and_hand_off_with_real_git(http, repo_office) -> None:
