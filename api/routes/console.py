@@ -276,7 +276,9 @@ async def session_page(request: Request, state: State, office_id: OfficeIdPath,
         return _to_login(request)
     try:
         session = await load_session(state, user, office_id, session_id)
+        office = await load_office(state, user, office_id)
     except NotFound as err:
         return _page(request, "not_found.html", 404, user=user, detail=err.detail)
     return _page(request, "session.html", user=user, page="session", session=session,
-                 office_url=f"/console/offices/{quote(office_id)}")
+                 office_url=f"/console/offices/{quote(office_id)}",
+                 has_repository=bool((office.get("settings") or {}).get("repository")))
