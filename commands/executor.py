@@ -106,6 +106,7 @@ from workflows.contracts import (
     TerminateInput,
 )
 from workflows.failures import ErrorType
+from workflows.limits import MAX_PROMPT_BYTES, too_large
 from workflows.pool import OfficePoolWorkflow, pool_workflow_id
 from workflows.search_attributes import OFFICE_ID
 from workflows.session import SessionWorkflow
@@ -725,6 +726,9 @@ class CommandExecutor:
         changes_of = dict(zip(paths, read, strict=True))
         quotes = quoted_lines(p.comments, changes_of)
         prompt = review_prompt(p, quotes, read[0].branch)
+        if too_large(prompt):
+            raise InvalidInput(f"the review makes a prompt larger than {MAX_PROMPT_BYTES} bytes; "
+                               "send fewer or shorter comments at a time")
         reply = await self._do_send_prompt(cmd, PromptBody(prompt=prompt, job_id=p.job_id,
                                                            timeout_s=p.timeout_s))
         return Reply(201, *reply[1:])  # type: ignore[misc]

@@ -5,6 +5,7 @@ the session's branch. An office without a repository answers 409."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,54 @@ async def test_a_hand_off_sends_session_handed_off(http, repo_office, receiver) 
     payload = Webhook(secret).verify(got.body, got.headers)
     assert payload["session_id"] == sid and payload["data"]["branch"] == handed["branch"]
     assert payload["data"]["commit"] == handed["commit"] and payload["data"]["pushed"] is True
+
+
+async def test_a_hand_off_row_inserted_by_anyone_is_carried_out_once(
+        http, repo_office, settings, temporal_client, pool) -> None:
+    """`hand_off` is a command like the others: a row in `agent_commands` (a dashboard, psql)
+    is carried out by the intake and answered once; a malformed one is answered with why."""
+    import asyncio
+    import contextlib
+
+    from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
+
+    from commands.executor import CommandExecutor
+    from db.pool import open_pool
+    from worker.intake import Intake
+
+    office, _, remote = repo_office
+    sid = (await new_session(http, office))["session_id"]
+    job = await send_prompt(http, office, sid, "echo row > row.txt; echo [SEMO:DONE]")
+    await job_when(http, office, job, "done")
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    async with pool.connection() as conn:
+        for cid, payload in zip(ids, ({"message": "From a row"}, {"push": "sometimes"}),
+                                strict=True):
+            await conn.execute("""insert into agent_commands (id, office_id, session_id, type,
+                                  payload) values (%s, %s, %s, 'hand_off', %s)""",
+                               (cid, office, sid, Jsonb(payload)))
+
+    async def results():
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = await (await cur.execute(
+                "select command_id, status, result from agent_command_results"
+                " where command_id = any(%s)", (ids,))).fetchall()
+        return {r["command_id"]: r for r in rows} if len(rows) == 2 else None
+
+    intake_pool = await open_pool(settings.effective_database_url(), max_size=4, name="t-intake")
+    intake = Intake(CommandExecutor(temporal_client, intake_pool, settings), intake_pool,
+                    settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(intake.run(stop))
+    try:
+        got = await wait_for(results, timeout=60, what="both rows answered")
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        await intake_pool.close()
+    ok, bad = got[ids[0]], got[ids[1]]
+    assert ok["status"] == "ok", ok
+    assert git("log", "-1", "--format=%s", ok["result"]["branch"], cwd=remote) == "From a row"
+    assert bad["status"] == "error" and "push" in bad["result"]["detail"], bad
