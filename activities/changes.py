@@ -56,7 +56,13 @@ class NothingToHandOff(WorktreeError):
 
 
 class GitRefused(WorktreeError):
-    """git (or the pull-request command) said no; the message is its words, credentials cut."""
+    """git (or the pull-request command) said no; the message is its words, credentials cut.
+    `final`: trying again cannot help (the remote rejected the push), as opposed to a failure
+    that may pass (the network)."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 def scrub(text: str) -> str:
@@ -183,8 +189,8 @@ async def hand_off(repository: Path, path: Path, *, message: str, push: bool,
     if staged == 1:
         code, out, err = await git(*await _identity(path), "commit", "--quiet", "-m", message,
                                    cwd=path, check=False, timeout_s=timeout_s)
-        if code != 0:
-            raise GitRefused(f"git commit failed: {scrub(err or out)}")
+        if code != 0:  # a hook said no, most likely
+            raise GitRefused(f"git commit failed: {scrub(err or out)}", final=True)
     _, ahead, _ = await git("rev-list", "--count", f"{base}..HEAD", cwd=path, timeout_s=timeout_s)
     if ahead == "0":
         raise NothingToHandOff(f"branch {branch} has nothing to hand off: no change since "
@@ -197,7 +203,9 @@ async def hand_off(repository: Path, path: Path, *, message: str, push: bool,
                                    f"HEAD:refs/heads/{branch}", cwd=path, check=False,
                                    timeout_s=timeout_s)
         if code != 0:
-            raise GitRefused(f"git push to {remote} failed: {scrub(err or out)}")
+            said = scrub(err or out)
+            raise GitRefused(f"git push to {remote} failed: {said}",
+                             final="rejected" in said or "non-fast-forward" in said)
         pushed = True
     url = None
     if pull_request:

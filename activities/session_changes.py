@@ -58,8 +58,9 @@ class ChangesActivities:
             raise ApplicationError(str(err), type=ErrorType.NOTHING_TO_HAND_OFF,
                                    non_retryable=True) from None
         except GitRefused as err:
-            # a push or a pull request that failed may have failed on the network: tried again
-            raise ApplicationError(str(err), type=ErrorType.UNAVAILABLE) from None
+            # a push or a pull request that failed on the network is tried again
+            raise ApplicationError(str(err), non_retryable=err.final, type=ErrorType.GIT_FAILED
+                                   if err.final else ErrorType.UNAVAILABLE) from None
         except WorktreeError as err:
             raise ApplicationError(str(err), type=ErrorType.GIT_FAILED,
                                    non_retryable=True) from None
@@ -76,9 +77,13 @@ class ChangesActivities:
             repository = check_repository(ref.repository, self.roots,
                                           self.settings.repository_roots)
             path = Path(ref.working_dir).resolve()
-            if not path.is_absolute() or not is_within(path, self.roots):
+            if not ref.working_dir or not is_within(path, self.roots):
                 raise WorktreeError(f"working_dir {ref.working_dir!r} is outside this machine's "
                                     "workspace roots")
+        except WorktreeError as err:
+            raise ApplicationError(str(err), type=ErrorType.INVALID_WORKING_DIR,
+                                   non_retryable=True) from None
+        try:  # the session's state, not the request, is what is wrong: a 409
             if not path.is_dir():
                 raise WorktreeError(f"the session's worktree {path} is gone from this machine")
             mine, theirs = await common_dir(path), await common_dir(repository)
@@ -86,6 +91,6 @@ class ChangesActivities:
             if mine is None or mine != theirs or not top or Path(top).resolve() != path:
                 raise WorktreeError(f"{path} is not a worktree of {repository}")
         except WorktreeError as err:
-            raise ApplicationError(str(err), type=ErrorType.INVALID_WORKING_DIR,
+            raise ApplicationError(str(err), type=ErrorType.GIT_FAILED,
                                    non_retryable=True) from None
         return repository, path

@@ -867,7 +867,7 @@ def _machine_error(err: WorkflowFailureError, machine_id: str) -> SemoError:
     machine's 503."""
     cause: BaseException | None = err.cause
     while cause is not None and not isinstance(cause, ApplicationError | TemporalTimeout):
-        cause = cause.__cause__ if not hasattr(cause, "cause") else cause.cause  # type: ignore[attr-defined]
+        cause = getattr(cause, "cause", None)
     if isinstance(cause, TemporalTimeout):
         return Unavailable(f"machine {machine_id} did not answer in time; is its client worker "
                            f"running (`SEMO_MACHINE_ID={machine_id} semo worker client`)?")

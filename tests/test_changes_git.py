@@ -104,9 +104,26 @@ async def test_a_hand_off_refuses_clearly(wt, tmp_path: Path) -> None:
     assert git("status", "--porcelain", cwd=path) == "M a.txt", "nothing was committed"
 
     git("remote", "add", "origin", str(tmp_path / "missing.git"), cwd=repo)
-    with pytest.raises(GitRefused, match="git push to origin failed"):
+    with pytest.raises(GitRefused, match="git push to origin failed") as missing:
         await hand_off(repo, path, message="m", push=True, pull_request=False,
                        pull_request_command=None)
+    assert not missing.value.final, "a remote that is not there may be back: tried again"
+
+
+async def test_a_rejected_push_is_final(wt, tmp_path: Path) -> None:
+    repo, path = wt
+    remote = with_remote(repo, tmp_path / "remote.git")
+    other = tmp_path / "other"
+    git("clone", "-q", str(remote), str(other), cwd=tmp_path)
+    (other / "theirs.txt").write_text("someone else's\n")
+    commit_all(other, "theirs")
+    git("push", "-q", "origin", "HEAD:refs/heads/semo/o/BE-1", cwd=other)
+    (path / "a.txt").write_text("mine\n")
+    with pytest.raises(GitRefused, match="rejected") as rejected:
+        await hand_off(repo, path, message="mine", push=True, pull_request=False,
+                       pull_request_command=None)
+    assert rejected.value.final, "trying again cannot help"
+    assert git("log", "-1", "--format=%s", "semo/o/BE-1", cwd=remote) == "theirs"
 
 
 def test_credentials_in_git_messages_stay_on_the_machine() -> None:
