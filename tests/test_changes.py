@@ -205,3 +205,22 @@ async def test_a_hand_off_row_inserted_by_anyone_is_carried_out_once(
     assert ok["status"] == "ok", ok
     assert git("log", "-1", "--format=%s", ok["result"]["branch"], cwd=remote) == "From a row"
     assert bad["status"] == "error" and "push" in bad["result"]["detail"], bad
+
+
+async def test_a_machine_that_does_not_answer_is_a_503_in_time(workers, settings,
+                                                               temporal_client, pool) -> None:
+    """The read waits on the session's machine for `changes_timeout_s`, no longer."""
+    import time
+
+    from commands.executor import CommandExecutor
+    from semo.errors import Unavailable
+
+    quick = settings.model_copy(update={"changes_timeout_s": 1.5})
+    executor = CommandExecutor(temporal_client, pool, quick)
+    office = {"office_id": "o-ghost", "settings": {"repository": "/nowhere/repo"}}
+    session = {"office_id": "o-ghost", "session_id": "be-ghost", "role": "BE",
+               "machine_id": f"ghost-{uuid.uuid4().hex[:8]}", "working_dir": "/nowhere/wt"}
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="did not answer in time"):
+        await executor.read_changes(office, session)
+    assert time.monotonic() - started < 15
