@@ -32,6 +32,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -739,6 +740,25 @@ class CommandExecutor:
         session = await self._session(cmd)
         office = await self._office(cmd.office_id)
         ref = _worktree_ref(office, session)
+        workflow_id = hand_off_workflow_id(cmd.office_id, session["session_id"], str(cmd.id))
+        handle = self.client.get_workflow_handle(workflow_id, result_type=HandOffResult)
+        try:  # this command run again (after a crash): its hand-off's result, whatever now
+            await handle.describe(rpc_timeout=timedelta(seconds=10))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise Unavailable(f"Temporal: {err}") from None
+            handle = await self._start_hand_off(cmd, p, session, ref, workflow_id)
+        try:
+            res: HandOffResult = await handle.result()
+        except WorkflowFailureError as err:
+            raise _machine_error(err, session["machine_id"]) from None
+        body = res.model_dump(mode="json", exclude_none=True)
+        event = EventRecord(office_id=cmd.office_id, session_id=session["session_id"], job_id=None,
+                            kind="handed_off", data={**body, "command_id": str(cmd.id)})
+        return Reply(200, {**body, "command_id": str(cmd.id)}, RecordBatch(event=event))
+
+    async def _start_hand_off(self, cmd: Command, p: HandOffBody, session: dict,
+                              ref: WorktreeRef, workflow_id: str) -> WorkflowHandle:
         if session["status"] in ("busy", "waiting_input"):
             raise Conflict(f"session {session['session_id']} is {session['status']} with job "
                            f"{session['current_job_id']}; hand off when it is done (or cancel it)")
@@ -749,27 +769,17 @@ class CommandExecutor:
                          hand_off=HandOffInput(worktree=ref, message=message, push=p.push,
                                                pull_request=p.pull_request))
         try:
-            handle = await self.client.start_workflow(
-                HandOffWorkflow.run, run,
-                id=hand_off_workflow_id(cmd.office_id, session["session_id"], str(cmd.id)),
+            return await self.client.start_workflow(
+                HandOffWorkflow.run, run, id=workflow_id,
                 task_queue=self.settings.server_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 execution_timeout=timedelta(seconds=3 * self.settings.hand_off_timeout_s + 60),
                 static_summary=f"hand off {session['session_id']} ({cmd.id})")
-        except WorkflowAlreadyStartedError:  # it ran to its end already: its result stands
-            handle = self.client.get_workflow_handle(
-                hand_off_workflow_id(cmd.office_id, session["session_id"], str(cmd.id)))
+        except WorkflowAlreadyStartedError:  # started meanwhile, and ended: its result stands
+            return self.client.get_workflow_handle(workflow_id, result_type=HandOffResult)
         except RPCError as err:
             raise Unavailable(f"Temporal: {err}") from None
-        try:
-            res: HandOffResult = await handle.result()
-        except WorkflowFailureError as err:
-            raise _machine_error(err, session["machine_id"]) from None
-        body = res.model_dump(mode="json", exclude_none=True)
-        event = EventRecord(office_id=cmd.office_id, session_id=session["session_id"], job_id=None,
-                            kind="handed_off", data={**body, "command_id": str(cmd.id)})
-        return Reply(200, {**body, "command_id": str(cmd.id)}, RecordBatch(event=event))
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -857,6 +867,9 @@ def _worktree_ref(office: dict, session: dict) -> WorktreeRef:
         raise Conflict(f"session {session['session_id']} has no repository: office "
                        f"{office['office_id']} names none, so its sessions work in plain folders "
                        "(create an office with `repository` for a worktree and a branch each)")
+    if not session.get("working_dir"):
+        raise Conflict(f"session {session['session_id']} has no worktree yet: it has not "
+                       "started; try again when it is ready")
     return WorktreeRef(office_id=session["office_id"], session_id=session["session_id"],
                        role=session["role"] or "", working_dir=session["working_dir"] or "",
                        repository=repository)

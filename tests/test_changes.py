@@ -224,3 +224,31 @@ async def test_a_machine_that_does_not_answer_is_a_503_in_time(workers, settings
     with pytest.raises(Unavailable, match="did not answer in time"):
         await executor.read_changes(office, session)
     assert time.monotonic() - started < 15
+
+
+async def test_a_hand_off_run_again_is_the_same_hand_off(http, repo_office, temporal_client,
+                                                          pool, settings) -> None:
+    """Exactly once: the command carried out again (as after a crash before its result was
+    written) answers with the first hand-off's commit, though the session is busy by now."""
+    from psycopg.rows import dict_row
+
+    from commands.executor import Command, CommandExecutor
+
+    office, _, remote = repo_office
+    sid = (await new_session(http, office))["session_id"]
+    job = await send_prompt(http, office, sid, "echo once > once.txt; echo [SEMO:DONE]")
+    await job_when(http, office, job, "done")
+    first = (await http.post(f"/api/offices/{office}/sessions/{sid}/handoff", json={})).json()
+    await send_prompt(http, office, sid, "sleep 30")
+    await session_when(http, office, sid, "busy")
+
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = await (await cur.execute("select * from agent_commands where id = %s",
+                                       (first["command_id"],))).fetchone()
+    again = await CommandExecutor(temporal_client, pool, settings).execute(Command.from_row(row))
+    assert again[1]["commit"] == first["commit"] and again[1]["pushed"] is True
+    assert git("rev-list", "--count", f"{first['branch']}", "^main", cwd=remote) == "1", \
+        "one commit, pushed once"
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff", json={})
+    assert r.status_code == 409 and "busy" in r.json()["detail"], "a new hand-off waits"
+    await http.post(f"/api/offices/{office}/sessions/{sid}/cancel")
