@@ -106,7 +106,7 @@ async def test_changes_review_and_hand_off_with_real_git(http, repo_office) -> N
 async def test_nothing_to_hand_off_is_a_conflict(http, repo_office) -> None:
     office, _, remote = repo_office
     sid = (await new_session(http, office))["session_id"]
-    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff", json={})
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/handoff")  # no body: defaults
     assert r.status_code == 409 and "nothing to hand off" in r.json()["detail"], r.text
     assert "semo/" not in git("branch", "--list", cwd=remote), "nothing was pushed"
 

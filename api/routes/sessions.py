@@ -161,13 +161,14 @@ async def review(body: ReviewBody, office_id: OfficeIdPath, session_id: SessionI
 @router.post("/{session_id}/handoff", response_model=schemas.HandedOff,
              response_model_exclude_none=True,
              responses={409: {"description": "no repository, busy, or nothing to hand off"}})
-async def handoff(body: HandOffBody, office_id: OfficeIdPath, session_id: SessionIdPath,
-                  state: State, user: CurrentUser, response: Response,
+async def handoff(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
+                  user: CurrentUser, response: Response, body: HandOffBody | None = None,
                   idempotency_key: IdempotencyKey = None):
     """Commit what is uncommitted, push the session's branch, and (asked and configured)
-    open a pull request, all on the session's machine with its own credentials."""
+    open a pull request, all on the session's machine with its own credentials. The body
+    may be left out: the defaults push, and open no pull request."""
     return await _command(state, user, office_id, session_id, response,
-                          CommandType.HAND_OFF, body, idempotency_key)
+                          CommandType.HAND_OFF, body or HandOffBody(), idempotency_key)
 
 
 #: an escape sequence that the end of a page cuts off (CSI, OSC/DCS/..., or ESC + intermediates)
