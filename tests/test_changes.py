@@ -18,7 +18,12 @@ from webhook_receiver import Receiver
 
 @pytest.fixture
 async def repo_office(http, settings, tmp_path: Path):
-    return await new_repo_office(http, settings, tmp_path)
+    """The office, deleted after the test: its terminals end with it (a live one left behind
+    restarts when later, synchronous tests hold the event loop past its heartbeat)."""
+    made = await new_repo_office(http, settings, tmp_path)
+    yield made
+    r = await http.delete(f"/api/offices/{made[0]}")
+    assert r.status_code == 200, r.text
 
 
 async def test_changes_review_and_hand_off_with_real_git(http, repo_office) -> None:
@@ -113,6 +118,13 @@ async def test_nothing_to_hand_off_is_a_conflict(http, repo_office) -> None:
 
 async def test_a_session_without_a_repository_has_no_changes(http, office) -> None:
     sid = (await new_session(http, office))["session_id"]
+    try:
+        await _refused_without_a_repository(http, office, sid)
+    finally:
+        await http.delete(f"/api/offices/{office}")
+
+
+async def _refused_without_a_repository(http, office: str, sid: str) -> None:
     base = f"/api/offices/{office}/sessions/{sid}"
     for method, path, body in (("GET", "/changes", None), ("POST", "/handoff", {}),
                                ("POST", "/review", {"comments": [

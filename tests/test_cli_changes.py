@@ -39,6 +39,13 @@ def semo(api_url, tmp_path):
 async def test_changes_review_and_handoff_from_the_command_line(semo, http, settings,
                                                                 tmp_path: Path) -> None:
     office, _, remote = await new_repo_office(http, settings, tmp_path)
+    try:
+        await _walk_through(semo, http, office, remote, tmp_path)
+    finally:  # its terminals end with it
+        await http.delete(f"/api/offices/{office}")
+
+
+async def _walk_through(semo, http, office: str, remote: Path, tmp_path: Path) -> None:
     sid = (await new_session(http, office))["session_id"]
     job = await send_prompt(http, office, sid, "printf 'more\\n' >> README.md; echo [SEMO:DONE]")
     await job_when(http, office, job, "done")
