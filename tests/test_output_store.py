@@ -12,7 +12,7 @@ from conftest import wait_for
 from psycopg_pool import AsyncConnectionPool
 
 from activities.output_store import PgOutputStore
-from db import reads
+from db import output
 
 
 def sid() -> str:
@@ -82,10 +82,10 @@ async def test_retention_keeps_the_tail_and_reads_say_where_it_starts(pool):
     kept = rows[-1][1] - rows[0][0]
     assert rows[-1][1] == end
     assert 256 * 1024 <= kept <= 256 * 1024 + 256 * 1024 // 8 + 64 * 1024
-    start, next_offset, data, kept_from = await reads.read_output(pool, s, 0, 64 * 1024)
+    start, next_offset, data, kept_from = await output.read(pool, s, 0, 64 * 1024)
     assert kept_from == rows[0][0] > 0 and start == kept_from
     assert next_offset == start + len(data) and len(data) == 64 * 1024
-    start, next_offset, data, kept_from = await reads.read_output(pool, s, end - 10, 100)
+    start, next_offset, data, kept_from = await output.read(pool, s, end - 10, 100)
     assert (start, next_offset, len(data)) == (end - 10, end, 10)
 
 
