@@ -18,9 +18,10 @@ import pytest
 from conftest import MACHINE_ID, token_for, wait_for
 from typer.testing import CliRunner
 
-from cli.client import ClientConfig, ConfigError, resolve_config
+from cli.client import ClientConfig, resolve_config
 from cli.main import app
 from dev.embedded import free_port, venv_bin
+from semo.errors import ConfigError
 
 MARKER = "printf '[SEMO:%s]\\n' DONE"
 runner = CliRunner()

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from dev.embedded import venv_bin
-from semo.settings import BUILTIN_PROFILES, ConfigError, load_settings
+from semo.errors import ConfigError
+from semo.settings import BUILTIN_PROFILES, load_settings
 
 
 def profiles(monkeypatch, value) -> dict:
