@@ -8,7 +8,9 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
+ROOT = REPO  # the repository
 PACKAGES = ["api", "activities", "cli", "commands", "dev", "semo", "worker", "workflows"]
 
 #: the start of a statement, not prose: "select … from", "insert into", "update t set", ...
@@ -40,3 +42,15 @@ def test_no_sql_outside_db():
              for pkg in PACKAGES for path in sorted((ROOT / pkg).rglob("*.py"))
              for line, text in sql_strings(path)}
     assert not found, f"SQL outside db/ (move it into a named function in db/): {found}"
+
+
+def test_the_readme_map_matches_the_tree():
+    """README, "Where things live": every folder it names exists, and every package folder of
+    ours is named."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Where things live"):readme.index("## The `semo` CLI")]
+    listed = set(re.findall(r"^([a-z_]+(?:/[a-z_]+)*)/\s", section, re.M))
+    assert {p for p in listed if not (ROOT / p).is_dir()} == set(), "named but missing"
+    packages = {str(init.parent.relative_to(ROOT)) for pkg in PACKAGES + ["db", "bench"]
+                for init in (ROOT / pkg).rglob("__init__.py")}
+    assert packages - listed == set(), "packages the README does not name"
