@@ -26,6 +26,9 @@ from pathlib import Path
 from activities.workspace import is_within
 
 GIT_TIMEOUT_S = 60.0
+#: how long a killed git is waited for before giving up on reaping it here (the child watcher
+#: still reaps it)
+KILL_WAIT_S = 5.0
 #: files semo writes into a worktree that belong to no commit
 LOCAL_FILES = (".claude/settings.local.json",)
 #: every file semo writes into a worktree: none of them is the agent's work
@@ -75,8 +78,7 @@ async def git(*args: str, cwd: Path | None = None, timeout_s: float = GIT_TIMEOU
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
-        _kill_group(proc)
-        await proc.wait()
+        await _stop(proc)
         raise WorktreeError(f"git {' '.join(args[:2])} took longer than {timeout_s:g}s") from None
     except asyncio.CancelledError:
         _kill_group(proc)
@@ -126,15 +128,13 @@ async def git_head(*args: str, cwd: Path, max_bytes: int, timeout_s: float = GIT
     try:
         cut = await asyncio.wait_for(read(), timeout_s)
     except TimeoutError:
-        _kill_group(proc)
-        await proc.wait()
+        await _stop(proc)
         raise WorktreeError(f"git {' '.join(args[:2])} took longer than {timeout_s:g}s") from None
     except asyncio.CancelledError:
         _kill_group(proc)
         raise
     if cut:
-        _kill_group(proc)
-        await proc.wait()
+        await _stop(proc)
         end = out.rfind(b"\n", 0, max_bytes + 1)
         return out[: end + 1 if end >= 0 else 0].decode(errors="replace"), True
     err = await proc.stderr.read()
@@ -143,6 +143,14 @@ async def git_head(*args: str, cwd: Path, max_bytes: int, timeout_s: float = GIT
         raise WorktreeError(f"git {' '.join(args[:2])} failed: "
                             f"{err.decode(errors='replace').strip() or f'exit {code}'}")
     return out.decode(errors="replace"), False
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL git; it ends at once, but the wait is bounded all the same (on 3.11, wait()
+    also waits for the pipes to close, and nothing here may hang a worker)."""
+    _kill_group(proc)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -171,8 +179,9 @@ def check_repository(repository: str, workspace_roots: list[Path],
     return real
 
 
-async def common_dir(path: Path) -> Path | None:
-    code, out, _ = await git("rev-parse", "--git-common-dir", cwd=path, check=False)
+async def common_dir(path: Path, timeout_s: float = GIT_TIMEOUT_S) -> Path | None:
+    code, out, _ = await git("rev-parse", "--git-common-dir", cwd=path, check=False,
+                             timeout_s=timeout_s)
     return (path / out).resolve() if code == 0 and out else None  # relative to `path`
 
 
@@ -180,12 +189,13 @@ async def ensure_worktree(repository: Path, path: Path, branch: str, *,
                           timeout_s: float = GIT_TIMEOUT_S) -> Worktree:
     """Make `path` a worktree of `repository` on `branch` (new from HEAD if it does not
     exist), or reuse it when it already is one."""
-    common = await common_dir(repository)
+    common = await common_dir(repository, timeout_s)
     if common is None:
         raise WorktreeError(f"{repository} is not a git repository")
     if path.exists() and any(path.iterdir()):
-        mine = await common_dir(path)
-        _, top, _ = await git("rev-parse", "--show-toplevel", cwd=path, check=False)
+        mine = await common_dir(path, timeout_s)
+        _, top, _ = await git("rev-parse", "--show-toplevel", cwd=path, check=False,
+                              timeout_s=timeout_s)
         if mine == common and top and Path(top).resolve() == path.resolve():
             return Worktree(repository, path, await _current_branch(path) or branch, created=False)
         raise WorktreeError(f"{path} exists, is not empty and is not a worktree of {repository}")

@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
+from semo.errors import ConfigError
+
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 #: seconds: connecting, reading a plain answer, and waiting for a command's answer (the API
@@ -50,12 +52,6 @@ class SemoClientError(Exception):
     @property
     def command_id(self) -> str | None:
         return self.problem.get("command_id")
-
-
-class ConfigError(SemoClientError):
-    """Nothing says where the API is or which token to use."""
-
-    exit_code = 2
 
 
 class ApiRefused(SemoClientError):

@@ -32,13 +32,13 @@ from cli.client import (
     ApiFailed,
     ApiRefused,
     ClientConfig,
-    ConfigError,
     SemoClient,
     SemoClientError,
     TimedOut,
     Unreachable,
     resolve_config,
 )
+from semo.errors import ConfigError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 EXIT_JOB_NOT_DONE, EXIT_INTERRUPTED = 6, 130
@@ -126,7 +126,7 @@ def client(api_url: str | None, token: str | None) -> SemoClient:
         config = resolve_config(api_url or _root_options.get("api_url"),
                                 token or _root_options.get("token"))
     except ConfigError as err:
-        die(err.message, EXIT_USAGE)
+        die(str(err), EXIT_USAGE)
     return SemoClient(config)
 
 

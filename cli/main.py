@@ -9,7 +9,8 @@ import typer
 
 from cli import changes as _changes, office as cli_office, session as cli_session
 from cli.common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
-from semo.settings import ConfigError, Settings, load_settings
+from semo.errors import ConfigError
+from semo.settings import Settings, load_settings
 
 app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, supervised by Temporal.",
                   epilog=EXIT_CODES_HELP, no_args_is_help=True, add_completion=False)
@@ -75,7 +76,7 @@ def api() -> None:
     settings = settings_or_exit()
     try:
         application = create_app(settings)
-    except RuntimeError as err:
+    except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="warning",

@@ -14,7 +14,6 @@ import time
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,7 +24,7 @@ from activities.output_store import PgOutputStore
 from activities.session_changes import ChangesActivities
 from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
-from db import reads
+from db import machines, reads
 from db.pool import open_pool
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
@@ -41,25 +40,11 @@ PRUNE_EVERY_S = 3600.0
 async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> None:
     # the Claude Code CLI each profile runs, and whether semo supports that version
     versions = await asyncio.to_thread(claude_versions.survey, settings.profiles)
-    async with pool.connection() as conn:
-        await conn.execute(
-            """insert into client_machines (id, hostname, task_queue, workspace_roots,
-                   agent_profiles, agent_versions, started_at, last_seen_at)
-               values (%s, %s, %s, %s, %s, %s, now(), now())
-               on conflict (id) do update set hostname = excluded.hostname,
-                   task_queue = excluded.task_queue, workspace_roots = excluded.workspace_roots,
-                   agent_profiles = excluded.agent_profiles,
-                   agent_versions = excluded.agent_versions, started_at = now(),
-                   last_seen_at = now()""",
-            (
-                settings.machine_id,
-                socket.gethostname(),
-                settings.machine_task_queue,
-                [str(r) for r in settings.resolved_workspace_roots],
-                sorted(settings.profiles),
-                Jsonb(versions),
-            ),
-        )
+    await machines.register(
+        pool, settings.machine_id, hostname=socket.gethostname(),
+        task_queue=settings.machine_task_queue,
+        workspace_roots=[str(r) for r in settings.resolved_workspace_roots],
+        agent_profiles=sorted(settings.profiles), agent_versions=versions)
 
 
 @asynccontextmanager
@@ -118,9 +103,7 @@ async def _housekeeping(
         await asyncio.sleep(HOUSEKEEPING_S)
         try:
             await acts.reap_orphans()
-            async with pool.connection() as conn:
-                await conn.execute("update client_machines set last_seen_at = now() where id = %s",
-                                   (settings.machine_id,))
+            await machines.touch(pool, settings.machine_id)
             if settings.transcript_retention_days and time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 pruned = acts.manager.prune_transcripts(settings.transcript_retention_days * 86400)
