@@ -297,7 +297,9 @@ function officesPage() {
   async function loadMachines() {
     ({ machines } = await api("GET", "/api/machines"));
     const keep = machineSelect.value || machineSelect.dataset.default;
-    machineSelect.replaceChildren(...machines.map((m) => el("option", { value: m.machine_id },
+    // the API's own machine is the default, to which the form's reset returns
+    machineSelect.replaceChildren(...machines.map((m) => el("option",
+      { value: m.machine_id, selected: m.machine_id === machineSelect.dataset.default },
       `${m.machine_id} (${m.live_sessions} live)`)));
     if (machines.some((m) => m.machine_id === keep)) machineSelect.value = keep;
     showMachine();
