@@ -165,15 +165,23 @@ async def deleted_offices(http):
         await http.delete(f"/api/offices/{office_id}")
 
 
+@pytest.fixture
+async def phone(browser):
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True,
+                                        device_scale_factor=2)
+    yield await context.new_page()
+    await context.close()
+
+
 async def test_the_terminal_is_readable_on_a_phone_without_the_keyboard(
-        page, http, office, tmp_path):
+        phone, http, office, tmp_path):
+    page = phone
     sid = (await new_session(http, office))["session_id"]
     r = await http.post(f"/api/offices/{office}/sessions/{sid}/keys",
                         json={"text": "printf 'x%.0s' {1..105}; echo END-OF-LINE\r"})
     assert r.status_code == 200, r.text
     await stored(http, office, sid, "END-OF-LINE")
 
-    await page.set_viewport_size(PHONE)
     await log_in(page, http, [office], f"/console/offices/{office}/sessions/{sid}")
     await expect(page.locator("#term-state")).to_have_text("watching (read-only)")
     await expect(page.locator("#term-size")).to_have_text("40×120")
@@ -193,11 +201,18 @@ async def test_the_terminal_is_readable_on_a_phone_without_the_keyboard(
 
     assert await right_edge() > PHONE["width"], "the end of a 116-column line is off a phone"
     await page.screenshot(path=str(shot_dir(tmp_path) / "terminal-phone-start.png"))
-    # a sideways swipe (here the wheel's) brings the rest of the line into view
+    # a finger swiping left on the terminal (a touch gesture, as a phone's browser gets it)
+    # brings the rest of the line into view
     box = await page.locator("#terminal").bounding_box()
-    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 40)
-    for _ in range(20):
-        await page.mouse.wheel(400, 0)
+    touch = await page.context.new_cdp_session(page)
+    x, y = box["x"] + box["width"] * 0.9, box["y"] + 60
+    for _ in range(5):
+        await touch.send("Input.dispatchTouchEvent",
+                         {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+        for step in range(1, 16):
+            await touch.send("Input.dispatchTouchEvent",
+                             {"type": "touchMove", "touchPoints": [{"x": x - 15 * step, "y": y}]})
+        await touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
         if await right_edge() <= PHONE["width"]:
             break
     edge = await right_edge()
