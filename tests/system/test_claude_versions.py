@@ -53,7 +53,7 @@ async def test_a_plain_reply_completes_the_job_in_a_folder_never_trusted(http, o
         row = await (await conn.execute("select agent_versions from client_machines where id = %s",
                                         (machine.machine_id,))).fetchone()
     found = row[0]["claude"]
-    assert found.pop("program").endswith("claude"), row
+    assert "claude" in found.pop("program"), row
     assert found == {"runs": True, "version": machine.version, "supported": True, "note": None}
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
