@@ -25,7 +25,7 @@ async def _one(pool: AsyncConnectionPool, sql: str, params: tuple) -> dict[str, 
         return await (await cur.execute(sql, params)).fetchone()
 
 
-async def _all(pool: AsyncConnectionPool, sql: str, params: tuple | dict) -> list[dict[str, Any]]:
+async def _all(pool: AsyncConnectionPool, sql: str, params: tuple) -> list[dict[str, Any]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         return await (await cur.execute(sql, params)).fetchall()
 
@@ -60,18 +60,6 @@ async def office_policy(pool, office_id: str) -> dict[str, Any]:
 async def get_machine(pool, machine_id: str) -> dict | None:
     return await _one(pool, "select * from client_machines where id = %s", (machine_id,))
 
-
-async def list_machines(pool, office_ids: list[str] | None) -> list[dict]:
-    """Every registered machine (any of them may run an office's sessions), with its live
-    sessions counted in the given offices only (None: in every office)."""
-    return await _all(pool, """
-        select m.id as machine_id, m.hostname, m.agent_profiles, m.agent_versions,
-               m.workspace_roots, m.last_seen_at,
-               (select count(*) from agent_sessions s
-                 where s.machine_id = m.id and s.status <> 'terminated'
-                   and (%(all)s or s.office_id = any(%(offices)s)))::int as live_sessions
-          from client_machines m order by m.id""",
-        {"all": office_ids is None, "offices": office_ids or []})
 
 
 async def get_session(pool, office_id: str, session_id: str) -> dict | None:

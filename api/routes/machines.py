@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from api import schemas
 from api.deps import CurrentUser, State, opened_office_ids
-from db import reads
+from db import machines
 
 router = APIRouter(prefix="/api/machines", tags=["machines"])
 
@@ -16,5 +16,5 @@ router = APIRouter(prefix="/api/machines", tags=["machines"])
 async def list_machines(state: State, user: CurrentUser):
     """Every registered machine (a token may create an office on any of them); its live
     sessions are counted in the offices this token opens."""
-    return {"machines": await reads.list_machines(state.pool,
-                                                  await opened_office_ids(state, user))}
+    return {"machines": await machines.list_all(state.pool,
+                                                await opened_office_ids(state, user))}

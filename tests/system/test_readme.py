@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 from ptyprocess import PtyProcess
-from webhook_receiver import Receiver
 
 from activities.monitor import strip_terminal_escapes
 from dev.embedded import _pg_bin
 from tests.support.devstack import DevStack, wait
 from tests.support.paths import REPO
+from tests.support.webhook_receiver import Receiver
 
 README = (REPO / "README.md").read_text()
 PS1 = "__walk__$ "

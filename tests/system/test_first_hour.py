@@ -1,7 +1,7 @@
 """What tripped a person following the README on a fresh clone (issue 30), checked the way
 they met it, outside the browser: a machine without Claude Code, seeing the machines, the
 CLI on an 80-column terminal, a shell office's usage, a client worker started elsewhere.
-(The console's points are in test_console_first_hour.py.)"""
+(The console's points are in tests/api/test_console_first_hour.py.)"""
 
 from __future__ import annotations
 
@@ -15,18 +15,19 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from api_calls import job_when, new_session, send_prompt
-from conftest import MACHINE_ID, token_for, wait_for
 from ptyprocess import PtyProcess
 
 from activities.monitor import strip_terminal_escapes
 from dev.embedded import venv_bin
+from tests.support.api_calls import job_when, new_session, send_prompt
+from tests.support.paths import REPO
+from tests.support.tokens import MACHINE_ID, token_for
+from tests.support.waiting import wait_for
 from worker.client import register_machine
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (REPO / "README.md").read_text()
 MARKER = "printf '[SEMO:%s]\\n' DONE"
 
 
@@ -74,7 +75,7 @@ async def office_deleted_after(http, office):
 
 
 @pytest.fixture
-def cli_env(api_url, tmp_path) -> dict[str, str]:
+def shell_env(api_url, tmp_path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "SEMO_API_URL": api_url, "SEMO_TOKEN": token_for(["*"]),
             "SEMO_HOME": str(tmp_path / "no-dev-json"), "HOME": str(tmp_path),
             "TERM": "xterm-256color", "LANG": "C.UTF-8"}
@@ -110,7 +111,7 @@ async def _recorded(pool, office: str) -> tuple[int, int]:
 
 
 async def test_a_missing_agent_program_is_a_422_before_anything_is_recorded(
-        http, pool, machine_without_claude, cli_env, caplog):
+        http, pool, machine_without_claude, shell_env, caplog):
     machine = machine_without_claude
     office = f"t-try-{uuid.uuid4().hex[:8]}"
     # the office is created (claude is the default agent), with a warning that says why not
@@ -128,14 +129,14 @@ async def test_a_missing_agent_program_is_a_422_before_anything_is_recorded(
     assert detail == warning, detail  # one rule, one message: machine, profile and the fix
     assert await _recorded(pool, office) == (0, 0)
 
-    code, out, err = await semo_cli("session", "create", "-o", office, "--role", "BE", env=cli_env)
+    code, out, err = await semo_cli("session", "create", "-o", office, "--role", "BE", env=shell_env)
     assert code == 1, (code, out, err)
     assert "cannot run on machine" in err and "(422)" in err, err
     assert "readyz" not in err and "semo worker client`), or" not in err, err  # not an outage
     assert await _recorded(pool, office) == (0, 0)
 
     code, out, err = await semo_cli("office", "create", "Again", "--id", f"{office}-2",
-                                    "--machine", machine, "--no-warm", env=cli_env)
+                                    "--machine", machine, "--no-warm", env=shell_env)
     assert code == 0, err
     assert "warning: agent 'claude' cannot run on machine" in " ".join(err.split()), err
 
@@ -179,7 +180,7 @@ async def test_the_worker_does_not_warn_about_a_claude_it_was_not_asked_to_run(
 
 
 async def test_machines_are_listed_with_their_agents_and_live_sessions(
-        http, office, api_url, machine_without_claude, cli_env):
+        http, office, api_url, machine_without_claude, shell_env):
     sid = (await new_session(http, office))["session_id"]
     r = await http.get("/api/machines", headers={"Authorization": f"Bearer {token_for([office])}"})
     assert r.status_code == 200, r.text
@@ -199,7 +200,7 @@ async def test_machines_are_listed_with_their_agents_and_live_sessions(
     assert {m["machine_id"]: m["live_sessions"] for m in r.json()["machines"]}[MACHINE_ID] == 0
     assert (await http.get("/api/machines", headers={"Authorization": "Bearer x.y.z"})).status_code == 401
 
-    code, out, err = await semo_cli("machine", "list", env={**cli_env,
+    code, out, err = await semo_cli("machine", "list", env={**shell_env,
                                                             "SEMO_TOKEN": token_for([office])})
     assert code == 0, err
     header, *rows = out.splitlines()
@@ -214,14 +215,14 @@ async def test_machines_are_listed_with_their_agents_and_live_sessions(
 # --- 5. the CLI on an 80-column terminal ----------------------------------------------------
 
 
-async def test_session_list_and_job_events_fit_an_80_column_terminal(http, office, cli_env):
+async def test_session_list_and_job_events_fit_an_80_column_terminal(http, office, shell_env):
     ready = (await new_session(http, office, role="QA"))["session_id"]
     busy = (await new_session(http, office))["session_id"]
     await send_prompt(http, office, busy, "sleep 600")
     job = await send_prompt(http, office, ready, f"echo hi; {MARKER}")
     await job_when(http, office, job, "done")
 
-    env = {**cli_env, "SEMO_OFFICE": office}
+    env = {**shell_env, "SEMO_OFFICE": office}
     shown = await asyncio.to_thread(on_terminal, ["session", "list"], env)
     lines = [ln for ln in shown.splitlines() if ln]
     assert lines[0].startswith("SESSION") and len(lines) == 3, shown  # one line per session
@@ -250,7 +251,7 @@ async def test_session_list_and_job_events_fit_an_80_column_terminal(http, offic
 # --- 6. a shell office's usage --------------------------------------------------------------
 
 
-async def test_a_shell_office_has_null_usage_and_says_so(http, office, cli_env):
+async def test_a_shell_office_has_null_usage_and_says_so(http, office, shell_env):
     sid = (await new_session(http, office))["session_id"]
     await job_when(http, office, await send_prompt(http, office, sid, f"echo hi; {MARKER}"), "done")
     r = await http.get(f"/api/offices/{office}/usage")
@@ -258,9 +259,9 @@ async def test_a_shell_office_has_null_usage_and_says_so(http, office, cli_env):
     assert r.json()["rows"] == [] and r.json()["total"] is None, r.json()
     assert (await http.get(f"/api/offices/{office}")).json()["usage"] is None
 
-    code, out, err = await semo_cli("office", "usage", office, "--json", env=cli_env)
+    code, out, err = await semo_cli("office", "usage", office, "--json", env=shell_env)
     assert code == 0 and json.loads(out)["total"] is None, (out, err)
-    code, out, err = await semo_cli("office", "usage", office, env=cli_env)
+    code, out, err = await semo_cli("office", "usage", office, env=shell_env)
     assert code == 0, err
     message = " ".join(err.split())
     assert "none of its sessions runs an agent that reports it" in message, err

@@ -12,11 +12,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from api_calls import job_when, new_session, send_prompt
-from browser import LAUNCH_ARGS, chromium_path
-from conftest import MACHINE_ID, token_for, wait_for
 from playwright.async_api import Page, async_playwright, expect
 
+from tests.support.api_calls import job_when, new_session, send_prompt
+from tests.support.browser import LAUNCH_ARGS, chromium_path
+from tests.support.tokens import MACHINE_ID, token_for
+from tests.support.waiting import wait_for
 from worker.client import register_machine
 
 expect.set_options(timeout=20_000)  # live streams on a loaded 2-core machine
