@@ -61,7 +61,6 @@ async def get_machine(pool, machine_id: str) -> dict | None:
     return await _one(pool, "select * from client_machines where id = %s", (machine_id,))
 
 
-
 async def get_session(pool, office_id: str, session_id: str) -> dict | None:
     return await _one(pool, f"select {SESSION_COLS} from agent_sessions"
                       " where office_id = %s and id = %s", (office_id, session_id))
