@@ -11,9 +11,9 @@ measures, in one run:
                       PgOutputStore, until the last byte is committed to Postgres)
   pipeline_vs_tmux    pipeline_cat_mb_s / tmux_mb_s (goal >= 2.0); runs alternate, best of each
   tui_client_cpu_pct  the client worker's CPU (percent of one core, /proc/<pid>/stat) with
-                      FLEET sessions (tests/support/fleet_load.py: a ~10 KB Claude-like screen redrawn
-                      ten times a second) created through the API and watched as Claude Code's
-                      are (a ClaudeDriver each) (goal <= 50)
+                      FLEET sessions (tests/support/fleet_load.py: a ~10 KB Claude-like
+                      screen redrawn ten times a second) created through the API and watched
+                      as Claude Code's are (a ClaudeDriver each) (goal <= 50)
   viewer_ws_latency_p50_ms / _p95_ms, viewer_sse_latency_p50_ms / _p95_ms
                       under that load: a frame's stamp written by one agent until the attach
                       WebSocket (and the SSE output stream) delivers it to a viewer

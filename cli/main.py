@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from cli import changes as _changes, office as cli_office, session as cli_session
+from cli import (
+    changes as _changes,
+    machine as cli_machine,
+    office as cli_office,
+    session as cli_session,
+    webhook as cli_webhook,
+)
 from cli.common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
 from semo.errors import ConfigError
 from semo.settings import Settings, load_settings
@@ -22,6 +28,8 @@ assert _changes.app is cli_session.app
 app.add_typer(cli_session.app, name="session", rich_help_panel="Using the API")
 app.add_typer(cli_session.job_app, name="job", rich_help_panel="Using the API")
 app.add_typer(cli_session.command_app, name="command", rich_help_panel="Using the API")
+app.add_typer(cli_webhook.app, name="webhook", rich_help_panel="Using the API")
+app.add_typer(cli_machine.app, name="machine", rich_help_panel="Using the API")
 
 
 

@@ -442,7 +442,10 @@ class CommandExecutor:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([SearchAttributePair(OFFICE_ID, office_id)]),
             static_summary=f"session pool of office {office_id} ({p.name})")
-        return 201, office
+        machine = await self._registered_machine(p.machine_id)
+        cannot = _agent_cannot_run(p.agent, machine)
+        # created all the same (the machine may get the program later), but not silently
+        return 201, {**office, "warnings": [cannot] if cannot else []}
 
     def _office_config(self, office: dict) -> OfficeConfig:
         return OfficeConfig(
@@ -526,6 +529,9 @@ class CommandExecutor:
         machine = await self._registered_machine(machine_id)
         if agent not in machine["agent_profiles"]:
             raise InvalidInput(_unknown_agent(agent, machine))
+        cannot = _agent_cannot_run(agent, machine)
+        if cannot:
+            raise InvalidInput(cannot)
         if p.working_dir is not None:
             _check_in_roots(p.working_dir, machine)
         if office["workspace_root"] and p.working_dir is None:
@@ -841,6 +847,23 @@ def _unknown_agent(agent: str, machine: dict) -> str:
         f"agent {agent!r} is not a profile on machine {machine['id']} (configured there: "
         f"{', '.join(machine['agent_profiles'])}); add it to SEMO_AGENT_PROFILES on that machine"
     )
+
+
+def _agent_cannot_run(agent: str, machine: dict) -> str | None:
+    """Why the machine's client worker could not start this agent profile, as it found its
+    program when it registered (`client_machines.agent_versions`); None when it can (or the
+    worker did not say)."""
+    found = (machine.get("agent_versions") or {}).get(agent) or {}
+    if found.get("runs") is not False:
+        return None
+    fix = "install it there and restart that machine's client worker"
+    if agent.startswith("claude"):
+        fix = ("install Claude Code there (`npm install -g @anthropic-ai/claude-code`) and "
+               "restart that machine's client worker")
+    return (f"agent {agent!r} cannot run on machine {machine['id']!r}: "
+            f"{found.get('note') or 'its program was not found'}. To fix: {fix}, or point the "
+            f"profile at the program with SEMO_AGENT_PROFILES on that machine, or use another "
+            f"agent (configured there: {', '.join(machine['agent_profiles'])})")
 
 
 def _check_in_roots(path: str, machine: dict) -> None:

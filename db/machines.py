@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -31,6 +32,21 @@ async def touch(pool: AsyncConnectionPool, machine_id: str) -> None:
     async with pool.connection() as conn:
         await conn.execute("update client_machines set last_seen_at = now() where id = %s",
                            (machine_id,))
+
+
+async def list_all(pool: AsyncConnectionPool, office_ids: list[str] | None) -> list[dict]:
+    """Every registered machine (any of them may run an office's sessions), with its live
+    sessions counted in the given offices only (None: in every office)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("""
+            select m.id as machine_id, m.hostname, m.agent_profiles, m.agent_versions,
+                   m.workspace_roots, m.last_seen_at,
+                   (select count(*) from agent_sessions s
+                     where s.machine_id = m.id and s.status <> 'terminated'
+                       and (%(all)s or s.office_id = any(%(offices)s)))::int as live_sessions
+              from client_machines m order by m.id""",
+            {"all": office_ids is None, "offices": office_ids or []})
+        return await cur.fetchall()
 
 
 # --- for `semo dev`, which waits for its worker without an event loop ------------------------

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.claude import versions as claude_versions
+from activities import agent_programs
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.session_changes import ChangesActivities
@@ -38,8 +38,10 @@ PRUNE_EVERY_S = 3600.0
 
 
 async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> None:
-    # the Claude Code CLI each profile runs, and whether semo supports that version
-    versions = await asyncio.to_thread(claude_versions.survey, settings.profiles)
+    # whether each profile's program is here (and a Claude Code CLI's version), so the API
+    # refuses a session whose agent cannot start on this machine
+    versions = await asyncio.to_thread(agent_programs.survey, settings.profiles,
+                                       set(settings.agent_profiles))
     await machines.register(
         pool, settings.machine_id, hostname=socket.gethostname(),
         task_queue=settings.machine_task_queue,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 import traceback
 import uuid
 
@@ -155,10 +154,9 @@ def _short(err: BaseException) -> str:
 
 
 async def test_api_conforms_to_its_schema(api_url, schema_office):
-    started = time.monotonic()
+    # how long it takes is not checked here (a busy machine takes twice as long): speed is
+    # measured in bench/, and pytest's timeout bounds a run that hangs
     result = await asyncio.to_thread(run_schemathesis, api_url, schema_office["machine"],
                                      schema_office["ids"], schema_office["auth"])
-    elapsed = time.monotonic() - started
     assert not result["failures"], "\n\n".join(result["failures"])
     assert result["calls"] >= 500, result
-    assert elapsed < 90, f"schemathesis took {elapsed:.0f}s"

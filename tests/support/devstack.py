@@ -95,9 +95,10 @@ def replay_and_maybe_record(stack: DevStack, workflow_id: str, name: str) -> Non
     """The same check as conftest's, against this stack's Temporal (from a sync test)."""
     import asyncio
 
-    from tests.support.histories import replay_and_maybe_record as replay
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from tests.support.histories import replay_and_maybe_record as replay
 
     async def run() -> None:
         info = stack.running_info()

@@ -52,7 +52,9 @@ async def test_a_plain_reply_completes_the_job_in_a_folder_never_trusted(http, o
     async with pool.connection() as conn:
         row = await (await conn.execute("select agent_versions from client_machines where id = %s",
                                         (machine.machine_id,))).fetchone()
-    assert row[0]["claude"] == {"version": machine.version, "supported": True, "note": None}
+    found = row[0]["claude"]
+    assert "claude" in found.pop("program"), row
+    assert found == {"runs": True, "version": machine.version, "supported": True, "note": None}
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
 

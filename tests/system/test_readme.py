@@ -27,6 +27,7 @@ from activities.monitor import strip_terminal_escapes
 from dev.embedded import _pg_bin
 from tests.support.devstack import DevStack, wait
 from tests.support.paths import REPO
+from tests.support.webhook_receiver import Receiver
 
 README = (REPO / "README.md").read_text()
 PS1 = "__walk__$ "
@@ -173,6 +174,7 @@ def test_the_readme_walkthroughs_run_as_written(stack):
     try:
         _quick_start(term, info)
         _cli_walkthrough(term, info, root)
+        _webhooks(term, info)
     finally:
         term.close()
     log = stack.log.read_text(errors="replace")
@@ -288,3 +290,49 @@ def _following(term, todo, i, line, want, ids, check) -> int:
     term.send("\x03")
     term.read_until(PS1, 30)
     return i + 2
+
+
+def webhook_blocks() -> tuple[str, str]:
+    """The Webhooks section's curl block and its CLI block."""
+    section = README[README.index("## Webhooks"):]
+    curl, cli = code_blocks(section)[:2]
+    return curl, cli
+
+
+def _webhooks(term: Terminal, info: dict) -> None:
+    """The Webhooks section's blocks, after the walkthroughs as a reader runs them: in the
+    same shell (its `$API` and `$H`), on an office that still exists. The example's receiver
+    (a host that does not resolve here) is a real one on loopback, which `semo dev` allows;
+    `wh_…` is the id the first request answered."""
+    curl, cli = webhook_blocks()
+    with Receiver() as receiver:
+        hook = None
+        for line in curl.replace("\\\n", "").splitlines():
+            if line.startswith("#"):
+                continue
+            line = line.replace("https://ci.example.com/semo", receiver.url)
+            if hook:
+                line = line.replace("wh_…", hook)
+            shown = term.run(line)
+            if hook is None:
+                assert '"secret":"whsec_' in shown.replace(" ", ""), shown
+                hook = re.search(r"wh_[0-9a-f]+", shown).group(0)
+            assert "not found" not in shown and "problem" not in shown, (line, shown)
+        hooks = httpx.get(f"{info['api_url']}/api/offices/first/webhooks", timeout=30,
+                          headers={"Authorization": f"Bearer {info['token']}"}).json()
+        assert hooks == {"webhooks": []}, hooks  # the last line deleted it
+
+        hook = None
+        for line in cli.splitlines():
+            line = line.replace("https://ci.example.com/semo", receiver.url)
+            if hook:
+                line = line.replace("wh_…", hook)
+            shown = term.run(line + "; echo exit=$?")
+            assert "exit=0" in shown, (line, shown)
+            if hook is None:
+                hook = re.search(r"wh_[0-9a-f]+", shown).group(0)
+                assert "secret: whsec_" in shown, shown
+            elif " list " in line:
+                assert hook in shown and "job.done,job.failed" in shown, shown
+            elif " delete " in line:
+                assert f"deleted webhook {hook}" in shown, shown

@@ -239,6 +239,7 @@ async def test_workspace_symlink_escape_is_refused_by_the_client(http, office, s
 
 async def test_requests_without_a_valid_token_are_refused(api_url, office):
     import httpx
+
     from tests.support.tokens import token_for
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as anon:
         assert (await anon.get(f"/api/offices/{office}")).status_code == 401
