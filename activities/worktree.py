@@ -58,7 +58,7 @@ def branch_name(office_id: str, role: str, session_id: str) -> str:
     prefix = f"{role.lower()}-"
     if short.lower().startswith(prefix):
         short = short[len(prefix):]
-    parts = [_ref_part(office_id), f"{_ref_part(role)}-{_ref_part(short)[:12]}"]
+    parts = [_ref_part(office_id), f"{_ref_part(role)}-{_ref_part(_ref_part(short)[:12])}"]
     return "semo/" + "/".join(parts)
 
 
