@@ -23,7 +23,8 @@ class SessionParts:
     manager: SessionManager
     claude: ClaudeIntegration
     usage: UsageTracker | None
-    #: SEMO_REMOVE_WORKTREES: a session's clean worktree goes with it (by default it stays)
+    #: SEMO_REMOVE_WORKTREES: a session's worktree goes with it when nothing in it would be lost
+    #: (no uncommitted changes, no commits on no remote); by default it stays
     remove_worktrees: bool
 
 
@@ -47,6 +48,6 @@ class ClientSession:
         if wt is not None and self.parts.remove_worktrees:
             try:
                 if not await remove_worktree(wt.repository, wt.path):
-                    log.info("worktree %s has uncommitted changes: kept", wt.path)
+                    log.info("worktree %s holds unsaved work: kept", wt.path)
             except WorktreeError as err:
                 log.warning("could not remove worktree %s: %s", wt.path, err)

@@ -288,3 +288,50 @@ class Problem(BaseModel):
     status: int
     detail: str
     command_id: str | None = None
+
+
+class ChangedFile(BaseModel):
+    path: str
+    status: Literal["added", "modified", "deleted", "renamed"]
+    old_path: str | None = None
+    additions: int
+    deletions: int
+    binary: bool
+
+
+class ChangeCommit(BaseModel):
+    sha: str
+    subject: str
+    at: str
+
+
+class BaseCommit(BaseModel):
+    ref: str
+    commit: str
+
+
+class Changes(BaseModel):
+    """What the agent changed in its worktree, against the commit its branch started from."""
+
+    branch: str
+    base: BaseCommit
+    head: str
+    files: list[ChangedFile]
+    commits: list[ChangeCommit]
+    diff: str
+    truncated: bool
+
+
+class ReviewSent(BaseModel):
+    command_id: str
+    job_id: str
+    status: Literal["sent"]
+
+
+class HandedOff(BaseModel):
+    branch: str
+    commit: str
+    pushed: bool
+    remote: str | None = None
+    pull_request_url: str | None = None
+    command_id: str

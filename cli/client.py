@@ -233,6 +233,16 @@ class SemoClient:
     def terminate(self, office_id: str, session_id: str) -> dict:
         return self._command("DELETE", self._session(office_id, session_id))
 
+    def changes(self, office_id: str, session_id: str, path: str | None = None) -> dict:
+        params = {"path": path} if path else None
+        return self._get(f"{self._session(office_id, session_id)}/changes", params=params)
+
+    def review(self, office_id: str, session_id: str, body: dict[str, Any]) -> dict:
+        return self._command("POST", f"{self._session(office_id, session_id)}/review", body)
+
+    def handoff(self, office_id: str, session_id: str, body: dict[str, Any]) -> dict:
+        return self._command("POST", f"{self._session(office_id, session_id)}/handoff", body)
+
     def output(self, office_id: str, session_id: str, *, since: int = 0, limit: int = 65536,
                format: str = "text", tail: int | None = None) -> dict:
         params = {"since": since, "limit": limit, "format": format}

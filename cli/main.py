@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cli import (
+    changes as _changes,
     machine as cli_machine,
     office as cli_office,
     session as cli_session,
@@ -22,6 +23,8 @@ app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, super
 worker_app = typer.Typer(help="Run one worker process.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
 app.add_typer(cli_office.app, name="office", rich_help_panel="Using the API")
+# `semo session changes|review|handoff` live in cli/changes.py, on the session app
+assert _changes.app is cli_session.app
 app.add_typer(cli_session.app, name="session", rich_help_panel="Using the API")
 app.add_typer(cli_session.job_app, name="job", rich_help_panel="Using the API")
 app.add_typer(cli_session.command_app, name="command", rich_help_panel="Using the API")

@@ -29,6 +29,8 @@ from pydantic_core import to_jsonable_python
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -37,9 +39,16 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import (
+    ActivityError,
+    TimeoutError as TemporalTimeout,
+    WorkflowAlreadyStartedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from commands.review import hand_off_message, quoted_lines, review_prompt
 from db import commands as command_rows, reads
 from db.claims import Claimant
 from db.writes import write_batch
@@ -55,17 +64,35 @@ from semo.errors import (
 from semo.payloads import (
     AnswerBody,
     Empty,
+    HandOffBody,
     KeysBody,
     OfficeCreate,
     OfficeUpdate,
     PromptBody,
+    ReviewBody,
     SessionCreate,
 )
 from semo.settings import Settings
+from workflows.change_contracts import (
+    ChangesInput,
+    ChangesResult,
+    HandOffInput,
+    HandOffResult,
+    HandOffRun,
+    ReadChangesRun,
+    WorktreeRef,
+)
+from workflows.changes import (
+    HandOffWorkflow,
+    ReadChangesWorkflow,
+    changes_workflow_id,
+    hand_off_workflow_id,
+)
 from workflows.contracts import (
     AcquireInput,
     AnswerInput,
     BreakerPolicy,
+    EventRecord,
     KeysInput,
     OfficeConfig,
     PoolInput,
@@ -79,6 +106,7 @@ from workflows.contracts import (
     TerminateInput,
 )
 from workflows.failures import ErrorType, application_error
+from workflows.limits import MAX_PROMPT_BYTES, too_large
 from workflows.pool import OfficePoolWorkflow, pool_workflow_id
 from workflows.search_attributes import OFFICE_ID
 from workflows.session import SessionWorkflow
@@ -102,6 +130,8 @@ class CommandType(StrEnum):
     CANCEL = "cancel"
     TERMINATE = "terminate"
     RELEASE_SESSION = "release_session"
+    SEND_REVIEW = "send_review"
+    HAND_OFF = "hand_off"
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,8 @@ WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
     ErrorType.INVALID_WORKING_DIR: InvalidInput,
     ErrorType.UNKNOWN_AGENT: InvalidInput,
     ErrorType.SPAWN_FAILED: Unavailable,
+    ErrorType.NOTHING_TO_HAND_OFF: Conflict,
+    ErrorType.GIT_FAILED: Conflict,
 }
 
 
@@ -607,6 +639,93 @@ class CommandExecutor:
         except Conflict:
             pass  # already gone: terminating it is done
 
+    # --- the work itself: changes, review, hand-off ----------------------------------------
+
+    async def read_changes(self, office: dict, session: dict,
+                           path: str | None = None) -> ChangesResult:
+        """The session's changes, read by git on its machine (a short workflow whose one
+        activity runs there, bounded by `changes_timeout_s`)."""
+        ref = _worktree_ref(office, session)
+        limit = self.settings.changes_max_diff_bytes
+        run = ReadChangesRun(machine_id=session["machine_id"],
+                             timeout_s=self.settings.changes_timeout_s,
+                             changes=ChangesInput(worktree=ref, path=path, max_diff_bytes=limit))
+        try:
+            return await self.client.execute_workflow(
+                ReadChangesWorkflow.run, run,
+                id=changes_workflow_id(office["office_id"], session["session_id"],
+                                       uuid.uuid4().hex[:12]),
+                task_queue=self.settings.server_task_queue,
+                execution_timeout=timedelta(seconds=self.settings.changes_timeout_s + 30))
+        except WorkflowFailureError as err:
+            raise _machine_error(err, session["machine_id"]) from None
+        except RPCError as err:
+            raise Unavailable(f"Temporal: {err}") from None
+
+    async def _do_send_review(self, cmd: Command, p: ReviewBody) -> Reply:
+        """One prompt quoting every comment at its place; a comment off the changes is a 422
+        and nothing is typed."""
+        session = await self._session(cmd)
+        office = await self._office(cmd.office_id)
+        paths = list(dict.fromkeys(c.path for c in p.comments))
+        read = await asyncio.gather(*(self.read_changes(office, session, path) for path in paths))
+        changes_of = dict(zip(paths, read, strict=True))
+        quotes = quoted_lines(p.comments, changes_of)
+        prompt = review_prompt(p, quotes, read[0].branch)
+        if too_large(prompt):
+            raise InvalidInput(f"the review makes a prompt larger than {MAX_PROMPT_BYTES} bytes; "
+                               "send fewer or shorter comments at a time")
+        reply = await self._do_send_prompt(cmd, PromptBody(prompt=prompt, job_id=p.job_id,
+                                                           timeout_s=p.timeout_s))
+        return Reply(201, *reply[1:])  # type: ignore[misc]
+
+    async def _do_hand_off(self, cmd: Command, p: HandOffBody) -> Reply:
+        """Commit, push, maybe open a pull request, on the session's machine. The workflow's
+        id is the command's: a command run again attaches to its hand-off, never a second."""
+        session = await self._session(cmd)
+        office = await self._office(cmd.office_id)
+        ref = _worktree_ref(office, session)
+        workflow_id = hand_off_workflow_id(cmd.office_id, session["session_id"], str(cmd.id))
+        handle = self.client.get_workflow_handle(workflow_id, result_type=HandOffResult)
+        try:  # this command run again (after a crash): its hand-off's result, whatever now
+            await handle.describe(rpc_timeout=timedelta(seconds=10))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise Unavailable(f"Temporal: {err}") from None
+            handle = await self._start_hand_off(cmd, p, session, ref, workflow_id)
+        try:
+            res: HandOffResult = await handle.result()
+        except WorkflowFailureError as err:
+            raise _machine_error(err, session["machine_id"]) from None
+        body = res.model_dump(mode="json", exclude_none=True)
+        event = EventRecord(office_id=cmd.office_id, session_id=session["session_id"], job_id=None,
+                            kind="handed_off", data={**body, "command_id": str(cmd.id)})
+        return Reply(200, {**body, "command_id": str(cmd.id)}, RecordBatch(event=event))
+
+    async def _start_hand_off(self, cmd: Command, p: HandOffBody, session: dict,
+                              ref: WorktreeRef, workflow_id: str) -> WorkflowHandle:
+        if session["status"] in ("busy", "waiting_input"):
+            raise Conflict(f"session {session['session_id']} is {session['status']} with job "
+                           f"{session['current_job_id']}; hand off when it is done (or cancel it)")
+        message = p.message or hand_off_message(
+            session, await reads.list_jobs(self.pool, cmd.office_id, session["session_id"], 20))
+        run = HandOffRun(machine_id=session["machine_id"],
+                         timeout_s=self.settings.hand_off_timeout_s,
+                         hand_off=HandOffInput(worktree=ref, message=message, push=p.push,
+                                               pull_request=p.pull_request))
+        try:
+            return await self.client.start_workflow(
+                HandOffWorkflow.run, run, id=workflow_id,
+                task_queue=self.settings.server_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                execution_timeout=timedelta(seconds=3 * self.settings.hand_off_timeout_s + 60),
+                static_summary=f"hand off {session['session_id']} ({cmd.id})")
+        except WorkflowAlreadyStartedError:  # started meanwhile, and ended: its result stands
+            return self.client.get_workflow_handle(workflow_id, result_type=HandOffResult)
+        except RPCError as err:
+            raise Unavailable(f"Temporal: {err}") from None
+
     # --- helpers --------------------------------------------------------------------------
 
     async def _office(self, office_id: str) -> dict:
@@ -669,6 +788,10 @@ SPECS: dict[CommandType, CommandSpec] = {
                                        needs_session=True),
     CommandType.RELEASE_SESSION: CommandSpec(Empty, CommandExecutor._do_release_session,
                                              needs_session=True),
+    CommandType.SEND_REVIEW: CommandSpec(ReviewBody, CommandExecutor._do_send_review,
+                                         needs_session=True, creates=True),
+    CommandType.HAND_OFF: CommandSpec(HandOffBody, CommandExecutor._do_hand_off,
+                                      needs_session=True),
 }
 
 
@@ -683,11 +806,36 @@ def session_config(settings: Settings) -> SessionConfig:
     )
 
 
-def _workflow_error(err: WorkflowUpdateFailedError) -> SemoError:
+def _workflow_error(err: WorkflowUpdateFailedError | WorkflowFailureError) -> SemoError:
     cause = application_error(err.cause)
     if cause is not None:
         return WORKFLOW_ERRORS.get(cause.type or "", Unavailable)(cause.message)
     return Unavailable(str(err.cause or err))
+
+
+def _worktree_ref(office: dict, session: dict) -> WorktreeRef:
+    """Where the session's work is; 409 for a session whose office names no repository."""
+    repository = (office.get("settings") or {}).get("repository")
+    if not repository:
+        raise Conflict(f"session {session['session_id']} has no repository: office "
+                       f"{office['office_id']} names none, so its sessions work in plain folders "
+                       "(create an office with `repository` for a worktree and a branch each)")
+    if not session.get("working_dir"):
+        raise Conflict(f"session {session['session_id']} has no worktree yet: it has not "
+                       "started; try again when it is ready")
+    return WorktreeRef(office_id=session["office_id"], session_id=session["session_id"],
+                       role=session["role"] or "", working_dir=session["working_dir"] or "",
+                       repository=repository)
+
+
+def _machine_error(err: WorkflowFailureError, machine_id: str) -> SemoError:
+    """A failed read or hand-off on a machine, as a problem: its own words, or an offline
+    machine's 503."""
+    cause = err.cause
+    if isinstance(cause, ActivityError) and isinstance(cause.cause, TemporalTimeout):
+        return Unavailable(f"machine {machine_id} did not answer in time; is its client worker "
+                           f"running (`SEMO_MACHINE_ID={machine_id} semo worker client`)?")
+    return _workflow_error(err)
 
 
 def _errors(err: ValidationError) -> str:

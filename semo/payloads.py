@@ -166,3 +166,49 @@ class KeysBody(_Body):
 class Empty(_Body):
     pass
 
+
+
+def _no_nul(value: str | None) -> str | None:
+    """jsonb cannot hold NUL, and nothing typed or committed should."""
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+class ReviewComment(_Body):
+    #: a path as `changes` lists it
+    path: str = Field(min_length=1, max_length=4096)
+    #: a line of the file as it is now (1-based), one the diff shows
+    line: int = Field(ge=1, le=10_000_000)
+    text: str = Field(min_length=1, max_length=20_000)
+
+    _checked = field_validator("path", "text")(_no_nul)
+
+    @field_validator("text")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the comment is blank")
+        return value
+
+
+class ReviewBody(_Body):
+    """POST .../review: comments on a session's changes, sent to its agent as one prompt."""
+
+    comments: list[ReviewComment] = Field(min_length=1, max_length=200)
+    summary: str | None = Field(default=None, max_length=20_000)
+    job_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+    _checked = field_validator("summary")(_no_nul)
+
+
+class HandOffBody(_Body):
+    """POST .../handoff: commit the session's work, push its branch, maybe open a PR."""
+
+    #: the commit message for what is uncommitted (default: one made from the session's jobs)
+    message: str | None = Field(default=None, min_length=1, max_length=20_000)
+    push: bool = True
+    pull_request: bool = False
+
+    _checked = field_validator("message")(_no_nul)

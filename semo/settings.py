@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     api_port: int = 8000
     #: how long a mutating request waits for its command's result before answering 504
     command_timeout_s: float = 30.0
+    #: the most of a session's diff `GET .../changes` returns (`truncated` says it was cut)
+    changes_max_diff_bytes: int = Field(default=512 * 1024, ge=1024, le=1536 * 1024)
+    #: how long reading a session's changes on its machine may take (then 503)
+    changes_timeout_s: float = Field(default=30.0, gt=0, le=600)
     jwt_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "SEMO_JWT_SECRET")
     )
@@ -183,6 +187,12 @@ class Settings(BaseSettings):
     #: terminating a session also removes its git worktree when it has no uncommitted changes
     #: (its branch stays); default: the worktree stays, the work in it is the user's
     remove_worktrees: bool = False
+    #: run by a hand-off that asks for a pull request, in the session's worktree, with this
+    #: machine's credentials; `{branch}`, `{base}` and `{remote}` are filled in (e.g.
+    #: `gh pr create --fill --head {branch}`); the URL it prints is the pull request's
+    pull_request_command: str | None = None
+    #: how long a hand-off's git commit, push and pull-request command may take in all
+    hand_off_timeout_s: float = Field(default=300.0, gt=0, le=3600)
     #: directory of the client worker's Unix socket for Claude Code hooks (default: `home/run`,
     #: or a private folder under /tmp when that path is too long for a socket)
     hook_socket_dir: Path | None = None

@@ -29,6 +29,7 @@ EVENT_TYPES = (
     "session.ready",
     "session.failed",
     "session.circuit_open",
+    "session.handed_off",
     "job.done",
     "job.failed",
     "job.cancelled",
@@ -92,6 +93,10 @@ def slack_text(event: dict[str, Any]) -> str:
         return f"session {where} is waiting for input" + (f": {question}" if question else "")
     if kind == "session.ready":
         return f"session {where} is ready"
+    if kind == "session.handed_off":
+        line = f"session {where} handed off branch `{data.get('branch')}` at " \
+               f"`{(data.get('commit') or '')[:12]}`"
+        return line + (f": {data['pull_request_url']}" if data.get("pull_request_url") else "")
     if kind == "session.circuit_open":
         return f"session {where} stopped restarting (circuit open): {data.get('last_error') or ''}"
     return f"session {where} failed" + (f": {data['last_error']}" if data.get("last_error") else "")

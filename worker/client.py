@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from activities import agent_programs
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
+from activities.session_changes import ChangesActivities
 from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
 from db import machines, reads
@@ -67,12 +68,14 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
     acts = ClientActivities(settings, manager, client,
                             office_policy=lambda office_id: reads.office_policy(pool, office_id),
                             usage=usage)
+    changes = ChangesActivities(settings)
     await register_machine(pool, settings)
     worker = Worker(
         client,
         task_queue=settings.machine_task_queue,
         activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent,
-                    acts.resize_terminal, acts.answer_input],
+                    acts.resize_terminal, acts.answer_input, changes.read_changes,
+                    changes.hand_off],
         interceptors=[ContextInterceptor()],
         max_concurrent_activities=2000,
         graceful_shutdown_timeout=timedelta(seconds=5),

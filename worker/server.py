@@ -15,6 +15,7 @@ from semo.observability import ContextInterceptor
 from semo.settings import Settings
 from semo.temporal import connect
 from worker.webhook_dispatch import webhook_runtime
+from workflows.changes import HandOffWorkflow, ReadChangesWorkflow
 from workflows.pool import OfficePoolWorkflow
 from workflows.session import SessionWorkflow
 from workflows.webhooks import WebhookEventWorkflow
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 #: every workflow (for replays too); webhook deliveries run on a queue of their own
 #: (worker/webhook_dispatch.py)
-WORKFLOWS = [SessionWorkflow, OfficePoolWorkflow, WebhookEventWorkflow]
+WORKFLOWS = [SessionWorkflow, OfficePoolWorkflow, WebhookEventWorkflow, ReadChangesWorkflow,
+             HandOffWorkflow]
 
 
 def build_server_worker(client: Client, settings: Settings, records: RecordActivities) -> Worker:

@@ -28,6 +28,10 @@ class ErrorType(StrEnum):
     INPUT_STALE = "InputStale"
     CIRCUIT_OPEN = "CircuitOpen"
     UNAVAILABLE = "Unavailable"
+    #: a hand-off found no work: nothing uncommitted, no commit since the branch's start
+    NOTHING_TO_HAND_OFF = "NothingToHandOff"
+    #: git on the client machine refused (a rejected push, a hook); its words say why
+    GIT_FAILED = "GitFailed"
 
 
 class FailureKind(StrEnum):

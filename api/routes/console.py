@@ -287,4 +287,5 @@ async def session_page(request: Request, state: State, office_id: OfficeIdPath,
     except NotFound as err:
         return _page(request, "not_found.html", 404, user=user, detail=err.detail)
     return _page(request, "session.html", user=user, page="session", session=session,
-                 office=office, office_url=f"/console/offices/{quote(office_id)}")
+                 office=office, office_url=f"/console/offices/{quote(office_id)}",
+                 has_repository=bool((office.get("settings") or {}).get("repository")))

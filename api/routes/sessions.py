@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
@@ -23,9 +23,19 @@ from api.deps import (
 from api.routes import answer
 from commands.executor import CommandType
 from db import output as output_rows, reads, usage
-from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
+from semo.errors import InvalidInput
+from semo.payloads import (
+    AnswerBody,
+    Empty,
+    HandOffBody,
+    KeysBody,
+    PromptBody,
+    ReviewBody,
+    SessionCreate,
+)
 from semo.screen import render
 from semo.terminal_text import strip_terminal_escapes
+from workflows.change_contracts import path_problem
 
 router = APIRouter(prefix="/api/offices/{office_id}/sessions", tags=["sessions"])
 
@@ -118,6 +128,47 @@ async def answer_input(body: AnswerBody, office_id: OfficeIdPath, session_id: Se
     a question with one of its `options` or `text`, a plan with `decision`."""
     return await _command(state, user, office_id, session_id, response,
                           CommandType.ANSWER_INPUT, body, idempotency_key)
+
+
+_NO_REPOSITORY: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the session's office names no repository"}}
+
+
+@router.get("/{session_id}/changes", response_model=schemas.Changes,
+            responses={**_NO_REPOSITORY, 503: {"description": "the machine did not answer"}})
+async def changes(session: SessionRow, office: OfficeRow, state: State,
+                  path: Annotated[str | None, Query(
+                      max_length=4096, description="only this file (as `files` lists it)")] = None):
+    """The work in the session's worktree, committed and not (untracked files included),
+    against the commit its branch started from; read by git on the session's machine."""
+    if path is not None and (problem := path_problem(path)):
+        raise InvalidInput(problem)
+    changes = await state.executor.read_changes(office, session, path)
+    return changes.model_dump(mode="json")
+
+
+@router.post("/{session_id}/review", status_code=201, response_model=schemas.ReviewSent,
+             responses={**_NO_REPOSITORY, 422: {"description": "a comment is not on the changes"}})
+async def review(body: ReviewBody, office_id: OfficeIdPath, session_id: SessionIdPath,
+                 state: State, user: CurrentUser, response: Response,
+                 idempotency_key: IdempotencyKey = None):
+    """One prompt to the agent quoting each comment at its file and line (a job, as
+    `/prompt`)."""
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.SEND_REVIEW, body, idempotency_key)
+
+
+@router.post("/{session_id}/handoff", response_model=schemas.HandedOff,
+             response_model_exclude_none=True,
+             responses={409: {"description": "no repository, busy, or nothing to hand off"}})
+async def handoff(office_id: OfficeIdPath, session_id: SessionIdPath, state: State,
+                  user: CurrentUser, response: Response, body: HandOffBody | None = None,
+                  idempotency_key: IdempotencyKey = None):
+    """Commit what is uncommitted, push the session's branch, and (asked and configured)
+    open a pull request, all on the session's machine with its own credentials. The body
+    may be left out: the defaults push, and open no pull request."""
+    return await _command(state, user, office_id, session_id, response,
+                          CommandType.HAND_OFF, body or HandOffBody(), idempotency_key)
 
 
 #: an escape sequence that the end of a page cuts off (CSI, OSC/DCS/..., or ESC + intermediates)

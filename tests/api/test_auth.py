@@ -61,6 +61,9 @@ BODIES = {
                                                                         "decision": "allow"},
     ("POST", "/api/offices/{office_id}/webhooks"): {"url": "http://93.184.216.34/in",
                                                     "events": ["job.done"]},
+    ("POST", "/api/offices/{office_id}/sessions/{session_id}/review"): {
+        "comments": [{"path": "README.md", "line": 1, "text": "pwned"}]},
+    ("POST", "/api/offices/{office_id}/sessions/{session_id}/handoff"): {"message": "pwned"},
 }
 
 
