@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from activities.terminal import Terminal
+from activities.usage import UsageSource
 from semo.settings import AgentProfile
 
 
@@ -42,6 +43,11 @@ class AgentIntegration(Protocol):
     #: the agent's memory file in the working dir, where the persona and the completion
     #: protocol go (relative to it)
     persona_file: Path
+    @property
+    def usage_source(self) -> UsageSource | None:
+        """Where it records its model responses for the usage tracker (None: Claude Code's
+        transcripts, the tracker's default)."""
+        ...
 
     async def prepare(self, session_id: str, generation: int, working_dir: Path,
                       profile: AgentProfile, office_id: str | None = None

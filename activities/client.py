@@ -116,7 +116,9 @@ class ClientActivities:
                                    else str(err), type=ErrorType.INVALID_WORKING_DIR,
                                    non_retryable=True) from err
         profile = self.manager.profiles[inp.agent]
-        agent = self.agents.get(profile.kind) if profile.hooks else None
+        # `hooks` on a profile of no agent kind (one built in code) meant Claude Code's before
+        # there were kinds, and still does
+        agent = self.agents.get(profile.kind, self.claude) if profile.hooks else None
         try:  # the worktree, the persona, the agent's hooks (activities/claude/, codex/)
             if inp.repository:
                 wt = await session_worktree(
@@ -135,7 +137,8 @@ class ClientActivities:
                                    type=ErrorType.INVALID_WORKING_DIR, non_retryable=True) from err
         self._session(inp.session_id).workflow_id = inp.workflow_id
         if driver is not None and self.usage is not None:
-            driver.tap = await self.usage.track(inp.session_id, inp.office_id)
+            driver.tap = await self.usage.track(inp.session_id, inp.office_id,
+                                                agent.usage_source if agent else None)
         try:
             resume = (agent.start_args(inp.session_id, inp.generation, profile)
                       if agent is not None else

@@ -24,6 +24,8 @@ class ClaudeIntegration:
     (an `activities.agents.AgentIntegration`)."""
 
     persona_file = CLAUDE_MD
+    #: its transcripts, the usage tracker's default source
+    usage_source = None
 
     def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
                  office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:

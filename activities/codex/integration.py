@@ -17,6 +17,7 @@ from activities.claude.settings import hook_command
 from activities.codex import versions
 from activities.codex.config import hook_args, resume_args
 from activities.codex.driver import CodexDriver, SignalFn
+from activities.codex.usage import ROLLOUT
 from activities.persona import AGENTS_MD, atomic_write
 from activities.terminal import SessionManager
 from semo.settings import AgentProfile, Settings
@@ -40,6 +41,7 @@ class CodexIntegration:
     """An `activities.agents.AgentIntegration` for OpenAI's Codex CLI."""
 
     persona_file = AGENTS_MD
+    usage_source = ROLLOUT
 
     def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
                  office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:

@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 #: at most this much is read at once (the rest waits for the next read)
 READ_BYTES = 8 * 1024 * 1024
@@ -21,6 +21,10 @@ def is_rollout(path: Path) -> bool:
             and len(path.parents) > 4 and path.parents[3].name == "sessions")
 
 
+class HasOffset(Protocol):
+    offset: int
+
+
 @dataclass
 class Cursor:
     """Where the last read of a file stopped (after its last complete line)."""
@@ -28,7 +32,7 @@ class Cursor:
     offset: int = 0
 
 
-def read_lines(path: Path, cursor: Cursor) -> list[dict[str, Any]]:
+def read_lines(path: Path, cursor: HasOffset) -> list[dict[str, Any]]:
     """The complete lines appended since the cursor, parsed (a line that is not a JSON object
     is skipped); the cursor moves past them. A file that shrank is read again from the start."""
     try:

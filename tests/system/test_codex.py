@@ -60,6 +60,28 @@ async def test_a_plain_reply_with_the_marker_is_done_in_a_folder_never_trusted(
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
 
+async def test_a_jobs_usage_is_what_the_model_reported(http, office, codex_machine):
+    # Responses API counts: input INCLUDES cached; semo's input_tokens excludes them
+    codex_machine.standin.reply_command("true", input_tokens=1500, cached_tokens=1200,
+                                        output_tokens=40)
+    codex_machine.standin.reply_text(f"Ran it.\n{MARKER}", input_tokens=1700,
+                                     cached_tokens=1500, output_tokens=25)
+    sid = (await new_session(http, office))["session_id"]
+    job_id = await send_prompt(http, office, sid, "Run true")
+    job = await job_when(http, office, job_id, "done", "failed", "timed_out")
+    assert job["status"] == "done", job
+    usage = job["usage"]
+    assert {k: usage[k] for k in ("input_tokens", "cache_read_input_tokens", "output_tokens",
+                                  "cache_creation_input_tokens", "responses", "model")} == {
+        "input_tokens": (1500 - 1200) + (1700 - 1500), "cache_read_input_tokens": 1200 + 1500,
+        "output_tokens": 40 + 25, "cache_creation_input_tokens": 0, "responses": 2,
+        "model": MODEL}, usage
+    assert usage["cost_usd"] == pytest.approx((500 * 1.25 + 2700 * 0.125 + 65 * 10) / 1e6)
+    session = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+    assert session["usage"]["output_tokens"] >= 65, session["usage"]
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
 async def test_the_marker_quoted_in_the_prompt_is_not_done(http, office, codex_machine):
     codex_machine.standin.reply_text("Before I start: which database should it use?")
     sid = (await new_session(http, office))["session_id"]
@@ -122,5 +144,3 @@ async def test_a_cli_outside_the_supported_range_says_so(http, office, codex_mac
     assert found[0]["version"] == "0.100.0" and found[0]["supported"] is False
     await http.delete(f"/api/offices/{office}/sessions/{session['session_id']}")
 
-
-__all__ = ["MODEL"]
