@@ -396,8 +396,10 @@ class CodexDriver:
             now = time.monotonic()
             if not self._alive():
                 await asyncio.sleep(POLL_S * 2)
-                code = self.term.exit_code if self.term else None
-                raise StartupError(f"Codex exited during start-up (code {code}); its screen:\n"
+                how = (f"signal {self.term.exit_signal}" if self.term is not None
+                       and self.term.exit_signal is not None else
+                       f"code {self.term.exit_code if self.term else None}")
+                raise StartupError(f"Codex exited during start-up ({how}); its screen:\n"
                                    f"{self._screen_tail()}")
             if self.startup_error is not None:
                 raise self.startup_error

@@ -80,5 +80,7 @@ def is_idle(lines: list[str]) -> bool:
     shown = [line for line in lines if line.strip()]
     footer = next((i for i in range(len(shown) - 1, max(len(shown) - 4, 0) - 1, -1)
                    if IDLE_FOOTER in shown[i]), None)
-    return (footer is not None and footer >= 2 and " · " in shown[footer - 1]
+    # the status line may wrap (a long folder, the thread's name after it)
+    return (footer is not None and footer >= 2
+            and any(" · " in line for line in shown[max(footer - 3, 0):footer])
             and composer(lines) is not None and find_dialog(lines) is None)

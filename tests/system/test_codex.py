@@ -6,6 +6,8 @@ the model provider, each session in a folder Codex has never trusted."""
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -19,15 +21,19 @@ from tests.support.waiting import wait_for
 MARKER = "[SEMO:DONE]"
 
 
-@pytest.fixture
-async def office(http, codex_machine: CodexMachine) -> str:
+async def codex_office(http, codex_machine: CodexMachine, **policy) -> str:
     codex_machine.standin.clear()
     office_id = f"cx-{uuid.uuid4().hex[:8]}"
     r = await http.post("/api/offices", json={
         "office_id": office_id, "name": "codex office", "machine_id": codex_machine.machine_id,
-        "agent": "codex", "warm_roles": []})
+        "agent": "codex", "warm_roles": [], **policy})
     assert r.status_code == 201, r.text
     return office_id
+
+
+@pytest.fixture
+async def office(http, codex_machine: CodexMachine) -> str:
+    return await codex_office(http, codex_machine)
 
 
 async def pending_of(http, office: str, sid: str) -> dict:
@@ -115,6 +121,69 @@ async def test_a_command_asking_approval_is_pending_input_and_allow_runs_it(
     job = await job_when(http, office, job_id, "done", "failed", "timed_out")
     assert job["status"] == "done", job
     assert (wd / "allowed.txt").exists(), "the allowed command ran"
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_deny_keeps_the_command_from_running(http, office, codex_machine):
+    codex_machine.standin.reply_command("touch denied.txt", escalated=True)
+    codex_machine.standin.reply_text(f"Understood, I left it.\n{MARKER}")
+    session = await new_session(http, office)
+    sid, wd = session["session_id"], Path(session["working_dir"])
+    job_id = await send_prompt(http, office, sid, "Create denied.txt")
+    pending = await pending_of(http, office, sid)
+    r = await http.post(f"/api/offices/{office}/sessions/{sid}/answer",
+                        json={"input_id": pending["input_id"], "decision": "deny"})
+    assert r.status_code == 200, r.text
+    job = await job_when(http, office, job_id, "done", "failed", "timed_out")
+    assert job["status"] == "done", job
+    assert not (wd / "denied.txt").exists(), "the denied command did not run"
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_office_bash_rules_answer_codexs_commands(http, codex_machine):
+    office = await codex_office(http, codex_machine, permission_rules={
+        "allow": ["Bash(touch:*)"], "deny": ["Bash(touch secret:*)"]})
+    codex_machine.standin.reply_command("touch ruled.txt", escalated=True)
+    codex_machine.standin.reply_command("touch secret.txt", escalated=True)
+    codex_machine.standin.reply_text(f"One of two.\n{MARKER}")
+    session = await new_session(http, office)
+    sid, wd = session["session_id"], Path(session["working_dir"])
+    job = await job_when(http, office, await send_prompt(http, office, sid, "Create two files"),
+                         "done", "failed", "timed_out")
+    assert job["status"] == "done", job
+    assert (wd / "ruled.txt").exists() and not (wd / "secret.txt").exists()
+    auto = [e["data"] for e in job["events"] if e["kind"] == "permission_auto"]
+    assert [(a["decision"], a["rule"]) for a in auto] == [
+        ("allow", "Bash(touch:*)"), ("deny", "Bash(touch secret:*)")]
+    assert not any(e["kind"] == "waiting_input" for e in job["events"]), "nobody was asked"
+    await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+async def test_a_restarted_agent_resumes_its_conversation(http, office, codex_machine, pool):
+    codex_machine.standin.reply_text(f"Noted: kumquat.\n{MARKER}")
+    codex_machine.standin.reply_text(f"The word was kumquat.\n{MARKER}")
+    sid = (await new_session(http, office))["session_id"]
+    job = await job_when(http, office, await send_prompt(http, office, sid,
+                                                         "Remember the word kumquat."),
+                         "done", "failed", "timed_out")
+    assert job["status"] == "done", job
+    async with pool.connection() as conn:  # the agent this session's start reported
+        row = await (await conn.execute(
+            "select data from session_events where session_id = %s and kind = 'started'"
+            " order by id desc limit 1", (sid,))).fetchone()
+    os.kill(int(row[0]["pid"]), signal.SIGKILL)
+
+    async def restarted():
+        s = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+        return s if s["status"] == "ready" and s["restarts"] == 1 else None
+    await wait_for(restarted, timeout=90, interval=0.2, what="the session restarted")
+    job = await job_when(http, office, await send_prompt(http, office, sid,
+                                                         "Which word did I ask you to remember?"),
+                         "done", "failed", "timed_out")
+    assert job["status"] == "done", job
+    last = str(codex_machine.standin.main_requests()[-1].body["input"])
+    assert "Remember the word kumquat." in last and "Noted: kumquat." in last, \
+        "the restarted agent sent the earlier conversation: it resumed it"
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
 
