@@ -1,4 +1,5 @@
-"""PersonaInjector: the persona and the completion protocol in the worktree's `.claude/CLAUDE.md`.
+"""PersonaInjector: the persona and the completion protocol in the agent's memory file in the
+worktree (Claude Code's `.claude/CLAUDE.md`, Codex's `AGENTS.md`).
 
 The file belongs to the user; semo owns one clearly delimited block in it:
 
@@ -107,8 +108,8 @@ def render_block(persona: Persona | None) -> bytes:
         "end your reply without either marker.",
         "- Print a marker only in your own final reply, never in files, commits or commands.",
         "- If you open a pull request, put its URL in your final reply.",
-        "- `.claude/CLAUDE.md` and `.claude/settings.local.json` are local to this session: do "
-        "not commit them.",
+        "- semo's files here (`.claude/CLAUDE.md`, `.claude/settings.local.json`, this block "
+        "in `AGENTS.md`) are local to this session: do not commit them.",
         "",
         END.decode(),
     ]

@@ -275,7 +275,8 @@ async def _current_branch(path: Path) -> str | None:
 async def _keep_local_files_out(path: Path, common: Path, timeout_s: float) -> None:
     """The hook settings semo writes are machine-local: keep them out of `git add -A`. A
     tracked `.claude/CLAUDE.md` gets the persona block in this worktree only: mark it
-    skip-worktree here (the index is per worktree), so the agent does not commit it."""
+    skip-worktree here (the index is per worktree), so the agent does not commit it; so does
+    a tracked `AGENTS.md` (Codex's)."""
     exclude = common / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     have = exclude.read_text(errors="replace").splitlines() if exclude.exists() else []
@@ -286,11 +287,11 @@ async def _keep_local_files_out(path: Path, common: Path, timeout_s: float) -> N
                 f.write("\n")
             f.write("# semo-sessions: machine-local Claude Code settings\n")
             f.write("".join(m + "\n" for m in missing))
-    code, _, _ = await git("ls-files", "--error-unmatch", ".claude/CLAUDE.md", cwd=path,
-                           check=False, timeout_s=timeout_s)
-    if code == 0:
-        await git("update-index", "--skip-worktree", ".claude/CLAUDE.md", cwd=path,
-                  timeout_s=timeout_s)
+    for memory in (".claude/CLAUDE.md", "AGENTS.md"):  # Claude Code's, Codex's
+        code, _, _ = await git("ls-files", "--error-unmatch", memory, cwd=path,
+                               check=False, timeout_s=timeout_s)
+        if code == 0:
+            await git("update-index", "--skip-worktree", memory, cwd=path, timeout_s=timeout_s)
 
 
 async def remove_worktree(repository: Path, path: Path, *, force: bool = False,
