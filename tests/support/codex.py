@@ -78,9 +78,15 @@ async def codex_machine(request, settings, temporal_client, pool, workers, tmp_r
                     f'exec {binary} "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
 
+    # a user who answers the trust screen themselves: a CODEX_HOME that trusts nothing yet
+    strict_home = home / ".codex-strict"
+    strict_home.mkdir()
+    (strict_home / "config.toml").write_text(user_config(responses_standin.base_url))
     profiles = _profiles_from_env(json.dumps({
         "codex": {"argv": [str(binary)], "env": env},
         "codex-old": {"argv": [str(shim)], "env": env},
+        "codex-strict": {"argv": [str(binary)], "env": {**env, "CODEX_HOME": str(strict_home)},
+                         "dialogs": {"trust_folder": "fail"}},
     }))
     machine_settings = settings.model_copy(update={
         "machine_id": machine_id, "workspace_roots": [root], "agent_profiles": profiles,

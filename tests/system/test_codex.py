@@ -197,6 +197,14 @@ async def test_an_api_error_fails_the_job_with_the_reason(http, office, codex_ma
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
 
+async def test_a_trust_screen_the_policy_does_not_answer_fails_the_start(http, office):
+    r = await http.post(f"/api/offices/{office}/sessions", json={"role": "QA",
+                                                                 "agent": "codex-strict"})
+    assert r.status_code >= 400, r.text
+    detail = r.json()["detail"]
+    assert "Trust this folder?" in detail and "dialogs.trust_folder" in detail, detail
+
+
 async def test_a_cli_outside_the_supported_range_says_so(http, office, codex_machine, pool):
     session = await new_session(http, office, agent="codex-old")
     async with pool.connection() as conn:
