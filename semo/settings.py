@@ -30,9 +30,10 @@ from semo.usage import DEFAULT_PRICES, ModelPrice, parse_prices
 
 
 class StartupDialogs(BaseModel):
-    """How a Claude Code profile answers the dialogs Claude Code may show when it starts
+    """How a Claude Code or Codex profile answers the dialogs the CLI may show when it starts
     (or later: the trust dialog can appear after the input box). "fail": leave the dialog
-    alone; a start fails naming it, a dialog later waits for a person."""
+    alone; a start fails naming it, a dialog later waits for a person. (Codex has no API-key
+    dialog.)"""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,8 +72,8 @@ class AgentProfile(BaseModel):
     #: pause of `submit_delay_s`, then Enter: what full-screen TUIs such as Claude Code need)
     input_mode: Literal["line", "paste"] = "line"
     submit_delay_s: float = 0.15
-    #: Claude Code profiles (`hooks`): start-up dialog answers, and how long a start may take
-    #: to show the input box before it fails
+    #: Claude Code and Codex profiles (`hooks`): start-up dialog answers, and how long a start
+    #: may take to show the input box before it fails
     dialogs: StartupDialogs = Field(default_factory=StartupDialogs)
     ready_timeout_s: float = Field(default=60.0, gt=0, le=85)
 
