@@ -19,7 +19,8 @@ from activities.codex.constants import (
 def hook_args(command: str, decision_wait_s: float) -> list[str]:
     """`--dangerously-bypass-hook-trust` and one `-c hooks.<Event>=[...]` per event, each
     running `command`; hooks that may wait for a decision get a timeout past the wait."""
-    args = [BYPASS_HOOK_TRUST]
+    # no "update available" screen at start-up (it asks a person; the version check is ours)
+    args = [BYPASS_HOOK_TRUST, "-c", "check_for_update_on_startup=false"]
     for event in HOOK_EVENTS:
         timeout = int(decision_wait_s) + 60 if event in DECISION_EVENTS else HOOK_TIMEOUT_S
         # a JSON string is a TOML basic string (the same escapes)

@@ -55,7 +55,7 @@ def test_hooks_and_resume_go_on_the_command_line() -> None:
     args = hook_args("/usr/bin/python3 -I -S /x/relay.py # semo-sessions hook", 600)
     assert args[0] == "--dangerously-bypass-hook-trust"
     flags = args[1:]
-    assert flags[0::2] == ["-c"] * 4
+    assert flags[0::2] == ["-c"] * 5 and "check_for_update_on_startup=false" in flags
     stop = next(a for a in flags[1::2] if a.startswith("hooks.Stop="))
     assert '"/usr/bin/python3 -I -S /x/relay.py # semo-sessions hook"' in stop
     permission = next(a for a in flags[1::2] if a.startswith("hooks.PermissionRequest="))
