@@ -91,6 +91,8 @@ class CodexDriver:
         self._reported: tuple | None = None
         self._acted_at = 0.0
         self._closed = False
+        #: keys being sent to a start-up screen
+        self._keys: set[asyncio.Task] = set()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = [asyncio.get_running_loop().create_task(self._deliver())]
         self.tap: Callable[[dict, str | None], None] | None = None
@@ -106,7 +108,7 @@ class CodexDriver:
         self._closed = True
         self._release_held()
         self._queue.put_nowait(None)
-        for task in self._tasks[1:]:
+        for task in [*self._tasks[1:], *self._keys]:
             task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(self._tasks[0]), 2)
@@ -176,7 +178,9 @@ class CodexDriver:
                 self._acted_at = now
                 target = next((i for i, o in enumerate(dialog.options) if "trust" in o.lower()),
                               0)
-                asyncio.get_running_loop().create_task(self._select(dialog, target))
+                task = asyncio.get_running_loop().create_task(self._select(dialog, target))
+                self._keys.add(task)  # a task nobody holds may be collected mid-way
+                task.add_done_callback(self._keys.discard)
             return
         if not self.started:
             if shown > UNKNOWN_SCREEN_S and self.startup_error is None:
