@@ -45,6 +45,7 @@ class ClientSession:
         await self.parts.claude.release(self.session_id)
         if self.parts.codex is not None:
             await self.parts.codex.release(self.session_id)
+            self.parts.codex.forget(self.session_id)
         if self.parts.usage is not None:
             await self.parts.usage.forget(self.session_id)
         self.workflow_id = None

@@ -98,6 +98,10 @@ class CodexIntegration:
         except OSError as err:  # the session goes on; a restart then starts afresh
             log.warning("%s: could not keep Codex's conversation id: %s", session_id, err)
 
+    def forget(self, session_id: str) -> None:
+        """The session is over: its conversation will not be resumed here."""
+        self._conversation_file(session_id).unlink(missing_ok=True)
+
     # --- per session --------------------------------------------------------------------------
 
     def get(self, session_id: str, generation: int | None = None) -> CodexDriver | None:

@@ -37,6 +37,8 @@ class CodexMachine:
     codex_home: Path
     root: Path
     standin: ScriptedResponsesStandIn
+    #: the client worker's SEMO_HOME
+    worker_home: Path
 
 
 def user_config(base_url: str) -> str:
@@ -90,7 +92,8 @@ async def codex_machine(request, settings, temporal_client, pool, workers, tmp_r
     }))
     machine_settings = settings.model_copy(update={
         "machine_id": machine_id, "workspace_roots": [root], "agent_profiles": profiles,
-        "home": tmp_root / f"worker-{machine_id}"})
+        "home": (tmp_root / f"worker-{machine_id}").resolve()})
     async with client_runtime(machine_settings, temporal_client, pool):
         yield CodexMachine(machine_id=machine_id, version=version or "", codex_home=codex_home,
-                           root=root, standin=responses_standin)
+                           root=root, standin=responses_standin,
+                           worker_home=machine_settings.home)

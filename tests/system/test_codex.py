@@ -184,7 +184,13 @@ async def test_a_restarted_agent_resumes_its_conversation(http, office, codex_ma
     last = str(codex_machine.standin.main_requests()[-1].body["input"])
     assert "Remember the word kumquat." in last and "Noted: kumquat." in last, \
         "the restarted agent sent the earlier conversation: it resumed it"
+    kept = list(codex_machine.worker_home.glob(f"codex/{sid}.*"))
+    assert kept, "the conversation id is kept while the session lives"
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+    async def forgotten():
+        return not any(path.exists() for path in kept)
+    await wait_for(forgotten, what="the conversation id forgotten with the session")
 
 
 async def test_an_api_error_fails_the_job_with_the_reason(http, office, codex_machine):
