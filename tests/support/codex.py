@@ -89,6 +89,7 @@ async def codex_machine(request, settings, temporal_client, pool, workers, tmp_r
         "codex-old": {"argv": [str(shim)], "env": env},
         "codex-strict": {"argv": [str(binary)], "env": {**env, "CODEX_HOME": str(strict_home)},
                          "dialogs": {"trust_folder": "fail"}},
+        "codex-missing": {"argv": [str(tmp_root / "not-installed" / "codex")], "env": env},
     }))
     machine_settings = settings.model_copy(update={
         "machine_id": machine_id, "workspace_roots": [root], "agent_profiles": profiles,

@@ -62,7 +62,9 @@ async def test_a_plain_reply_with_the_marker_is_done_in_a_folder_never_trusted(
     async with pool.connection() as conn:
         row = await (await conn.execute("select agent_versions from client_machines where id = %s",
                                         (codex_machine.machine_id,))).fetchone()
-    assert row[0]["codex"] == {"version": codex_machine.version, "supported": True, "note": None}
+    found = row[0]["codex"]
+    assert {k: found[k] for k in ("version", "supported", "note", "runs")} == {
+        "version": codex_machine.version, "supported": True, "note": None, "runs": True}, found
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
 
 
@@ -209,6 +211,13 @@ async def test_a_trust_screen_the_policy_does_not_answer_fails_the_start(http, o
     assert r.status_code >= 400, r.text
     detail = r.json()["detail"]
     assert "Trust this folder?" in detail and "dialogs.trust_folder" in detail, detail
+
+
+async def test_a_codex_that_is_not_installed_is_a_422_saying_how_to_install_it(http, office):
+    r = await http.post(f"/api/offices/{office}/sessions", json={"role": "QA",
+                                                                 "agent": "codex-missing"})
+    assert r.status_code == 422, r.text
+    assert "npm install -g @openai/codex" in r.json()["detail"], r.text
 
 
 async def test_a_cli_outside_the_supported_range_says_so(http, office, codex_machine, pool):
