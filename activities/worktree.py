@@ -32,7 +32,9 @@ KILL_WAIT_S = 5.0
 #: files semo writes into a worktree that belong to no commit
 LOCAL_FILES = (".claude/settings.local.json",)
 #: every file semo writes into a worktree: none of them is the agent's work
-SEMO_FILES = (".claude/CLAUDE.md", *LOCAL_FILES)
+#: (the persona's files: Claude Code's `.claude/CLAUDE.md`, Codex's `AGENTS.md`)
+MEMORY_FILES = (".claude/CLAUDE.md", "AGENTS.md")
+SEMO_FILES = (*MEMORY_FILES, *LOCAL_FILES)
 #: pathspecs that leave semo's own files out of what git shows or adds
 NOT_SEMO_FILES = (".", *(f":(exclude,top){f}" for f in SEMO_FILES))
 #: where the commit a session's branch started from is kept (`branch.<name>.semobase`)
@@ -287,7 +289,7 @@ async def _keep_local_files_out(path: Path, common: Path, timeout_s: float) -> N
                 f.write("\n")
             f.write("# semo-sessions: machine-local Claude Code settings\n")
             f.write("".join(m + "\n" for m in missing))
-    for memory in (".claude/CLAUDE.md", "AGENTS.md"):  # Claude Code's, Codex's
+    for memory in MEMORY_FILES:
         code, _, _ = await git("ls-files", "--error-unmatch", memory, cwd=path,
                                check=False, timeout_s=timeout_s)
         if code == 0:
