@@ -41,7 +41,7 @@ test-claude-latest: $(STAMP)
 ## The Codex CLI end-to-end tests against npm's newest @openai/codex (make test runs the pinned
 ## version and the oldest supported one; SEMO_CODEX_TEST_VERSIONS picks any others).
 test-codex-latest: $(STAMP)
-	SEMO_CODEX_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/system/test_codex.py tests/codex_standin
+	SEMO_CODEX_TEST_VERSIONS=latest SEMO_CODEX_VERSION=latest $(VENV)/bin/pytest tests/system/test_codex.py tests/codex_standin
 
 ## Run the benchmarks; results go to .semo/bench.json.
 bench: $(STAMP)
