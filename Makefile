@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install console run test test-claude-latest bench clean
+.PHONY: install console run test test-claude-latest test-codex-latest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(STAMP) $(CONSOLE_STAMP)
 ## version and the oldest supported one; SEMO_CLAUDE_TEST_VERSIONS picks any others).
 test-claude-latest: $(STAMP)
 	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/system/test_claude_versions.py tests/system/test_approvals.py
+
+## The Codex CLI end-to-end tests against npm's newest @openai/codex (make test runs the pinned
+## version and the oldest supported one; SEMO_CODEX_TEST_VERSIONS picks any others).
+test-codex-latest: $(STAMP)
+	SEMO_CODEX_TEST_VERSIONS=latest SEMO_CODEX_VERSION=latest $(VENV)/bin/pytest tests/system/test_codex.py tests/codex_standin
 
 ## Run the benchmarks; results go to .semo/bench.json.
 bench: $(STAMP)

@@ -1,7 +1,8 @@
 """Which agent profiles can run on this machine, as the client worker registers them.
 
 Each profile's program is looked up as its agent would be started (its `PATH`); a Claude Code
-profile's CLI is also asked its version (activities/claude/versions.py). The worker records
+profile's or a Codex profile's CLI is also asked its version (activities/claude/versions.py,
+activities/codex/versions.py). The worker records
 the answer in `client_machines.agent_versions`, so the API refuses a session whose agent cannot
 start here (a 4xx before anything is recorded) and `GET /api/machines` shows it.
 
@@ -17,9 +18,12 @@ import shutil
 from typing import Any
 
 from activities.claude import versions as claude_versions
+from activities.codex import versions as codex_versions
 from semo.settings import AgentProfile
 
 log = logging.getLogger(__name__)
+#: the agent kinds whose CLI versions semo tests (each package's `versions`)
+_VERSIONS: dict[str, Any] = {"claude": claude_versions, "codex": codex_versions}
 
 
 def find_program(profile: AgentProfile) -> str | None:
@@ -35,9 +39,9 @@ def survey(profiles: dict[str, AgentProfile], configured: set[str]) -> dict[str,
         if program is None:
             entry = {"program": None, "runs": False, "version": None, "supported": False,
                      "note": f"`{profile.argv[0]}` was not found on this machine's PATH"}
-        elif profile.kind == "claude":
+        elif (versions := _VERSIONS.get(profile.kind)) is not None:
             entry = {"program": program, "runs": True,
-                     **claude_versions.support(claude_versions.cli_version(program, profile.env))}
+                     **versions.support(versions.cli_version(program, profile.env))}
         else:
             entry = {"program": program, "runs": True, "version": None, "supported": True,
                      "note": None}

@@ -19,16 +19,17 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.agents import AgentDriver, AgentIntegration
 from activities.claude import (
     ClaudeIntegration,
     ClaudeSetupError,
     DialogOpen,
     StartupError,
-    versions as claude_versions,
 )
 from activities.client_session import ClientSession, SessionParts
+from activities.codex import CodexIntegration
 from activities.monitor import MonitorEvent
-from activities.persona import PersonaError, PersonaInjector
+from activities.persona import CLAUDE_MD, PersonaError, PersonaInjector
 from activities.terminal import SessionManager, Terminal, TerminalError
 from activities.usage import UsageTracker
 from activities.workspace import WorkspaceError, resolve_working_dir
@@ -84,7 +85,11 @@ class ClientActivities:
         self.roots = settings.resolved_workspace_roots
         self.personas = PersonaInjector(self.roots)
         self.claude = ClaudeIntegration(settings, manager, self._signal, office_policy)
-        self.parts = SessionParts(manager, self.claude, usage, settings.remove_worktrees)
+        self.codex = CodexIntegration(settings, manager, self._signal, office_policy)
+        #: each agent kind's package (activities/agents.py); a kind not here has no driver
+        self.agents: dict[str, AgentIntegration] = {"claude": self.claude, "codex": self.codex}
+        self.parts = SessionParts(manager, self.claude, usage, settings.remove_worktrees,
+                                  codex=self.codex)
         #: the live sessions by id (their terminals: `manager`, their drivers: `claude`)
         self.sessions: dict[str, ClientSession] = {}
         manager.on_event = self._on_monitor_event
@@ -111,7 +116,10 @@ class ClientActivities:
                                    else str(err), type=ErrorType.INVALID_WORKING_DIR,
                                    non_retryable=True) from err
         profile = self.manager.profiles[inp.agent]
-        try:  # the worktree, the persona, Claude Code's hooks (activities/claude/)
+        # `hooks` on a profile of no agent kind (one built in code) meant Claude Code's before
+        # there were kinds, and still does
+        agent = self.agents.get(profile.kind, self.claude) if profile.hooks else None
+        try:  # the worktree, the persona, the agent's hooks (activities/claude/, codex/)
             if inp.repository:
                 wt = await session_worktree(
                     inp.repository, working_dir, office_id=inp.office_id, role=inp.role,
@@ -119,47 +127,51 @@ class ClientActivities:
                     repository_roots=self.settings.repository_roots)
                 self._session(inp.session_id).worktree = wt
             if profile.hooks or inp.persona is not None:
-                await asyncio.to_thread(self.personas.inject_persona, working_dir, inp.persona)
-            driver, hook_env = (await self.claude.prepare(inp.session_id, inp.generation,
-                                                          working_dir, profile, inp.office_id)
-                                if profile.hooks else (None, {}))
+                await asyncio.to_thread(self.personas.inject_persona, working_dir, inp.persona,
+                                        agent.persona_file if agent is not None else CLAUDE_MD)
+            driver, hook_env = (await agent.prepare(inp.session_id, inp.generation,
+                                                    working_dir, profile, inp.office_id)
+                                if agent is not None else (None, {}))
         except (WorktreeError, WorkspaceError, PersonaError, ClaudeSetupError, OSError) as err:
             raise ApplicationError(f"could not prepare {working_dir} for {inp.agent}: {err}",
                                    type=ErrorType.INVALID_WORKING_DIR, non_retryable=True) from err
         self._session(inp.session_id).workflow_id = inp.workflow_id
         if driver is not None and self.usage is not None:
-            driver.tap = await self.usage.track(inp.session_id, inp.office_id)
+            driver.tap = await self.usage.track(inp.session_id, inp.office_id,
+                                                agent.usage_source if agent else None)
         try:
-            resume = profile.resume_args if inp.generation > 0 else []
+            resume = (agent.start_args(inp.session_id, inp.generation, profile)
+                      if agent is not None else
+                      profile.resume_args if inp.generation > 0 else [])
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
                                              extra_args=resume, extra_env=hook_env,
                                              generation=inp.generation)
         except (OSError, TerminalError) as err:
-            await self.claude.release(inp.session_id)
+            await self._release_agent(inp.session_id)
             raise ApplicationError(
                 f"could not start {inp.agent}: {err}", type=ErrorType.SPAWN_FAILED
             ) from err
-        if driver is not None:  # returns once Claude Code's input box is up
+        if driver is not None:  # returns once the agent's input box is up
             driver.attach(term)
             try:
                 await driver.wait_ready(profile.ready_timeout_s)
             except StartupError as err:
                 await self.manager.terminate(inp.session_id)
-                await self.claude.release(inp.session_id)
+                await self._release_agent(inp.session_id)
                 raise ApplicationError(
                     f"{inp.agent} did not start: {err}",
                     type=ErrorType.SPAWN_FAILED,
                     non_retryable=err.permanent,
                 ) from err
-            await self._tell_version(term, profile)
+            if agent is not None:
+                await self._tell_version(term, profile, agent)
         return self._started(term)
 
-    async def _tell_version(self, term: Terminal, profile: AgentProfile) -> None:
+    async def _tell_version(self, term: Terminal, profile: AgentProfile,
+                            agent: AgentIntegration) -> None:
         """A CLI outside the tested range is a session event (and a log line), not a mystery."""
         try:
-            version = await asyncio.to_thread(claude_versions.cli_version, profile.argv[0],
-                                              profile.env)
-            found = claude_versions.support(version)
+            found = await asyncio.to_thread(agent.version_support, profile)
             if found["note"]:
                 log.warning("session %s: %s", term.session_id, found["note"])
                 await self._signal(term, MonitorEvent(kind="agent_version", data=found,
@@ -197,7 +209,7 @@ class ClientActivities:
         problem = input_problem(inp)  # the workflow checked too; this machine does not rely on it
         if problem:
             raise ApplicationError(problem, type=ErrorType.INVALID_INPUT, non_retryable=True)
-        driver = self.claude.get(inp.session_id, inp.generation)  # Claude Code: it types
+        driver = self._driver(inp.session_id, inp.generation)  # an agent package types
         try:
             if inp.keys or inp.text:
                 if driver is not None:
@@ -227,7 +239,7 @@ class ClientActivities:
         if inp.text is not None and len(inp.text) > MAX_ANSWER_TEXT:
             raise ApplicationError(f"answer text exceeds {MAX_ANSWER_TEXT} characters",
                                    type=ErrorType.INVALID_INPUT, non_retryable=True)
-        driver = self.claude.get(inp.session_id, inp.generation)
+        driver = self._driver(inp.session_id, inp.generation)
         try:
             if driver is not None:
                 return await driver.answer(inp.input_id, inp.kind, inp.decision, inp.option,
@@ -319,7 +331,20 @@ class ClientActivities:
 
     async def aclose(self) -> None:
         """Stop listening for hooks (the worker is shutting down)."""
-        await self.claude.close()
+        for agent in self.agents.values():
+            await agent.close()
+
+    def _driver(self, session_id: str, generation: int) -> AgentDriver | None:
+        """The session's agent driver (None: a shell agent, typed to as a terminal)."""
+        for agent in self.agents.values():
+            driver = agent.get(session_id, generation)
+            if driver is not None:
+                return driver
+        return None
+
+    async def _release_agent(self, session_id: str) -> None:
+        for agent in self.agents.values():
+            await agent.release(session_id)
 
     def _started(self, term: Terminal) -> StartAgentResult:
         return StartAgentResult(working_dir=str(term.working_dir), pid=term.pid,

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from activities.claude import ClaudeIntegration
+from activities.codex import CodexIntegration
 from activities.terminal import SessionManager
 from activities.usage import UsageTracker
 from activities.worktree import Worktree, WorktreeError, remove_worktree
@@ -26,6 +27,7 @@ class SessionParts:
     #: SEMO_REMOVE_WORKTREES: a session's worktree goes with it when nothing in it would be lost
     #: (no uncommitted changes, no commits on no remote); by default it stays
     remove_worktrees: bool
+    codex: CodexIntegration | None = None
 
 
 @dataclass(eq=False)
@@ -41,6 +43,9 @@ class ClientSession:
         """Stop the terminal, the hooks and the usage tap; remove the worktree if asked to."""
         await self.parts.manager.terminate(self.session_id)
         await self.parts.claude.release(self.session_id)
+        if self.parts.codex is not None:
+            await self.parts.codex.release(self.session_id)
+            self.parts.codex.forget(self.session_id)
         if self.parts.usage is not None:
             await self.parts.usage.forget(self.session_id)
         self.workflow_id = None

@@ -1,4 +1,5 @@
-"""PersonaInjector: the persona and the completion protocol in the worktree's `.claude/CLAUDE.md`.
+"""PersonaInjector: the persona and the completion protocol in the agent's memory file in the
+worktree (Claude Code's `.claude/CLAUDE.md`, Codex's `AGENTS.md`).
 
 The file belongs to the user; semo owns one clearly delimited block in it:
 
@@ -40,6 +41,8 @@ from workflows.contracts import Persona
 BEGIN = b"<!-- semo:persona:begin -->"
 END = b"<!-- semo:persona:end -->"
 CLAUDE_MD = Path(".claude") / "CLAUDE.md"
+#: Codex's convention: the working dir's AGENTS.md, managed the same way
+AGENTS_MD = Path("AGENTS.md")
 #: the most of an existing CLAUDE.md we read (it is the agent's context; bigger is a mistake)
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
@@ -105,8 +108,8 @@ def render_block(persona: Persona | None) -> bytes:
         "end your reply without either marker.",
         "- Print a marker only in your own final reply, never in files, commits or commands.",
         "- If you open a pull request, put its URL in your final reply.",
-        "- `.claude/CLAUDE.md` and `.claude/settings.local.json` are local to this session: do "
-        "not commit them.",
+        "- semo's files here (`.claude/CLAUDE.md`, `.claude/settings.local.json`, this block "
+        "in `AGENTS.md`) are local to this session: do not commit them.",
         "",
         END.decode(),
     ]
@@ -220,10 +223,12 @@ class PersonaInjector:
     def __init__(self, roots: list[Path]) -> None:
         self.roots = [Path(r).resolve() for r in roots]
 
-    def inject_persona(self, worktree: Path, persona: Persona | None) -> Path:
-        """Write (or rewrite) the managed block of `worktree/.claude/CLAUDE.md`; returns the
-        file written. With no persona the block holds the completion protocol alone."""
-        target = checked_target(worktree, CLAUDE_MD, self.roots)
+    def inject_persona(self, worktree: Path, persona: Persona | None,
+                       relative: Path = CLAUDE_MD) -> Path:
+        """Write (or rewrite) the managed block of `worktree/relative` (the agent's memory
+        file: `.claude/CLAUDE.md`, Codex's `AGENTS.md`); returns the file written. With no
+        persona the block holds the completion protocol alone."""
+        target = checked_target(worktree, relative, self.roots)
         existing: bytes | None = None
         mode = 0o644
         if target.exists():

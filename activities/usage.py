@@ -57,6 +57,19 @@ _METRIC_KINDS = {"input_tokens": "input", "output_tokens": "output",
 Tap = Callable[[dict, "str | None"], None]
 
 
+@dataclass(frozen=True)
+class UsageSource:
+    """Where an agent kind records its model responses (Claude Code's transcripts are the
+    default; activities/codex/usage.py has Codex's rollout files)."""
+
+    #: a path a hook names that is this agent's record (hook events come from the agent)
+    accepts: Callable[[Path], bool]
+    #: the responses in what the record gained since the last read
+    read: Callable[[_Session], dict[str, Response]]
+    #: the field of the UserPromptSubmit hook that the record's lines name the prompt by
+    prompt_key: str = "prompt_id"
+
+
 @dataclass
 class _File:
     offset: int = 0
@@ -64,6 +77,8 @@ class _File:
     prompt_id: str | None = None
     #: in the middle of a line longer than a chunk
     skipping: bool = False
+    #: the model of each prompt, for records that name it apart from the responses (Codex)
+    models: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +96,8 @@ class _Session:
     #: read but not yet written (Postgres was away): written with the next flush
     pending: dict[str, Response] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: where the agent records its responses (None: Claude Code's transcripts)
+    source: UsageSource | None = None
 
 
 def is_transcript(path: Path) -> bool:
@@ -236,23 +253,29 @@ class UsageTracker:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def track(self, session_id: str, office_id: str) -> Tap:
-        """Start (or go on) tracking a session whose agent reports usage; returns the tap its
-        hook events go through: `tap(event, job_id of the turn under way or None)`."""
+    async def track(self, session_id: str, office_id: str,
+                    source: UsageSource | None = None) -> Tap:
+        """Start (or go on) tracking a session whose agent reports usage (in `source`;
+        default Claude Code's transcripts); returns the tap its hook events go through:
+        `tap(event, job_id of the turn under way or None)`."""
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = _Session(session_id, office_id)
+        session.source = source
         try:
             async with self.pool.connection() as conn:
                 await mark_session(conn, session_id, office_id)
         except Exception as err:  # the agent starts regardless; its jobs may show null for a while
             log.warning("could not mark %s as reporting usage: %s", session_id, err)
 
+        accepts = source.accepts if source is not None else is_transcript
+        prompt_key = source.prompt_key if source is not None else "prompt_id"
+
         def tap(event: dict, job_id: str | None) -> None:
             path = event.get("transcript_path")
-            if isinstance(path, str) and is_transcript(Path(path)):
+            if isinstance(path, str) and accepts(Path(path)):
                 session.transcript = Path(path)
-            prompt_id = event.get("prompt_id")
+            prompt_id = event.get(prompt_key)
             if (event.get("hook_event_name") == "UserPromptSubmit" and job_id
                     and isinstance(prompt_id, str)):
                 session.jobs[prompt_id] = job_id
@@ -267,7 +290,8 @@ class UsageTracker:
         if session is None:
             return
         async with session.lock:
-            found = await asyncio.to_thread(read_new, session)
+            reader = session.source.read if session.source is not None else read_new
+            found = await asyncio.to_thread(reader, session)
             for msg_id, r in found.items():
                 if msg_id in session.pending:
                     session.pending[msg_id].merge(r)

@@ -32,7 +32,9 @@ KILL_WAIT_S = 5.0
 #: files semo writes into a worktree that belong to no commit
 LOCAL_FILES = (".claude/settings.local.json",)
 #: every file semo writes into a worktree: none of them is the agent's work
-SEMO_FILES = (".claude/CLAUDE.md", *LOCAL_FILES)
+#: (the persona's files: Claude Code's `.claude/CLAUDE.md`, Codex's `AGENTS.md`)
+MEMORY_FILES = (".claude/CLAUDE.md", "AGENTS.md")
+SEMO_FILES = (*MEMORY_FILES, *LOCAL_FILES)
 #: pathspecs that leave semo's own files out of what git shows or adds
 NOT_SEMO_FILES = (".", *(f":(exclude,top){f}" for f in SEMO_FILES))
 #: where the commit a session's branch started from is kept (`branch.<name>.semobase`)
@@ -275,7 +277,8 @@ async def _current_branch(path: Path) -> str | None:
 async def _keep_local_files_out(path: Path, common: Path, timeout_s: float) -> None:
     """The hook settings semo writes are machine-local: keep them out of `git add -A`. A
     tracked `.claude/CLAUDE.md` gets the persona block in this worktree only: mark it
-    skip-worktree here (the index is per worktree), so the agent does not commit it."""
+    skip-worktree here (the index is per worktree), so the agent does not commit it; so does
+    a tracked `AGENTS.md` (Codex's)."""
     exclude = common / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     have = exclude.read_text(errors="replace").splitlines() if exclude.exists() else []
@@ -286,11 +289,11 @@ async def _keep_local_files_out(path: Path, common: Path, timeout_s: float) -> N
                 f.write("\n")
             f.write("# semo-sessions: machine-local Claude Code settings\n")
             f.write("".join(m + "\n" for m in missing))
-    code, _, _ = await git("ls-files", "--error-unmatch", ".claude/CLAUDE.md", cwd=path,
-                           check=False, timeout_s=timeout_s)
-    if code == 0:
-        await git("update-index", "--skip-worktree", ".claude/CLAUDE.md", cwd=path,
-                  timeout_s=timeout_s)
+    for memory in MEMORY_FILES:
+        code, _, _ = await git("ls-files", "--error-unmatch", memory, cwd=path,
+                               check=False, timeout_s=timeout_s)
+        if code == 0:
+            await git("update-index", "--skip-worktree", memory, cwd=path, timeout_s=timeout_s)
 
 
 async def remove_worktree(repository: Path, path: Path, *, force: bool = False,

@@ -860,6 +860,9 @@ def _agent_cannot_run(agent: str, machine: dict) -> str | None:
     if agent.startswith("claude"):
         fix = ("install Claude Code there (`npm install -g @anthropic-ai/claude-code`) and "
                "restart that machine's client worker")
+    elif agent.startswith("codex"):
+        fix = ("install the Codex CLI there (`npm install -g @openai/codex`) and restart that "
+               "machine's client worker")
     return (f"agent {agent!r} cannot run on machine {machine['id']!r}: "
             f"{found.get('note') or 'its program was not found'}. To fix: {fix}, or point the "
             f"profile at the program with SEMO_AGENT_PROFILES on that machine, or use another "

@@ -30,9 +30,10 @@ from semo.usage import DEFAULT_PRICES, ModelPrice, parse_prices
 
 
 class StartupDialogs(BaseModel):
-    """How a Claude Code profile answers the dialogs Claude Code may show when it starts
+    """How a Claude Code or Codex profile answers the dialogs the CLI may show when it starts
     (or later: the trust dialog can appear after the input box). "fail": leave the dialog
-    alone; a start fails naming it, a dialog later waits for a person."""
+    alone; a start fails naming it, a dialog later waits for a person. (Codex has no API-key
+    dialog.)"""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,7 +45,7 @@ class StartupDialogs(BaseModel):
     api_key: Literal["accept", "decline", "fail"] = "fail"
 
 
-AgentKind = Literal["claude", "shell"]
+AgentKind = Literal["claude", "codex", "shell"]
 
 
 class AgentProfile(BaseModel):
@@ -55,7 +56,8 @@ class AgentProfile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: what the program is: "claude" (Claude Code: hooks, screen driver) or "shell"
+    #: what the program is: "claude" (Claude Code), "codex" (OpenAI's Codex CLI; both: hooks,
+    #: a screen driver, one package under activities/) or "shell"
     kind: AgentKind = "shell"
     argv: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
@@ -70,8 +72,8 @@ class AgentProfile(BaseModel):
     #: pause of `submit_delay_s`, then Enter: what full-screen TUIs such as Claude Code need)
     input_mode: Literal["line", "paste"] = "line"
     submit_delay_s: float = 0.15
-    #: Claude Code profiles (`hooks`): start-up dialog answers, and how long a start may take
-    #: to show the input box before it fails
+    #: Claude Code and Codex profiles (`hooks`): start-up dialog answers, and how long a start
+    #: may take to show the input box before it fails
     dialogs: StartupDialogs = Field(default_factory=StartupDialogs)
     ready_timeout_s: float = Field(default=60.0, gt=0, le=85)
 
@@ -79,6 +81,7 @@ class AgentProfile(BaseModel):
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
     "claude": AgentProfile(kind="claude", argv=["claude"], monitor="claude", hooks=True,
                            input_mode="paste"),
+    "codex": AgentProfile(kind="codex", argv=["codex"], hooks=True, input_mode="paste"),
     "shell": AgentProfile(argv=["bash", "--noprofile", "--norc"], env={"PS1": "$ "}),
 }
 #: fields whose value is an object: a configured one is merged key by key over the base's
@@ -87,16 +90,19 @@ _NESTED_FIELDS = ("env", "dialogs")
 
 def profile_kind(name: str, fields: dict[str, Any]) -> AgentKind:
     """A configured profile's kind: as it says, else the built-in of that name's, else
-    "claude" when its program is called `claude`, else "shell"."""
+    "claude" or "codex" when its program is called so, else "shell"."""
     kind = fields.get("kind")
     if kind is not None:
         return kind  # checked by the model
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name].kind
     argv = fields.get("argv")
-    if isinstance(argv, list) and argv and isinstance(argv[0], str) \
-            and Path(argv[0]).name.startswith("claude"):
-        return "claude"
+    if isinstance(argv, list) and argv and isinstance(argv[0], str):
+        program = Path(argv[0]).name
+        if program.startswith("claude"):
+            return "claude"
+        if program.startswith("codex"):
+            return "codex"
     return "shell"
 
 

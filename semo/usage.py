@@ -10,7 +10,9 @@ summed over model responses. `model` is the model when all of them used one, els
 table; if any response used a model the table does not name, `cost_usd` is null: a total
 that leaves part out would be a guess.
 
-Prices are USD per million tokens, for the Claude API's standard (non-batch) list prices.
+Prices are USD per million tokens, for the Claude API's and OpenAI's standard (non-batch)
+list prices. OpenAI charges nothing for writing its prompt cache (`cache_write` 0) and bills
+cached input at the `cache_read` rate.
 Not modelled (a total priced here is list price for what the transcript records): the
 Batch API discount, fast mode, and prompt-length price bands (models that have them, such
 as Claude Haiku 5.5, are left out of the defaults so that they price as null).
@@ -25,7 +27,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 #: when the default prices below were taken, and from where
-PRICES_TAKEN = "2026-12-01, from the model pages of platform.claude.com"
+PRICES_TAKEN = ("2026-12-01, from the model pages of platform.claude.com; OpenAI's "
+                "2026-12-07, from the model pages of developers.openai.com")
 
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
                "cache_creation_input_tokens")
@@ -70,6 +73,9 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "claude-opus-4": _p(15, 75, 1.50, 18.75, 30),
     "claude-sonnet-5": _p(2, 10, 0.20, 2.50, 4),
     "claude-haiku-4-5": _p(1, 5, 0.10, 1.25, 2),
+    # OpenAI (Codex CLI): models without prompt-length price bands only, as above
+    "gpt-5-codex": _p(1.25, 10, 0.125, 0, 0),
+    "gpt-5": _p(1.25, 10, 0.125, 0, 0),
 }
 
 #: a dated snapshot id (`claude-haiku-4-5-20251001`) is priced as its model

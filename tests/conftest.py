@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.stack",
     "tests.support.claude",
+    "tests.support.codex",
     "tests.support.webhooks",
     "tests.support.cli",
 ]

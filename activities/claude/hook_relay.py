@@ -16,6 +16,9 @@ does on its own. For those events the worker may hold the answer for a while (a 
 deciding); Claude Code's own hook timeout bounds that. Outside a semo session (the
 variables missing, someone running `claude` in the worktree by hand) it does nothing.
 
+Codex's hooks run it too (activities/codex/config.py): the same events on stdin, and the same
+`PermissionRequest` decision printed back.
+
 Standard library only, no imports from this project: it starts in a few milliseconds.
 """
 

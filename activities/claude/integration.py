@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from activities.claude import versions
 from activities.claude.constants import SignalFn
 from activities.claude.driver import ClaudeDriver
 from activities.claude.hooks import HookServer, socket_path
 from activities.claude.settings import merge_settings
+from activities.persona import CLAUDE_MD
 from activities.terminal import SessionManager
 from semo.settings import AgentProfile, Settings
 
@@ -18,7 +20,12 @@ from semo.settings import AgentProfile, Settings
 
 
 class ClaudeIntegration:
-    """The client worker's Claude Code side: the hook server and one driver per session."""
+    """The client worker's Claude Code side: the hook server and one driver per session
+    (an `activities.agents.AgentIntegration`)."""
+
+    persona_file = CLAUDE_MD
+    #: its transcripts, the usage tracker's default source
+    usage_source = None
 
     def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
                  office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
@@ -46,6 +53,12 @@ class ClaudeIntegration:
         token = self.server.register(session_id, driver.on_hook)
         self.drivers[session_id] = driver
         return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
+
+    def start_args(self, session_id: str, generation: int, profile: AgentProfile) -> list[str]:
+        return list(profile.resume_args) if generation > 0 else []
+
+    def version_support(self, profile: AgentProfile) -> dict[str, Any]:
+        return versions.support(versions.cli_version(profile.argv[0], profile.env))
 
     def get(self, session_id: str, generation: int | None = None) -> ClaudeDriver | None:
         driver = self.drivers.get(session_id)

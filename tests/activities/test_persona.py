@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from activities.claude import reply_outcome
 from activities.monitor import OutputMonitor, PatternSet
 from activities.persona import (
+    AGENTS_MD,
     BEGIN,
     CLAUDE_MD,
     END,
@@ -92,6 +93,19 @@ def test_user_text_is_kept_byte_for_byte_and_reinjection_replaces_only_the_block
     stat_before = os.stat(path)
     injector.inject_persona(root / "wt", other)  # the same again: nothing to write
     assert path.read_bytes() == second and os.stat(path).st_ino == stat_before.st_ino
+
+
+def test_codexs_agents_md_is_managed_the_same_way(root: Path) -> None:
+    path = root / "wt" / "AGENTS.md"
+    mine = b"# Repo guide\nRun make test before committing.\n"
+    path.write_bytes(mine)
+    injector = PersonaInjector([root])
+    assert injector.inject_persona(root / "wt", PERSONA, AGENTS_MD) == path
+    injector.inject_persona(root / "wt", PERSONA.model_copy(update={"name": "Ben"}), AGENTS_MD)
+    data = path.read_bytes()
+    assert user_text(data) == mine and len(find_blocks(data)) == 1
+    assert b"Ben" in data and b"Bea" not in data and b"[SEMO:DONE]" in data
+    assert not claude_md(root).exists(), "Codex's persona goes only in AGENTS.md"
 
 
 def test_no_persona_writes_the_protocol_alone(root: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from activities.persona import PersonaInjector
+from activities.persona import AGENTS_MD, PersonaInjector
 from activities.worktree import (
     WorktreeError,
     branch_name,
@@ -121,6 +121,15 @@ async def test_semo_files_stay_out_of_the_agents_commits(ws: Path) -> None:
     assert (path / ".claude" / "CLAUDE.md").read_text().endswith("# Team notes\n")
     assert run("status", "--porcelain", cwd=path) == "", "neither file shows up for `git add -A`"
     assert run("status", "--porcelain", cwd=repo) == "", "the user's own checkout is untouched"
+
+
+async def test_a_tracked_agents_md_with_codexs_persona_stays_out_of_commits(ws: Path) -> None:
+    repo = make_repo(ws / "repo", {"README.md": "hi\n", "AGENTS.md": "# Repo guide\n"})
+    path = ws / "s"
+    await ensure_worktree(repo, path, "semo/o/BE-s")
+    PersonaInjector([ws]).inject_persona(path, Persona(name="Bea", role="BE"), AGENTS_MD)
+    assert (path / "AGENTS.md").read_text().endswith("# Repo guide\n")
+    assert run("status", "--porcelain", cwd=path) == "", "AGENTS.md does not show up"
 
 
 async def test_remove_keeps_a_dirty_worktree_unless_forced(ws: Path) -> None:

@@ -44,6 +44,22 @@ def test_a_new_profile_says_or_shows_what_it_is(monkeypatch) -> None:
     assert got["strict"].dialogs.trust_folder == "fail" and got["strict"].dialogs.api_key == "fail"
 
 
+def test_a_codex_profile_is_codex_by_name_or_program(monkeypatch) -> None:
+    got = profiles(monkeypatch, {
+        "codex": {"argv": ["/opt/codex/bin/codex"], "env": {"CODEX_HOME": "/home/me/.codex"}},
+        "cx": {"argv": ["/usr/lib/node_modules/@openai/codex/bin/codex.js"]},
+        "gpt": {"argv": ["/usr/local/bin/codex-wrapper"], "dialogs": {"trust_folder": "fail"}},
+    })
+    builtin = BUILTIN_PROFILES["codex"]
+    for name in ("codex", "cx", "gpt"):
+        assert (got[name].kind, got[name].hooks, got[name].input_mode) == \
+            ("codex", True, "paste"), name
+    assert got["codex"].env == {"CODEX_HOME": "/home/me/.codex"}
+    assert got["codex"].ready_timeout_s == builtin.ready_timeout_s
+    assert got["gpt"].dialogs.trust_folder == "fail"
+    assert got["claude"] == BUILTIN_PROFILES["claude"], "the other built-ins stay"
+
+
 @pytest.mark.parametrize(("value", "named"), [
     ('{"claude": {"argv": "claude"}}', "SEMO_AGENT_PROFILES: claude.argv: Input should be a valid list"),
     ('{"claude": {"argvs": ["claude"]}}', "claude.argvs: Extra inputs are not permitted"),

@@ -1,0 +1,72 @@
+"""What the client activities ask of an agent CLI, whichever it is (STYLE: "Agents, one
+package each"): `activities/claude/` and `activities/codex/` each provide an `AgentIntegration`
+(one per worker) whose `prepare` gives a driver (one per session's terminal).
+
+Code outside the packages asks these, never "is this Claude?"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from activities.terminal import Terminal
+from activities.usage import UsageSource
+from semo.settings import AgentProfile
+
+
+class AgentDriver(Protocol):
+    """One agent's terminal: its screen, its hook events, its prompts and answers."""
+
+    generation: int
+    #: sees every hook event with the job of the turn under way (activities/usage.py)
+    tap: Callable[[dict, str | None], None] | None
+
+    def attach(self, term: Terminal) -> None: ...
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Return once the agent takes a prompt; raise StartupError-like errors else."""
+
+    async def submit(self, prompt: str, job_id: str | None) -> None: ...
+
+    async def before_keys(self) -> None: ...
+
+    def note_keys(self) -> None: ...
+
+    async def answer(self, input_id: str, kind: str, decision: str | None, option: str | None,
+                     text: str | None, remember: bool) -> str: ...
+
+
+class AgentIntegration(Protocol):
+    """The worker's side of one agent CLI."""
+
+    #: the agent's memory file in the working dir, where the persona and the completion
+    #: protocol go (relative to it)
+    persona_file: Path
+    @property
+    def usage_source(self) -> UsageSource | None:
+        """Where it records its model responses for the usage tracker (None: Claude Code's
+        transcripts, the tracker's default)."""
+        ...
+
+    async def prepare(self, session_id: str, generation: int, working_dir: Path,
+                      profile: AgentProfile, office_id: str | None = None
+                      ) -> tuple[AgentDriver, dict[str, str]]:
+        """The working dir made ready (hooks, settings) and a driver: (driver, environment
+        the agent starts with)."""
+        ...
+
+    def start_args(self, session_id: str, generation: int, profile: AgentProfile) -> list[str]:
+        """Arguments after the profile's argv: hook wiring, and resuming the conversation
+        when `generation > 0` (an agent restarted)."""
+        ...
+
+    def get(self, session_id: str, generation: int | None = None) -> AgentDriver | None: ...
+
+    async def release(self, session_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def version_support(self, profile: AgentProfile) -> dict[str, Any]:
+        """`{version, supported, note}` of the profile's CLI (blocking: run it in a thread)."""
+        ...

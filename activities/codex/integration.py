@@ -1,0 +1,125 @@
+"""The client worker's Codex side: its hook server and one driver per session, and each
+session's conversation id (kept under `home/codex/`, so a restarted agent resumes it)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from activities.claude.hooks import HookServer, socket_path
+from activities.claude.settings import hook_command
+from activities.codex import versions
+from activities.codex.config import hook_args, resume_args
+from activities.codex.driver import CodexDriver, SignalFn
+from activities.codex.usage import ROLLOUT
+from activities.persona import AGENTS_MD, atomic_write
+from activities.terminal import SessionManager
+from semo.settings import AgentProfile, Settings
+
+log = logging.getLogger(__name__)
+
+_CONVERSATION_RE = re.compile(r"^[A-Za-z0-9-]{8,100}$")
+
+
+def codex_socket_path(settings: Settings) -> Path:
+    """Beside Claude Code's hook socket, a name of its own (one server per agent kind)."""
+    path = socket_path(settings)
+    path = path.with_name("codex-" + path.name)
+    if len(os.fsencode(path)) <= 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"semo-{os.getuid()}" / f"codex-{digest}.sock"
+
+
+class CodexIntegration:
+    """An `activities.agents.AgentIntegration` for OpenAI's Codex CLI."""
+
+    persona_file = AGENTS_MD
+    usage_source = ROLLOUT
+
+    def __init__(self, settings: Settings, manager: SessionManager, signal: SignalFn,
+                 office_policy: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.signal = signal
+        self.office_policy = office_policy
+        self.server = HookServer(codex_socket_path(settings), hold_s=settings.hook_decision_wait_s)
+        self.drivers: dict[str, CodexDriver] = {}
+        self.conversations_dir = (settings.home / "codex").resolve()
+
+    async def prepare(self, session_id: str, generation: int, working_dir: Path,
+                      profile: AgentProfile, office_id: str | None = None
+                      ) -> tuple[CodexDriver, dict[str, str]]:
+        await self.server.start()
+        await self.release(session_id)
+        lookup = self.office_policy
+        policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
+        driver = CodexDriver(self.manager, session_id, generation, profile, self.signal,
+                             rows=self.manager.rows, cols=self.manager.cols, policy=policy,
+                             working_dir=str(working_dir),
+                             on_conversation=lambda cid: self._remember(session_id, cid))
+        driver.conversation_id = self.conversation(session_id)
+        token = self.server.register(session_id, driver.on_hook)
+        self.drivers[session_id] = driver
+        return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
+
+    def start_args(self, session_id: str, generation: int, profile: AgentProfile) -> list[str]:
+        args = hook_args(hook_command(), self.settings.hook_decision_wait_s)
+        return args + (resume_args(self.conversation(session_id)) if generation > 0 else [])
+
+    def version_support(self, profile: AgentProfile) -> dict[str, Any]:
+        return versions.support(versions.cli_version(profile.argv[0], profile.env))
+
+    # --- conversations ------------------------------------------------------------------------
+
+    def _conversation_file(self, session_id: str) -> Path:
+        return self.conversations_dir / f"{session_id}.conversation"
+
+    def conversation(self, session_id: str) -> str | None:
+        """The Codex conversation this session had, if it had one."""
+        try:
+            found = self._conversation_file(session_id).read_text().strip()
+        except OSError:
+            return None
+        return found if _CONVERSATION_RE.match(found) else None
+
+    def _remember(self, session_id: str, conversation_id: str) -> None:
+        if not _CONVERSATION_RE.match(conversation_id):
+            return
+        try:
+            self.conversations_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(self._conversation_file(session_id), conversation_id.encode(), 0o600)
+        except OSError as err:  # the session goes on; a restart then starts afresh
+            log.warning("%s: could not keep Codex's conversation id: %s", session_id, err)
+
+    def forget(self, session_id: str) -> None:
+        """The session is over: its conversation will not be resumed here."""
+        self._conversation_file(session_id).unlink(missing_ok=True)
+
+    # --- per session --------------------------------------------------------------------------
+
+    def get(self, session_id: str, generation: int | None = None) -> CodexDriver | None:
+        driver = self.drivers.get(session_id)
+        if driver is None or (generation is not None and driver.generation != generation):
+            return None
+        return driver
+
+    async def release(self, session_id: str) -> None:
+        driver = self.drivers.pop(session_id, None)
+        if driver is not None:
+            self.server.unregister(session_id, driver.on_hook)
+            await driver.close()
+
+    async def close(self) -> None:
+        for session_id in list(self.drivers):
+            await self.release(session_id)
+        await self.server.close()
+
+
+
