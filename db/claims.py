@@ -41,6 +41,15 @@ _KEEPALIVE = ("set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5;"
               " set tcp_keepalives_count = 3")
 
 
+#: how long a claimant retries its own key before taking a new one (a cut session's backend
+#: releases the lock when it has exited)
+SAME_KEY_WAIT_S = 10.0
+
+
+async def _try_lock(conn: psycopg.AsyncConnection, key: int) -> bool:
+    return (await (await conn.execute("select pg_try_advisory_lock(%s)", (key,))).fetchone())[0]
+
+
 def new_key() -> int:
     """A random positive 62-bit key: no two claimants, live or dead, share one."""
     return secrets.randbelow(2**62 - 1) + 1
@@ -110,9 +119,14 @@ class Claimant:
         try:
             with contextlib.suppress(psycopg.Error):
                 await conn.execute(_KEEPALIVE)
-            while not (await (await conn.execute(
-                    "select pg_try_advisory_lock(%s)", (self._key,))).fetchone())[0]:
-                self._key = new_key()  # someone holds this key: astronomically unlikely
+            # Our key again: rows claimed with it stay ours. After a cut, the old session may
+            # still hold it for a moment (its backend is still exiting), so wait for it first.
+            deadline = asyncio.get_running_loop().time() + SAME_KEY_WAIT_S
+            while not await _try_lock(conn, self._key):
+                if asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.1)
+                else:
+                    self._key = new_key()  # held by someone else: astronomically unlikely
         except BaseException:
             await conn.close()
             raise
