@@ -37,6 +37,8 @@ from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
     NAMED_KEYS,
     MonitorSignal,
+    ReattachAgentInput,
+    ReattachAgentResult,
     ResizeTerminalInput,
     SendAnswer,
     SendInput,
@@ -166,6 +168,19 @@ class ClientActivities:
                                                       offset=term.offset))
         except Exception:  # a warning that could not be given is no reason to fail a start
             log.exception("session %s: could not report the agent's version", term.session_id)
+
+    @activity.defn(name="reattach_agent")
+    async def reattach_agent(self, inp: ReattachAgentInput) -> ReattachAgentResult:
+        """The session lost its watch on this agent (its worker died, or the server was
+        away longer than the heartbeat timeout): take it up again if it still runs here,
+        the same generation. An adopted agent's output is monitored from here on, for the
+        job the session says is running."""
+        term = self.manager.get(inp.session_id)
+        if term is None or not term.alive or term.generation != inp.generation:
+            return ReattachAgentResult(attached=False)
+        self._session(inp.session_id).workflow_id = inp.workflow_id
+        self.manager.resume_parked(inp.session_id, inp.job_id)
+        return ReattachAgentResult(attached=True, pid=term.pid)
 
     @activity.defn(name="watch_agent")
     async def watch_agent(self, inp: WatchAgentInput) -> WatchAgentResult:

@@ -97,6 +97,9 @@ class KeeperClient:
     def forget(self, key: str, generation: int) -> None:
         self.call({"op": "forget", "key": key, "generation": generation})
 
+    def exit_if_idle(self) -> bool:
+        return bool(self.call({"op": "exit_if_idle"})[0]["exiting"])
+
     def call(self, req: dict) -> tuple[dict, bytes, list[int]]:
         """Send a request and wait for its reply (events that come first are queued)."""
         with self._lock:

@@ -302,6 +302,14 @@ class Keeper:
             self._stop(agent, float(req.get("grace_s", self.kill_grace_s)))
         self._send(client, {"id": rid, "ok": True})
 
+    def _op_exit_if_idle(self, client: Client, req: dict, rid: object) -> None:
+        """A worker that stopped its agents on purpose: with none left here and no other
+        worker, the keeper goes too (`semo dev`'s Ctrl+C leaves nothing running)."""
+        idle = all(a.exited for a in self.agents.values()) and self.clients == {client}
+        if idle:
+            self.stopping = True
+        self._send(client, {"id": rid, "ok": True, "exiting": idle})
+
     def _op_forget(self, client: Client, req: dict, rid: object) -> None:
         """The exit status was taken: the record goes."""
         agent = self._agent(req)

@@ -26,6 +26,7 @@ from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
 from db import reads
 from db.pool import open_pool
+from keeper.client import KeeperClient, KeeperError, ensure_keeper
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
 from semo.temporal import connect
@@ -71,10 +72,16 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                           retention_bytes=settings.output_retention_bytes)
     store.start()
     meter = meter_of(client)
+    keeper = await asyncio.to_thread(start_keeper, settings) if settings.keeper else None
     manager = SessionManager(settings.profiles, OutputCounter(store, meter),
                              transcripts_dir=(settings.home / "transcripts").resolve(),
                              rows=settings.terminal_rows, cols=settings.terminal_cols,
-                             stall_after_s=settings.stall_after_s)
+                             stall_after_s=settings.stall_after_s, keeper=keeper)
+    # the agents a worker of this machine left (it died, or was restarted): their sessions
+    # re-attach to them (reattach_agent) instead of restarting
+    adopted = await manager.adopt_kept()
+    if adopted:
+        log.info("adopted %d live agents from the keeper", len(adopted))
     usage = UsageTracker(pool, meter, interval_s=settings.usage_interval_s)
     usage.start()
     acts = ClientActivities(settings, manager, client,
@@ -85,7 +92,7 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         client,
         task_queue=settings.machine_task_queue,
         activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent,
-                    acts.resize_terminal, acts.answer_input],
+                    acts.resize_terminal, acts.answer_input, acts.reattach_agent],
         interceptors=[ContextInterceptor()],
         max_concurrent_activities=2000,
         graceful_shutdown_timeout=timedelta(seconds=5),
@@ -105,6 +112,23 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         await acts.aclose()
         await usage.close()
         await store.close()
+        if keeper is not None:
+            # its agents are stopped: with no other worker, the keeper goes too
+            try:
+                await asyncio.to_thread(keeper.exit_if_idle)
+            except KeeperError as err:
+                log.warning("keeper: %s", err)
+            keeper.close()
+
+
+def start_keeper(settings: Settings) -> KeeperClient:
+    """This machine's keeper: found at its socket, or started (see keeper/)."""
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # a keeper with no agent and no worker for the grace has nothing left to keep
+    return ensure_keeper(str(settings.keeper_socket), grace_s=settings.keeper_grace_s,
+                         exit_when_idle_s=settings.keeper_grace_s,
+                         log_path=str(logs / "keeper.log"))
 
 
 async def _housekeeping(
@@ -128,8 +152,9 @@ async def _housekeeping(
 
 
 async def run_client_worker(settings: Settings, stop: asyncio.Event) -> None:
-    # this process owns the agents: their orphans (double-forked daemons, ...) come here
-    become_subreaper()
+    if not settings.keeper:
+        # this process owns the agents: their orphans (double-forked daemons, ...) come here
+        become_subreaper()
     client = await connect(settings)
     pool = await open_pool(settings.effective_database_url(), max_size=10, name="client-worker")
     try:

@@ -47,6 +47,8 @@ with workflow.unsafe.imports_passed_through():
         PendingInput,
         PromptInput,
         PromptResult,
+        ReattachAgentInput,
+        ReattachAgentResult,
         RecordBatch,
         ResizeInput,
         ResizeResult,
@@ -79,6 +81,8 @@ ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 NOT_READY_WHILE_FAILING = "not-ready-while-failing"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
+#: patch: a lost client worker first re-attaches to the same agent (the keeper kept it)
+REATTACH_LOST_WORKER = "reattach-lost-worker"
 
 
 @workflow.defn(name="SessionWorkflow")
@@ -120,6 +124,10 @@ class SessionWorkflow:
                 await self._after_failure(self.start_failure or failures.START_FAILED)
                 continue
             gone = await self._supervise()
+            while gone is not None and gone.kind is failures.FailureKind.WORKER_LOST \
+                    and self.terminate_req is None and workflow.patched(REATTACH_LOST_WORKER) \
+                    and await self._reattach(gone):
+                gone = await self._supervise()  # the same agent, the same job: not a restart
             if gone is None:  # continue-as-new
                 return await self._continue_as_new()
             if self.terminate_req:
@@ -453,6 +461,33 @@ class SessionWorkflow:
             self._set_status(self.s.status)  # continued-as-new: write the row as it is
         await self._record(event=self._event("started", {
             "generation": self.s.generation, "pid": res.pid, "working_dir": res.working_dir}))
+        return True
+
+    async def _reattach(self, lost: failures.Failure) -> bool:
+        """The watch on the agent was lost (its worker died, or the server was away longer
+        than the heartbeat timeout): ask the machine for the same generation of the agent
+        before restarting anything. True: it runs and is watched again."""
+        job = self.s.job
+        await self._record(event=self._event("worker_lost", {"reason": lost.reason}, job))
+        try:
+            res: ReattachAgentResult = await workflow.execute_activity(
+                "reattach_agent",
+                ReattachAgentInput(session_id=self.inp.session_id, generation=self.s.generation,
+                                   workflow_id=workflow.info().workflow_id,
+                                   job_id=job.job_id if job else None),
+                result_type=ReattachAgentResult,
+                task_queue=machine_queue(self.inp.machine_id),
+                schedule_to_start_timeout=timedelta(seconds=self.inp.config.start_timeout_s),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NO_RETRY,
+                summary="re-attach to the agent",
+            )
+        except ActivityError:
+            return False
+        if not res.attached:
+            return False
+        await self._record(event=self._event(
+            "reattached", {"generation": self.s.generation, "pid": res.pid}, self.s.job))
         return True
 
     async def _supervise(self) -> failures.Failure | None:

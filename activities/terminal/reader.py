@@ -13,6 +13,7 @@ import time
 from activities.monitor import MonitorEvent
 from activities.terminal.model import (
     MAX_QUEUED_EVENTS,
+    PARKED_BYTES,
     PROCESS_BYTES,
     PROCESS_DELAY_S,
     READ_SIZE,
@@ -85,6 +86,20 @@ class TerminalReader(ManagerParts):
         if term.transcript is not None:
             self._write_transcript(term, data)
         self.sink.append(term.session_id, start, data)  # type: ignore[arg-type]
+        if term.parked:
+            term.unmonitored += data  # monitored once the session says which job runs
+        else:
+            self._monitor(term, data, now)
+        term.output.set()
+        if term.parked and len(term.unmonitored) >= PARKED_BYTES and not term.paused:
+            term.paused = True  # resume_parked() reads on
+            self._stop_reading(term)
+        elif not term.paused and self.sink.congested(term.session_id):
+            term.paused = True
+            self._stop_reading(term)
+            self._spawn(self._resume_when_drained(term))
+
+    def _monitor(self, term: Terminal, data: bytes | bytearray, now: float) -> None:
         try:
             events = term.monitor.feed(data, now)  # type: ignore[arg-type]
         except Exception:  # a monitor bug must not stop the terminal
@@ -92,11 +107,6 @@ class TerminalReader(ManagerParts):
             events = []
         for ev in events:
             self._queue_event(term, ev)
-        term.output.set()
-        if not term.paused and self.sink.congested(term.session_id):
-            term.paused = True
-            self._stop_reading(term)
-            self._spawn(self._resume_when_drained(term))
 
     async def _resume_when_drained(self, term: Terminal) -> None:
         while True:
