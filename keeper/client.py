@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keeper import protocol
@@ -28,6 +29,10 @@ class KeeperError(Exception):
     """The keeper refused a request, or cannot be reached."""
 
 
+class KeeperGone(KeeperError):
+    """The connection to the keeper broke (it was killed, or dropped us)."""
+
+
 @dataclass
 class Claimed:
     """An agent handed to this client: its master fd (ours to close), what the keeper read
@@ -39,26 +44,31 @@ class Claimed:
 
 
 class KeeperClient:
-    def __init__(self, path: str, *, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, path: str, *, timeout: float = TIMEOUT_S,
+                 restart: Callable[[], None] | None = None) -> None:
+        """`restart`: starts a keeper at `path` when the connection breaks (see
+        `ensure_keeper`); the request that found it broken is sent once more."""
         self.path = path
         self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError as err:
-            self.sock.close()
-            raise KeeperError(f"no keeper at {path}: {err}") from err
+        self.restart = restart
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._buf = bytearray()
-        self._fds: deque[int] = deque()
         self.events: deque[dict] = deque()
+        self._connect()
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as err:
+            sock.close()
+            raise KeeperGone(f"no keeper at {self.path}: {err}") from err
+        self.sock = sock
+        self._buf = bytearray()
 
     def close(self) -> None:
         self.sock.close()
-        while self._fds:
-            os.close(self._fds.popleft())
 
     def __enter__(self) -> KeeperClient:
         return self
@@ -103,24 +113,35 @@ class KeeperClient:
     def call(self, req: dict) -> tuple[dict, bytes, list[int]]:
         """Send a request and wait for its reply (events that come first are queued)."""
         with self._lock:
-            rid = next(self._ids)
             try:
-                protocol.send(self.sock, {**req, "id": rid})
-                while True:
-                    header, payload, fds = self._read_frame()
-                    if header.get("id") == rid:
-                        break
-                    if "event" in header:
-                        self.events.append(header)
-                    for fd in fds:  # a frame for nobody: never leak its fds
-                        os.close(fd)
-            except (OSError, protocol.ProtocolError) as err:
-                raise KeeperError(f"keeper at {self.path}: {err}") from err
+                header, payload, fds = self._exchange(req)
+            except KeeperGone:
+                if self.restart is None:
+                    raise
+                self.sock.close()
+                self.restart()
+                self._connect()
+                header, payload, fds = self._exchange(req)
         if not header.get("ok"):
             for fd in fds:
                 os.close(fd)
             raise KeeperError(str(header.get("error")))
         return header, payload, fds
+
+    def _exchange(self, req: dict) -> tuple[dict, bytes, list[int]]:
+        rid = next(self._ids)
+        try:
+            protocol.send(self.sock, {**req, "id": rid})
+            while True:
+                header, payload, fds = self._read_frame()
+                if header.get("id") == rid:
+                    return header, payload, fds
+                if "event" in header:
+                    self.events.append(header)
+                for fd in fds:  # a frame for nobody: never leak its fds
+                    os.close(fd)
+        except (OSError, protocol.ProtocolError) as err:
+            raise KeeperGone(f"keeper at {self.path}: {err}") from err
 
     def next_event(self, timeout: float) -> dict | None:
         """The next event from the keeper, waiting up to `timeout`; None if none came."""
@@ -133,7 +154,7 @@ class KeeperClient:
             except TimeoutError:
                 return None
             except (OSError, protocol.ProtocolError) as err:
-                raise KeeperError(f"keeper at {self.path}: {err}") from err
+                raise KeeperGone(f"keeper at {self.path}: {err}") from err
             finally:
                 self.sock.settimeout(self.timeout)
             for fd in fds:
@@ -163,15 +184,29 @@ class KeeperClient:
 def ensure_keeper(path: str, *, grace_s: float | None = None, log_path: str | None = None,
                   exit_when_idle_s: float | None = None,
                   timeout: float = START_TIMEOUT_S) -> KeeperClient:
-    """Connect to this machine's keeper, starting it first if none listens at `path`.
+    """Connect to this machine's keeper, starting it first if none listens at `path`; the
+    client starts it again if it goes away (killed) while in use."""
+    def start() -> None:
+        start_keeper(path, grace_s=grace_s, log_path=log_path,
+                     exit_when_idle_s=exit_when_idle_s, timeout=timeout)
+
+    try:
+        return KeeperClient(path, restart=start)
+    except KeeperGone:
+        pass
+    start()
+    return KeeperClient(path, restart=start)
+
+
+def start_keeper(path: str, *, grace_s: float | None, log_path: str | None,
+                 exit_when_idle_s: float | None, timeout: float) -> None:
+    """Start a keeper at `path` unless one listens there; return once one does.
 
     The keeper is started in its own session (not in the worker's process group, so a
     Ctrl+C or a group kill of the worker does not reach it) through an intermediate that
     exits at once, so it is nobody's child but init's (or the nearest subreaper's)."""
-    try:
-        return KeeperClient(path)
-    except KeeperError:
-        pass
+    if _listening(path):
+        return
     args = [sys.executable, "-m", "keeper", "--socket", path]
     if grace_s is not None:
         args += ["--grace", str(grace_s)]
@@ -187,13 +222,22 @@ def ensure_keeper(path: str, *, grace_s: float | None = None, log_path: str | No
         if log is not subprocess.DEVNULL:
             log.close()  # type: ignore[union-attr]
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return KeeperClient(path)
-        except KeeperError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    while not _listening(path):
+        if time.monotonic() > deadline:
+            raise KeeperGone(f"no keeper listens at {path} {timeout:g} s after starting one")
+        time.sleep(0.02)
+
+
+def _listening(path: str) -> bool:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT_S)
+    try:
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def _keeper_env() -> dict[str, str]:

@@ -133,6 +133,25 @@ def test_a_worker_and_its_agent_both_killed_restart_the_session(stack, api):
     replay_and_maybe_record(stack, f"session/{office}/{sid}", "session_worker_lost_restart")
 
 
+def test_the_keeper_killed_leaves_held_agents_running_and_the_next_start_gets_a_new_one(
+        stack, api):
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    keeper = int(procfs.stat(pid)[procfs.PPID])
+    os.kill(keeper, signal.SIGKILL)
+    wait(lambda: not alive(keeper), 15, "the keeper gone")
+    # the worker holds the agent's terminal: it runs on, and takes prompts
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                 json={"prompt": "echo still-$((40+2)) $$"})
+    assert r.status_code == 200, r.text
+    wait(lambda: f"still-42 {pid}" in output(api, office, sid), 30, "the agent answering")
+    # a new session's agent is forked by a keeper the worker started again
+    office2, sid2 = new_session(api, stack)
+    keeper2 = int(procfs.stat(agent_leader(sid2))[procfs.PPID])
+    assert keeper2 != keeper and "keeper" in procfs.read(f"/proc/{keeper2}/cmdline").decode()
+    assert session(api, office, sid)["restarts"] == 0
+
+
 def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):
     stack = DevStack(tmp_path, machine_id="restart-stop")
     stack.start()

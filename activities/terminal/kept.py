@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from activities.terminal.model import KeptPty, ManagerParts, Terminal, TerminalError
+from activities.terminal.spawn import worker_token
 from keeper.client import Claimed, KeeperClient, KeeperError
 from semo.settings import AgentProfile
 
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 #: how long an exited agent's status may take to reach the keeper's record (it reaps on
 #: SIGCHLD, at once; the bound is for a keeper that is slow or gone)
 EXIT_STATUS_WAIT_S = 5.0
+
+
+def keeper_token(keeper_pid: int) -> str:
+    """What agents forked by this keeper carry as SEMO_WORKER: they live as long as it does."""
+    return f"{worker_token(keeper_pid)}:keeper"
 
 
 class TerminalKeeping(ManagerParts):
@@ -40,6 +46,10 @@ class TerminalKeeping(ManagerParts):
                           working_dir: Path, env: dict[str, str]) -> tuple[KeptPty, int]:
         """Start the agent through the keeper; returns its PTY and our hold's epoch."""
         keeper = self.keeper
+        # through a new keeper if this one was killed; its agents carry its token (a stray
+        # is an agent whose keeper is dead: reaper.sweep_strays)
+        self._token = keeper_token((await self._keeper_call(keeper.ping))["pid"])  # type: ignore[union-attr]
+        env = {**env, "SEMO_WORKER": self._token}
         await self._clear_kept(session_id)
         got: Claimed = await self._keeper_call(
             keeper.spawn, session_id, generation, argv, str(working_dir), env,  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ptyprocess import PtyProcess
 
 from activities.monitor import OutputMonitor, PatternSet
-from activities.terminal.kept import TerminalKeeping
+from activities.terminal.kept import TerminalKeeping, keeper_token
 from activities.terminal.model import (
     TICK_S,
     WRITE_RECHECK_S,
@@ -90,8 +90,7 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
         else:
             # the agents are the keeper's children, and live as long as it does (a stray is
             # an agent whose keeper is dead); their orphans go to it: found by marker here
-            kpid = keeper.ping()["pid"]
-            self._token = f"{worker_token(kpid)}:keeper"
+            self._token = keeper_token(keeper.ping()["pid"])
             self.subreaper = False
         if hygiene:
             raise_fd_limit()
