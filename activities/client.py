@@ -24,6 +24,7 @@ from activities.claude import (
     ClaudeSetupError,
     DialogOpen,
     StartupError,
+    conversation,
     versions as claude_versions,
 )
 from activities.client_session import ClientSession, SessionParts
@@ -132,9 +133,10 @@ class ClientActivities:
         if driver is not None and self.usage is not None:
             driver.tap = await self.usage.track(inp.session_id, inp.office_id)
         try:
-            resume = profile.resume_args if inp.generation > 0 else []
+            args = await asyncio.to_thread(conversation.start_args, profile, inp.session_id,
+                                           inp.generation)
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
-                                             extra_args=resume, extra_env=hook_env,
+                                             extra_args=args, extra_env=hook_env,
                                              generation=inp.generation)
         except (OSError, TerminalError) as err:
             await self.claude.release(inp.session_id)

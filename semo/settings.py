@@ -63,8 +63,12 @@ class AgentProfile(BaseModel):
     monitor: str = "shell"
     #: whether the agent speaks Claude Code's hooks (deterministic completion)
     hooks: bool = False
-    #: extra arguments for a restart after a crash, to resume the conversation
-    #: (e.g. ["--continue"] for Claude Code); empty: a restart starts afresh
+    #: Claude Code profiles (`hooks`): each session has its own conversation
+    #: (`--session-id`), and a restart after a crash resumes exactly it (`--resume`);
+    #: false: a restart starts a new conversation (or uses `resume_args`)
+    resume_conversation: bool = True
+    #: for other agents (or with `resume_conversation` off): extra arguments for a restart
+    #: after a crash, to resume where it was; empty: a restart starts afresh
     resume_args: list[str] = Field(default_factory=list)
     #: how a prompt is typed: "line" (text, then Enter) or "paste" (bracketed paste, a
     #: pause of `submit_delay_s`, then Enter: what full-screen TUIs such as Claude Code need)
