@@ -200,6 +200,12 @@ class ClientActivities:
                     await asyncio.wait_for(asyncio.shield(term.exited.wait()), interval)
                 except TimeoutError:
                     pass
+        except asyncio.CancelledError:
+            if term.left:  # cancelled by this worker's shutdown, after it stopped polling
+                raise ApplicationError(
+                    "the client worker is restarting; the agent runs on, kept by the keeper",
+                    type=ErrorType.WORKER_LEFT, non_retryable=True) from None
+            raise
         finally:
             term.leases -= 1
             if term.leases == 0:

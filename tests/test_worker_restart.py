@@ -6,15 +6,20 @@ that loses its agent as well still restarts the session, truthfully."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
+import time
 import uuid
 
+import psycopg
 import pytest
 from conftest import live_pids_with_env
 from devstack import DevStack, alive, replay_and_maybe_record, wait
 
+from dev.embedded import venv_bin
 from semo import procfs
 
 
@@ -33,10 +38,11 @@ def api(stack):
         yield client
 
 
-def new_session(api, stack) -> tuple[str, str]:
+def new_session(api, stack, machine_id: str | None = None) -> tuple[str, str]:
     office = f"r-{uuid.uuid4().hex[:8]}"
     r = api.post("/api/offices", json={"office_id": office, "name": "restart", "agent": "shell",
-                                       "machine_id": stack.machine_id, "warm_roles": []})
+                                       "machine_id": machine_id or stack.machine_id,
+                                       "warm_roles": []})
     assert r.status_code == 201, r.text
     r = api.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
     assert r.status_code == 201, r.text
@@ -105,6 +111,64 @@ def test_a_client_worker_killed_mid_job_leaves_the_job_running_to_its_end(stack,
     replay_and_maybe_record(stack, f"session/{office}/{sid}", "session_worker_lost_reattached")
 
 
+def test_temporal_frozen_longer_than_the_heartbeat_timeout_restarts_nothing(stack, api):
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: re.search(r"^line-4\r?$", output(api, office, sid), re.M), 30,
+         "line 4 in the stored output")
+    temporal = stack.running_info()["pids"]["temporal"]
+    os.kill(temporal, signal.SIGSTOP)
+    try:
+        time.sleep(3 * 5)  # the outage: three heartbeat timeouts (5 s) long
+    finally:
+        os.kill(temporal, signal.SIGCONT)
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,
+               "the job to end")
+    assert job["status"] == "done", job
+    # (whether the heartbeat timed out depends on what the server does first once it runs
+    # again: time the activity out, or take the heartbeat waiting on its socket; the next
+    # test makes it time out for sure)
+    assert "interrupted" not in [e["kind"] for e in job["events"]]
+    lines = re.findall(r"^line-(\d+)\r?$", output(api, office, sid), re.M)
+    assert lines == [str(i) for i in range(1, LINES + 1)], lines
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+
+
+def test_a_heartbeat_timed_out_is_not_a_lost_agent(stack, api):
+    """The client worker frozen longer than the heartbeat timeout (as it is to the server
+    during an outage): once it runs again, the session re-attaches to the agent it still
+    holds; nothing restarts and the job goes on."""
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: re.search(r"^line-4\r?$", output(api, office, sid), re.M), 30, "line 4")
+    worker = stack.running_info()["pids"]["client_worker"]
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        wait(lambda: "worker_lost" in [e["kind"] for e in job_of(api, office, job_id)["events"]],
+             60, "the heartbeat timeout seen by the session")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,
+               "the job to end")
+    assert job["status"] == "done", job
+    kinds = [e["kind"] for e in job["events"]]
+    assert "reattached" in kinds and "interrupted" not in kinds, kinds
+    lines = re.findall(r"^line-(\d+)\r?$", output(api, office, sid), re.M)
+    assert lines == [str(i) for i in range(1, LINES + 1)], lines
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+    assert stack.running_info()["pids"]["client_worker"] == worker  # never restarted
+
+
 def test_a_worker_and_its_agent_both_killed_restart_the_session(stack, api):
     office, sid = new_session(api, stack)
     pid = agent_leader(sid)
@@ -150,6 +214,68 @@ def test_the_keeper_killed_leaves_held_agents_running_and_the_next_start_gets_a_
     keeper2 = int(procfs.stat(agent_leader(sid2))[procfs.PPID])
     assert keeper2 != keeper and "keeper" in procfs.read(f"/proc/{keeper2}/cmdline").decode()
     assert session(api, office, sid)["restarts"] == 0
+
+
+def client_worker(stack, home, machine_id: str, *args: str) -> subprocess.Popen:
+    """`semo worker client` of a machine of its own, on the stack's Temporal and Postgres."""
+    info = stack.running_info()
+    env = {**os.environ, "SEMO_HOME": str(home), "SEMO_MACHINE_ID": machine_id,
+           "SEMO_DATABASE_URL": info["database_url"],
+           "SEMO_TEMPORAL_ADDRESS": info["temporal_address"],
+           "SEMO_WORKSPACE_ROOTS": json.dumps([str(home / "ws")])}
+    log = open(home / "worker.log", "ab")  # noqa: SIM115
+    try:
+        return subprocess.Popen([str(venv_bin("semo")), "worker", "client", *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def registered_since(stack, machine_id: str, since: float) -> bool:
+    with psycopg.connect(stack.running_info()["database_url"], connect_timeout=5) as conn:
+        row = conn.execute("select extract(epoch from started_at) from client_machines"
+                           " where id = %s", (machine_id,)).fetchone()
+    return row is not None and float(row[0]) >= since
+
+
+def test_sigterm_leaves_the_agents_to_the_next_worker(stack, api, tmp_path):
+    machine = f"up-{uuid.uuid4().hex[:6]}"
+    since = time.time() - 1
+    first = client_worker(stack, tmp_path, machine)
+    try:
+        wait(lambda: registered_since(stack, machine, since), 60, "the worker registered")
+        office, sid = new_session(api, stack, machine)
+        pid = agent_leader(sid)
+        r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+        assert r.status_code == 200, r.text
+        job_id = r.json()["job_id"]
+        wait(lambda: re.search(r"^line-4\r?$", output(api, office, sid), re.M), 30, "line 4")
+        first.send_signal(signal.SIGTERM)  # an upgrade: the old worker goes ...
+        assert first.wait(60) == 0
+        assert alive(pid)  # ... and leaves its agent running
+        since = time.time() - 1
+        second = client_worker(stack, tmp_path, machine, "--stop-agents")  # ... the new one comes
+        try:
+            job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+                       90, "the job to end")
+            assert job["status"] == "done", job
+            kinds = [e["kind"] for e in job["events"]]
+            assert "worker_lost" in kinds and "reattached" in kinds, kinds
+            lines = re.findall(r"^line-(\d+)\r?$", output(api, office, sid), re.M)
+            assert lines == [str(i) for i in range(1, LINES + 1)], lines
+            s = session(api, office, sid)
+            assert s["restarts"] == 0 and s["status"] == "ready", s
+            assert agent_leader(sid) == pid
+        finally:
+            second.send_signal(signal.SIGTERM)  # --stop-agents: this one stops them
+            assert second.wait(60) == 0
+        wait(lambda: not alive(pid), 30, "the agent stopped")
+    finally:
+        for proc in (first, second) if "second" in locals() else (first,):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):

@@ -28,6 +28,8 @@ class ErrorType(StrEnum):
     INPUT_STALE = "InputStale"
     CIRCUIT_OPEN = "CircuitOpen"
     UNAVAILABLE = "Unavailable"
+    #: the client worker is restarting and left the agent running to the keeper
+    WORKER_LEFT = "WorkerLeft"
 
 
 class FailureKind(StrEnum):
@@ -65,6 +67,8 @@ START_FAILED = Failure(FailureKind.OTHER, "start failed")
 MACHINE_OFFLINE = Failure(FailureKind.MACHINE_OFFLINE,
                           "machine offline: no client worker took the task")
 WORKER_LOST = Failure(FailureKind.WORKER_LOST, "client worker lost (heartbeat timeout)")
+WORKER_LEFT = Failure(FailureKind.WORKER_LOST,
+                      "client worker restarting (it left the agent running to the keeper)")
 
 
 def exited(exit_code: int | None, signal: int | None) -> Failure:
@@ -95,6 +99,8 @@ def cause_type(err: BaseException | None) -> str | None:
 def failure_of(err: ActivityError, *, starting: bool) -> Failure:
     """What an activity's failure says of the machine: offline, lost, slow, or its own error."""
     cause = err.cause
+    if cause_type(err) == ErrorType.WORKER_LEFT:
+        return WORKER_LEFT
     if isinstance(cause, TimeoutError):
         if cause.type == TimeoutType.SCHEDULE_TO_START:
             return MACHINE_OFFLINE

@@ -165,3 +165,35 @@ class TerminalKeeping(ManagerParts):
         if term.paused and not self.sink.congested(session_id):
             term.paused = False
             self._start_reading(term)
+
+    async def leave_all(self) -> list[str]:
+        """This worker is shutting down and its agents stay (an upgrade): what was read is
+        stored, and each adoptable agent goes back to the keeper, which buffers its output
+        until the next worker claims it. Returns the ids left; the rest stay here (stop them)."""
+        left = []
+        for sid, term in list(self.terminals.items()):
+            if not term.kept or term.profile.hooks or term.stopping or term.leader_exited:
+                continue
+            self._stop_reading(term)
+            self._drain(term)  # what is in the PTY now is ours to store; the rest the keeper's
+            try:
+                await asyncio.wait_for(self.sink.flush(sid), 10.0)
+                await self._keeper_call(self.keeper.release, sid, term.epoch)  # type: ignore[union-attr]
+            except Exception as err:  # it stays ours: stopped with the others
+                log.warning("could not leave %s to the keeper: %s", sid, err)
+                self._start_reading(term)
+                continue
+            term.left = True
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(term.pidfd)
+            os.close(term.pidfd)
+            term.proc.fileobj.close()  # our copy of the master; the keeper keeps its own
+            if term.transcript is not None:
+                term.transcript.close()  # type: ignore[attr-defined]
+                term.transcript = None
+            term.closed = True
+            del self.terminals[sid]
+            self.sink.forget(sid)
+            term.events.put_nowait(None)
+            left.append(sid)
+        return left

@@ -181,6 +181,8 @@ class Terminal:
     #: session's workflow re-attaches and says which job is running (`unmonitored` waits)
     parked: bool = False
     unmonitored: bytearray = field(default_factory=bytearray)
+    #: this worker let go of it (it is shutting down): the keeper holds the agent again
+    left: bool = False
 
     @property
     def pid(self) -> int:
