@@ -122,7 +122,7 @@ def test_temporal_frozen_longer_than_the_heartbeat_timeout_restarts_nothing(stac
     temporal = stack.running_info()["pids"]["temporal"]
     os.kill(temporal, signal.SIGSTOP)
     try:
-        time.sleep(3 * 5)  # the outage: three heartbeat timeouts (5 s) long
+        time.sleep(35)  # the outage: seven heartbeat timeouts (5 s) long, the job's end in it
     finally:
         os.kill(temporal, signal.SIGCONT)
     job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,

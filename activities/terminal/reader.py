@@ -26,6 +26,9 @@ from activities.terminal.model import (
 
 log = logging.getLogger(__name__)
 
+#: how long a monitor event is retried when the workflow cannot be told (a server outage)
+EVENT_DELIVERY_S = 600.0
+
 
 class TerminalReader(ManagerParts):
     """SessionManager's part that reads terminals and delivers their events."""
@@ -170,11 +173,20 @@ class TerminalReader(ManagerParts):
                 except Exception as err:  # deliver anyway in the end: the bytes come later
                     log.warning("saving output before %s of %s: %s", ev.kind, term.session_id, err)
                     await asyncio.sleep(0.5 * 2 ** attempt)
-            for attempt in range(3):
+            # a server outage (Temporal down or frozen) must not lose a job's completion:
+            # retried for as long as an outage may reasonably last, in order
+            give_up = time.monotonic() + EVENT_DELIVERY_S
+            attempt = 0
+            while True:
                 try:
                     await self.on_event(term, ev)
                     break
-                except Exception:
-                    log.exception("delivering %s for %s failed (attempt %d)", ev.kind,
-                                  term.session_id, attempt + 1)
-                    await asyncio.sleep(0.5 * 2 ** attempt)
+                except Exception as err:
+                    attempt += 1
+                    if time.monotonic() >= give_up:
+                        log.exception("delivering %s for %s failed %d times: dropped",
+                                      ev.kind, term.session_id, attempt)
+                        break
+                    log.warning("delivering %s for %s failed (attempt %d): %s", ev.kind,
+                                term.session_id, attempt, err)
+                    await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
