@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 #: how long an exited agent's status may take to reach the keeper's record (it reaps on
 #: SIGCHLD, at once; the bound is for a keeper that is slow or gone)
 EXIT_STATUS_WAIT_S = 5.0
+#: the most a new worker takes from a dead one's transcript (the store keeps a dead worker's
+#: unsaved bytes far below this: reading pauses while it is behind)
+MAX_RECOVERED = 64 << 20
 
 
 def keeper_token(keeper_pid: int) -> str:
@@ -145,11 +148,46 @@ class TerminalKeeping(ManagerParts):
         term = self._new_terminal(sid, generation, agent, profile, pty, working_dir, pidfd, base)
         term.rows, term.cols = rows, cols
         term.kept, term.epoch, term.parked = True, got.info["epoch"], True
+        # what the dead worker had read but not stored yet, then what the agent wrote while
+        # no worker held it: first, in order (before the transcript is opened: the first
+        # part is in it already)
+        recovered = await asyncio.to_thread(self._unstored_from_transcript, sid, base)
+        if recovered:
+            log.info("%s: %d bytes the last worker read but did not store, from its transcript",
+                     sid, len(recovered))
+            term.inbuf += recovered
+            self._process(term)
         self._install(term)
-        if got.buffered:  # what it wrote while no worker held it: first, in order
+        if got.buffered:
             term.inbuf += got.buffered
             self._process(term)
         return term
+
+    def _mark_transcript(self, term: Terminal) -> None:
+        """Note where in the transcript file this terminal's output starts, and at which
+        stream offset (`<id>.at`), so a next worker can take from it the bytes this one
+        read but did not store before it died."""
+        d = self.transcripts_dir
+        tmp = d / f"{term.session_id}.at.tmp"  # type: ignore[operator]
+        tmp.write_text(f"{term.transcript.tell()} {term.offset}\n")  # type: ignore[attr-defined]
+        os.replace(tmp, d / f"{term.session_id}.at")  # type: ignore[operator]
+
+    def _unstored_from_transcript(self, sid: str, stored_end: int) -> bytes:
+        """The bytes from stream offset `stored_end` on that the transcript holds and the
+        store does not (b"" when it cannot tell: no transcript or mark, or too many)."""
+        if self.transcripts_dir is None:
+            return b""
+        path = self.transcripts_dir / f"{sid}.log"
+        try:
+            pos, offset = map(int, (self.transcripts_dir / f"{sid}.at").read_text().split())
+            end = offset + path.stat().st_size - pos
+            if not offset <= stored_end < end or end - stored_end > MAX_RECOVERED:
+                return b""
+            with open(path, "rb") as f:
+                f.seek(pos + stored_end - offset)
+                return f.read(end - stored_end)
+        except (OSError, ValueError):
+            return b""
 
     def resume_parked(self, session_id: str, job_id: str | None) -> None:
         """The session re-attached: monitor its output from here, for `job_id` (None: idle)."""

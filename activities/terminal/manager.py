@@ -178,6 +178,8 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
                 self.transcripts_dir.mkdir(parents=True, exist_ok=True)
                 term.transcript = open(self.transcripts_dir / f"{term.session_id}.log", "ab",
                                        buffering=0)
+                if term.kept:
+                    self._mark_transcript(term)
             except OSError as err:
                 log.warning("no transcript for %s: %s", term.session_id, err)
         self.terminals[term.session_id] = term

@@ -148,6 +148,8 @@ class Terminal:
     offset: int = 0
     tail: bytearray = field(default_factory=bytearray)
     inbuf: bytearray = field(default_factory=bytearray)
+    #: bytes at the front of `inbuf` already in the transcript
+    transcribed: int = 0
     job_id: str | None = None
     #: a prompt was typed and neither its completion nor an error was seen yet
     busy: bool = False
@@ -223,6 +225,7 @@ class ManagerParts:
     def _monitor(self, term: Terminal, data: bytes | bytearray, now: float) -> None: ...
     def _start_reading(self, term: Terminal) -> None: ...
     def _install(self, term: Terminal) -> None: ...
+    def _mark_transcript(self, term: Terminal) -> None: ...
     def _take_kept_exit(self, term: Terminal) -> Coroutine[Any, Any, None]: ...
     def _new_terminal(self, session_id: str, generation: int, agent: str,
                       profile: AgentProfile, proc: PtyProcess | KeptPty, working_dir: Path,

@@ -68,6 +68,11 @@ class TerminalReader(ManagerParts):
         if inbuf and term.process_handle is None:
             term.process_handle = asyncio.get_running_loop().call_later(
                 PROCESS_DELAY_S, self._process, term)
+        if term.transcript is not None and len(inbuf) > term.transcribed:
+            # at once, not when the batch is handed on: a worker killed meanwhile leaves
+            # every byte it read in the transcript, for the next worker (kept.py)
+            self._write_transcript(term, inbuf[term.transcribed:])
+            term.transcribed = len(inbuf)
 
     def _process(self, term: Terminal) -> None:
         """Hand the gathered reads on: offsets, tail, transcript, sink, monitor."""
@@ -86,8 +91,9 @@ class TerminalReader(ManagerParts):
         tail += data
         if len(tail) > TAIL_BYTES + TAIL_SLACK:
             del tail[: len(tail) - TAIL_BYTES]
-        if term.transcript is not None:
-            self._write_transcript(term, data)
+        if term.transcript is not None and len(data) > term.transcribed:
+            self._write_transcript(term, data[term.transcribed:])
+        term.transcribed = 0
         self.sink.append(term.session_id, start, data)  # type: ignore[arg-type]
         if term.parked:
             term.unmonitored += data  # monitored once the session says which job runs
