@@ -6,6 +6,7 @@ for the Messages API, through a client worker of its own (machine `claude-resume
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from api_calls import job_when, new_session, send_prompt
 from claude_standin.claude_home import claude_env
 from claude_standin.install import ClaudeInstallError, claude_path
 from claude_standin.server import ScriptedAnthropicStandIn
-from conftest import wait_for
+from conftest import replay_and_maybe_record, wait_for
 
 from activities.claude.conversation import conversation_id
 from semo import procfs
@@ -140,3 +141,55 @@ async def test_a_profile_can_start_each_restart_afresh(http, pool, machine):
     sent = sent_to_model(standin)
     assert "Which word?" in sent and "HERON-3" not in sent
     await http.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+def statuses_published(history) -> list[str]:
+    """The SessionStatus search attribute's values, in the order the workflow set them."""
+    seen = []
+    for event in history.events:
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes \
+                .search_attributes.indexed_fields
+            if "SessionStatus" in fields:
+                seen.append(json.loads(fields["SessionStatus"].data))
+    return seen
+
+
+async def test_a_claude_code_killed_mid_job_never_reads_ready_before_it_restarts(
+        http, pool, temporal_client, machine):
+    """The `ready then restarting` race: the job's failure (Claude Code exited) and the end
+    of the agent's watch reach the session one after the other; in between it must not say
+    `ready`, which a prompt would find refused. Three sessions, each killed mid-job twice."""
+    standin = machine
+    office = await office_of(http, "claude")
+
+    async def kill_twice() -> str:
+        session = await new_session(http, office)
+        sid = session["session_id"]
+        for k in range(2):
+            standin.reply_slow(60, "never seen")
+            prompt = f"Take your time ({sid}, {k})."
+            job = await send_prompt(http, office, sid, prompt)
+
+            async def running(prompt=prompt):  # the model was asked: the turn runs
+                return any(prompt in r.last_user_text() for r in standin.main_requests())
+            await wait_for(running, timeout=60, what="the turn running")
+            os.kill(await started_pid(pool, sid, k), signal.SIGKILL)
+            assert (await job_when(http, office, job, "failed", "done"))["status"] == "failed"
+
+            async def back(k=k):
+                s = (await http.get(f"/api/offices/{office}/sessions/{sid}")).json()
+                return s["restarts"] == k + 1 and s["status"] == "ready"
+            await wait_for(back, timeout=120, what=f"restart {k + 1}")
+        await http.delete(f"/api/offices/{office}/sessions/{sid}")
+        return session["workflow_id"]
+
+    workflow_ids = await asyncio.gather(*(kill_twice() for _ in range(3)))
+    for workflow_id in workflow_ids:
+        history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
+        published = statuses_published(history)
+        assert published.count("restarting") >= 2, published
+        pairs = list(zip(published, published[1:], strict=False))
+        assert ("ready", "restarting") not in pairs, published
+    await replay_and_maybe_record(temporal_client, workflow_ids[0],
+                                  "session_agent_exit_not_ready")

@@ -83,6 +83,8 @@ NOT_READY_WHILE_FAILING = "not-ready-while-failing"
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
 #: patch: a lost client worker first re-attaches to the same agent (the keeper kept it)
 REATTACH_LOST_WORKER = "reattach-lost-worker"
+#: patch: a job failed because its agent is exiting leaves the session restarting, not ready
+AGENT_EXIT_NOT_READY = "agent-exit-not-ready"
 
 
 @workflow.defn(name="SessionWorkflow")
@@ -550,8 +552,12 @@ class SessionWorkflow:
         if ev.kind == "completion" and for_job:
             await self._end_job("done", completion={**ev.data, "offset": ev.offset})
         elif ev.kind == "error" and for_job:
+            # the agent said it is exiting (Claude Code's SessionEnd, or its process gone):
+            # its watch ends next and the session restarts; `ready` in between would be a lie
+            exiting = ev.data.get("kind") == "exit" and workflow.patched(AGENT_EXIT_NOT_READY)
             await self._end_job("failed", error=str(ev.data.get("reason") or "agent error"),
-                                event=("error", ev.data))
+                                event=("error", ev.data),
+                                after="restarting" if exiting else "ready")
         elif ev.kind == "waiting_input" and self.s.status in ("ready", "busy"):
             self.s.pending = pending_input(ev, workflow.now())
             self._replan = True  # its deadline, if the office has one
@@ -561,7 +567,8 @@ class SessionWorkflow:
             await self._record(event=self._event(ev.kind, ev.data, job if for_job else None))
 
     async def _end_job(self, status: str, *, completion: dict | None = None,
-                       error: str | None = None, event: tuple[str, dict] | None = None) -> None:
+                       error: str | None = None, event: tuple[str, dict] | None = None,
+                       after: SessionStatus = "ready") -> None:
         job = self.s.job
         if job is None:
             return
@@ -569,7 +576,7 @@ class SessionWorkflow:
         self.s.pending = None
         self._replan = True
         if self.s.status in ("busy", "waiting_input"):
-            self._set_status("ready")
+            self._set_status(after)
         kind, data = event or (f"job_{status}", completion or ({"reason": error} if error else {}))
         self._count("semo_jobs_finished_total", "jobs that ended, by outcome", outcome=status)
         await self._record(job=JobRecord(

@@ -11,7 +11,9 @@ exist fails the start.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -35,8 +37,35 @@ def config_dir(profile: AgentProfile) -> Path:
 
 
 def has_transcript(profile: AgentProfile, conversation: str) -> bool:
-    """Whether Claude Code has written this conversation (`projects/<folder>/<id>.jsonl`)."""
-    return any((config_dir(profile) / "projects").glob(f"*/{conversation}.jsonl"))
+    """Whether Claude Code has written this conversation (`projects/<folder>/<id>.jsonl`)
+    with a message in it. A file holding only bookkeeping lines (an agent killed before it
+    wrote the first prompt) is "No conversation found" to `--resume`, and makes
+    `--session-id` say "already in use": it is set aside (renamed, kept)."""
+    found = False
+    for path in (config_dir(profile) / "projects").glob(f"*/{conversation}.jsonl"):
+        if _has_message(path):
+            found = True
+        else:
+            try:
+                path.rename(path.with_name(f"{path.name}.empty-{time.time_ns()}"))
+            except OSError:
+                pass
+    return found
+
+
+def _has_message(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by the kill
+                if isinstance(entry, dict) and entry.get("type") in ("user", "assistant"):
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def start_args(profile: AgentProfile, session_id: str, generation: int) -> list[str]:
