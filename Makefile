@@ -36,7 +36,7 @@ test: $(STAMP) $(CONSOLE_STAMP)
 ## The Claude Code end-to-end and approval tests against npm's newest CLI (make test runs the pinned
 ## version and the oldest supported one; SEMO_CLAUDE_TEST_VERSIONS picks any others).
 test-claude-latest: $(STAMP)
-	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/test_claude_versions.py tests/test_approvals.py
+	SEMO_CLAUDE_TEST_VERSIONS=latest $(VENV)/bin/pytest tests/system/test_claude_versions.py tests/system/test_approvals.py
 
 ## Run the benchmarks; results go to .semo/bench.json.
 bench: $(STAMP)

@@ -216,10 +216,7 @@ class ClientActivities:
 
     @activity.defn(name="send_input")
     async def send_input(self, inp: SendInput) -> None:
-        term = self.manager.get(inp.session_id)
-        if term is None or not term.alive or term.generation != inp.generation:
-            raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
+        self._live_terminal(inp.session_id, inp.generation)
         problem = input_problem(inp)  # the workflow checked too; this machine does not rely on it
         if problem:
             raise ApplicationError(problem, type=ErrorType.INVALID_INPUT, non_retryable=True)
@@ -249,10 +246,7 @@ class ClientActivities:
     async def answer_input(self, inp: SendAnswer) -> str:
         """A person's answer to what the agent asks: for Claude Code through its held hook
         (or its dialog), for other agents typed as text and Enter. Returns how it went."""
-        term = self.manager.get(inp.session_id)
-        if term is None or not term.alive or term.generation != inp.generation:
-            raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
+        term = self._live_terminal(inp.session_id, inp.generation)
         if inp.text is not None and len(inp.text) > MAX_ANSWER_TEXT:
             raise ApplicationError(f"answer text exceeds {MAX_ANSWER_TEXT} characters",
                                    type=ErrorType.INVALID_INPUT, non_retryable=True)
@@ -278,10 +272,7 @@ class ClientActivities:
     @activity.defn(name="resize_terminal")
     async def resize_terminal(self, inp: ResizeTerminalInput) -> None:
         """Set the PTY's size (TIOCSWINSZ); the kernel tells the agent with SIGWINCH."""
-        term = self.manager.get(inp.session_id)
-        if term is None or not term.alive or term.generation != inp.generation:
-            raise ApplicationError(f"session {inp.session_id} has no live terminal here",
-                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
+        self._live_terminal(inp.session_id, inp.generation)
         if size_problem(inp.rows, inp.cols):
             raise ApplicationError(f"terminal size {inp.rows}x{inp.cols} is out of range",
                                    type=ErrorType.INVALID_INPUT, non_retryable=True)
@@ -291,6 +282,15 @@ class ClientActivities:
             raise ApplicationError(
                 str(err), type=ErrorType.NO_TERMINAL, non_retryable=True
             ) from err
+
+    def _live_terminal(self, session_id: str, generation: int) -> Terminal:
+        """The session's terminal of that generation, alive on this machine; else the
+        non-retryable NO_TERMINAL failure the workflow takes as "restart or refuse"."""
+        term = self.manager.get(session_id)
+        if term is None or not term.alive or term.generation != generation:
+            raise ApplicationError(f"session {session_id} has no live terminal here",
+                                   type=ErrorType.NO_TERMINAL, non_retryable=True)
+        return term
 
     # --- events to the workflow --------------------------------------------------------------
 

@@ -25,17 +25,9 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
-log = logging.getLogger(__name__)
+from db import output as output_rows
 
-# A batch is one statement (one round trip, atomic without a transaction block): the rows,
-# then a NOTIFY per session. %b: the bytes go as binary (text would hex-encode them).
-_SAVE = """
-with saved as (
-    insert into session_output (session_id, start_offset, end_offset, data)
-    select * from unnest(%s::text[], %s::int8[], %s::int8[], %b::bytea[])
-    on conflict do nothing)
-select pg_notify('session_output', x) from unnest(%s::text[]) as x
-"""
+log = logging.getLogger(__name__)
 
 
 class _Session:
@@ -126,13 +118,10 @@ class PgOutputStore:
         if s is not None:
             s.forgotten = False
             return s.end
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                "select coalesce(max(end_offset), 0) from session_output where session_id = %s",
-                (session_id,))).fetchone()
+        _, end = await output_rows.bounds(self.pool, session_id)
         s = self._sessions.get(session_id)  # appended meanwhile? (not by a new terminal)
         if s is None:
-            s = self._sessions[session_id] = _Session(row[0])
+            s = self._sessions[session_id] = _Session(end)
         return s.end
 
     def forget(self, session_id: str) -> None:
@@ -211,10 +200,7 @@ class PgOutputStore:
             ends[sid] = max(ends.get(sid, 0), start + len(data))
         try:
             conn = await self._connection()
-            await conn.execute(_SAVE, (
-                [sid for sid, _, _ in batch], [start for _, start, _ in batch],
-                [start + len(data) for _, start, data in batch], [data for _, _, data in batch],
-                [f"{sid}:{end}" for sid, end in ends.items()]))
+            await output_rows.save(conn, batch, ends)
             for sid, end in ends.items():
                 await self._trim(conn, sid, end)
         except BaseException:
@@ -234,8 +220,7 @@ class PgOutputStore:
         if self._conn is None:
             conn = await self.pool.getconn()
             try:
-                await conn.set_autocommit(True)
-                await conn.execute("set synchronous_commit to off")
+                await output_rows.prepare_writer(conn)
             except BaseException:
                 await self.pool.putconn(conn)
                 raise
@@ -247,7 +232,7 @@ class PgOutputStore:
         if conn is not None:
             try:
                 if not conn.closed and not conn.broken:
-                    await conn.execute("reset synchronous_commit")
+                    await output_rows.release_writer(conn)
             except Exception:
                 pass  # the pool checks it and replaces it
             try:
@@ -261,8 +246,7 @@ class PgOutputStore:
         cutoff = end - self.retention_bytes
         if s is None or cutoff <= s.trimmed_to + self.retention_bytes // 8:
             return
-        await conn.execute("delete from session_output where session_id = %s"
-                           " and end_offset <= %s", (session_id, cutoff))
+        await output_rows.trim(conn, session_id, cutoff)
         s.trimmed_to = cutoff
 
     def _restore(self, batch: list[tuple[str, int, bytes]]) -> None:

@@ -26,6 +26,9 @@ from pathlib import Path
 from activities.workspace import is_within
 
 GIT_TIMEOUT_S = 60.0
+#: how long a killed git is waited for before giving up on reaping it here (the child watcher
+#: still reaps it)
+KILL_WAIT_S = 5.0
 #: files semo writes into a worktree that belong to no commit
 LOCAL_FILES = (".claude/settings.local.json",)
 _REF_BAD = re.compile(r"[^A-Za-z0-9._-]+")
@@ -79,7 +82,10 @@ async def git(*args: str, cwd: Path | None = None, timeout_s: float = GIT_TIMEOU
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
         _kill_group(proc)
-        await proc.wait()
+        # SIGKILLed, so it ends at once; bounded all the same (on 3.11, wait() also waits for
+        # the pipes to close, and nothing here may hang a worker)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
         raise WorktreeError(f"git {' '.join(args[:2])} took longer than {timeout_s:g}s") from None
     except asyncio.CancelledError:
         _kill_group(proc)
@@ -117,8 +123,9 @@ def check_repository(repository: str, workspace_roots: list[Path],
     return real
 
 
-async def _common_dir(path: Path) -> Path | None:
-    code, out, _ = await git("rev-parse", "--git-common-dir", cwd=path, check=False)
+async def _common_dir(path: Path, timeout_s: float = GIT_TIMEOUT_S) -> Path | None:
+    code, out, _ = await git("rev-parse", "--git-common-dir", cwd=path, check=False,
+                             timeout_s=timeout_s)
     return (path / out).resolve() if code == 0 and out else None  # relative to `path`
 
 
@@ -126,12 +133,13 @@ async def ensure_worktree(repository: Path, path: Path, branch: str, *,
                           timeout_s: float = GIT_TIMEOUT_S) -> Worktree:
     """Make `path` a worktree of `repository` on `branch` (new from HEAD if it does not
     exist), or reuse it when it already is one."""
-    common = await _common_dir(repository)
+    common = await _common_dir(repository, timeout_s)
     if common is None:
         raise WorktreeError(f"{repository} is not a git repository")
     if path.exists() and any(path.iterdir()):
-        mine = await _common_dir(path)
-        _, top, _ = await git("rev-parse", "--show-toplevel", cwd=path, check=False)
+        mine = await _common_dir(path, timeout_s)
+        _, top, _ = await git("rev-parse", "--show-toplevel", cwd=path, check=False,
+                              timeout_s=timeout_s)
         if mine == common and top and Path(top).resolve() == path.resolve():
             return Worktree(repository, path, await _current_branch(path) or branch, created=False)
         raise WorktreeError(f"{path} exists, is not empty and is not a worktree of {repository}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from semo.errors import Unauthorized, Unavailable
+from semo.errors import ConfigError, Unauthorized, Unavailable
 from semo.settings import Settings
 
 #: RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits)
@@ -25,10 +25,6 @@ MIN_SECRET_BYTES = 32
 _ASYMMETRIC = ("RS", "ES", "PS", "Ed")
 _ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384",
                           "PS512", "EdDSA"]
-
-
-class AuthConfigError(RuntimeError):
-    """The API cannot check tokens with this configuration (it refuses to start)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class TokenVerifier:
         self.audience = settings.jwt_audience
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         if secret is not None and len(secret.strip().encode()) < MIN_SECRET_BYTES:
-            raise AuthConfigError(
+            raise ConfigError(
                 f"the JWT secret (SUPABASE_JWT_SECRET / SEMO_JWT_SECRET) is shorter than "
                 f"{MIN_SECRET_BYTES} bytes: use your Supabase project's JWT secret, or a random "
                 f"one "
@@ -60,9 +56,9 @@ class TokenVerifier:
                 self.jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True,
                                             timeout=settings.jwks_timeout_s)
             except jwt.PyJWKClientError as err:
-                raise AuthConfigError(f"SEMO_JWKS_URL is not usable: {err}") from None
+                raise ConfigError(f"SEMO_JWKS_URL is not usable: {err}") from None
         if self.secret is None and self.jwks is None:
-            raise AuthConfigError(
+            raise ConfigError(
                 "no JWT secret configured, so the API cannot check tokens and will not start: "
                 "set SUPABASE_JWT_SECRET (or SEMO_JWT_SECRET) to your project's JWT secret, or "
                 "SEMO_JWKS_URL to its JWKS endpoint; for a local setup run `semo dev`, which "

@@ -17,6 +17,8 @@ from collections import deque
 
 import psycopg
 
+from db.notify import listen
+
 log = logging.getLogger(__name__)
 
 
@@ -101,10 +103,8 @@ class LiveNotifier:
             try:
                 async with await psycopg.AsyncConnection.connect(
                         self.database_url, autocommit=True, connect_timeout=10) as conn:
-                    await conn.execute("listen session_output")
-                    await conn.execute("listen job_events")
-                    await conn.execute("listen session_status")
-                    await conn.execute("listen command_results")
+                    await listen(conn, "session_output", "job_events", "session_status",
+                                 "command_results")
                     for key in list(self._conds):  # we may have missed some while away
                         self._wake(key)
                     for tap in self._taps:

@@ -16,6 +16,7 @@ from api.routes import (
     events,
     health,
     jobs,
+    machines,
     metrics,
     offices,
     sessions,
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ApiMetrics()
     app.add_middleware(RequestContext, metrics=app.state.metrics)  # ids on log lines, counts
     for router in (health.router, offices.router, sessions.router, jobs.router, attach.router,
-                   events.router, metrics.router, usage.router, webhooks.router):
+                   events.router, metrics.router, usage.router, webhooks.router,
+                   machines.router):
         app.include_router(router)
     console.install(app)  # the web console's pages, login and files (/console/...)
     return app

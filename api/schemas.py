@@ -63,7 +63,8 @@ class UsageTable(BaseModel):
     until: datetime | None
     group_by: Literal["session", "role", "day"]
     rows: list[UsageRow]
-    total: Usage
+    #: null when none of the office's sessions reports usage (shell agents report none)
+    total: Usage | None
 
 
 class Session(BaseModel):
@@ -139,6 +140,36 @@ class Office(BaseModel):
     pool: Pool | None = None
     #: over all its sessions; null when none reports usage
     usage: Usage | None = None
+    #: when it was created: what will not work as asked (its agent cannot run on its machine)
+    warnings: list[str] | None = None
+
+
+class AgentProgram(BaseModel):
+    """What a client worker found of one agent profile's program when it started."""
+
+    #: where the program is; null when it was not found
+    program: str | None = None
+    #: whether the program was found (a session of this profile can start)
+    runs: bool | None = None
+    #: a Claude Code CLI's version, and whether semo supports it
+    version: str | None = None
+    supported: bool | None = None
+    note: str | None = None
+
+
+class Machine(BaseModel):
+    machine_id: str
+    hostname: str | None
+    agent_profiles: list[str]
+    agent_versions: dict[str, AgentProgram]
+    workspace_roots: list[str]
+    last_seen_at: datetime | None
+    #: live sessions on it, in the offices this token opens
+    live_sessions: int
+
+
+class MachineList(BaseModel):
+    machines: list[Machine]
 
 
 class OfficeList(BaseModel):

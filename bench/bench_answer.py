@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from claude_standin.install import claude_path  # noqa: E402
-from claude_standin.server import ScriptedAnthropicStandIn  # noqa: E402
-from devstack import DevStack  # noqa: E402
-
-from bench.bench_e2e import pct  # noqa: E402
+from bench.bench_e2e import pct
+from tests.claude_standin.install import claude_path
+from tests.claude_standin.server import ScriptedAnthropicStandIn
+from tests.support.devstack import DevStack
 
 REPS = 15
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -28,9 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.floor import BenchFloor, bench_noop
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from devstack import DevStack  # noqa: E402
+from tests.support.devstack import DevStack
 
 REPS = 60
 

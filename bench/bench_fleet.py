@@ -1,6 +1,6 @@
 """Against the peers' substrate, and at fleet load: `python -m bench.bench_fleet`.
 
-Runs `semo dev` (tests/devstack.py: every component a real process on free ports) and
+Runs `semo dev` (tests/support/devstack.py: every component a real process on free ports) and
 measures, in one run:
 
   tmux_mb_s           `cat` of a flood file (bench_monitor's synthetic Claude Code output)
@@ -11,9 +11,9 @@ measures, in one run:
                       PgOutputStore, until the last byte is committed to Postgres)
   pipeline_vs_tmux    pipeline_cat_mb_s / tmux_mb_s (goal >= 2.0); runs alternate, best of each
   tui_client_cpu_pct  the client worker's CPU (percent of one core, /proc/<pid>/stat) with
-                      FLEET sessions (tests/fleet_load.py: a ~10 KB Claude-like screen redrawn
-                      ten times a second) created through the API and watched as Claude Code's
-                      are (a ClaudeDriver each) (goal <= 50)
+                      FLEET sessions (tests/support/fleet_load.py: a ~10 KB Claude-like
+                      screen redrawn ten times a second) created through the API and watched
+                      as Claude Code's are (a ClaudeDriver each) (goal <= 50)
   viewer_ws_latency_p50_ms / _p95_ms, viewer_sse_latency_p50_ms / _p95_ms
                       under that load: a frame's stamp written by one agent until the attach
                       WebSocket (and the SSE output stream) delivers it to a viewer
@@ -43,11 +43,9 @@ from pathlib import Path
 
 from bench import report_goals
 from semo import procfs
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import fleet_load  # noqa: E402
-from devstack import DevStack  # noqa: E402
-from fleet_load import Fleet, Viewer, watch_sse, watch_ws  # noqa: E402
+from tests.support import fleet_load
+from tests.support.devstack import DevStack
+from tests.support.fleet_load import Fleet, Viewer, watch_sse, watch_ws
 
 GOALS = {"pipeline_vs_tmux": (">=", 2.0), "tui_client_cpu_pct": ("<=", 50),
          "viewer_latency_p95_ms": ("<=", 100)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -24,10 +23,8 @@ from pathlib import Path
 import httpx
 
 from bench.bench_e2e import office, pct, wait_job
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from devstack import DevStack  # noqa: E402
-from webhook_receiver import Received, Receiver  # noqa: E402
+from tests.support.devstack import DevStack
+from tests.support.webhook_receiver import Received, Receiver
 
 SESSIONS = 50
 BUSY_S = 15.0

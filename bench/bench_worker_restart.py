@@ -17,17 +17,14 @@ import json
 import os
 import re
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from devstack import DevStack, wait  # noqa: E402
-
-from bench.bench_e2e import pct  # noqa: E402
+from bench.bench_e2e import pct
+from tests.support.devstack import DevStack, wait
 
 ROUNDS = 3
 LINES = 1500

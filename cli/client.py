@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
+from semo.errors import ConfigError
+
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 #: seconds: connecting, reading a plain answer, and waiting for a command's answer (the API
@@ -50,12 +52,6 @@ class SemoClientError(Exception):
     @property
     def command_id(self) -> str | None:
         return self.problem.get("command_id")
-
-
-class ConfigError(SemoClientError):
-    """Nothing says where the API is or which token to use."""
-
-    exit_code = 2
 
 
 class ApiRefused(SemoClientError):
@@ -272,6 +268,27 @@ class SemoClient:
     def console_link(self, next_path: str = "/console/") -> dict:
         """A one-time login link to the web console for this token's user."""
         return self._request("POST", "/api/console/login-codes", json={"next": next_path}).json()
+
+    def list_machines(self) -> list[dict]:
+        return self._get("/api/machines")["machines"]
+
+    def _webhooks(self, office_id: str, webhook_id: str = "") -> str:
+        base = f"/api/offices/{_seg(office_id)}/webhooks"
+        return f"{base}/{_seg(webhook_id)}" if webhook_id else base
+
+    def create_webhook(self, office_id: str, body: dict[str, Any]) -> dict:
+        return self._request("POST", self._webhooks(office_id), json=body).json()
+
+    def list_webhooks(self, office_id: str) -> list[dict]:
+        return self._get(self._webhooks(office_id))["webhooks"]
+
+    def webhook_deliveries(self, office_id: str, webhook_id: str, *,
+                           limit: int = 100) -> list[dict]:
+        return self._get(f"{self._webhooks(office_id, webhook_id)}/deliveries",
+                         params={"limit": limit})["deliveries"]
+
+    def delete_webhook(self, office_id: str, webhook_id: str) -> None:
+        self._request("DELETE", self._webhooks(office_id, webhook_id))
 
     def ready(self) -> dict:
         r = self._request("GET", "/readyz", ok=(200, 503))

@@ -24,21 +24,21 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from cli.client import (
     ApiFailed,
     ApiRefused,
     ClientConfig,
-    ConfigError,
     SemoClient,
     SemoClientError,
     TimedOut,
     Unreachable,
     resolve_config,
 )
+from semo.errors import ConfigError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 EXIT_JOB_NOT_DONE, EXIT_INTERRUPTED = 6, 130
@@ -126,7 +126,7 @@ def client(api_url: str | None, token: str | None) -> SemoClient:
         config = resolve_config(api_url or _root_options.get("api_url"),
                                 token or _root_options.get("token"))
     except ConfigError as err:
-        die(err.message, EXIT_USAGE)
+        die(str(err), EXIT_USAGE)
     return SemoClient(config)
 
 
@@ -226,7 +226,7 @@ def _hint(err: SemoClientError, config: ClientConfig | None, ctx: dict[str, str]
     if err.status == 429:
         return (f"release or terminate a session (`semo session list --office {office}`), or "
                 "pass --wait-s to wait for room")
-    if err.status == 422 and "machine" in detail and "worker" in detail:
+    if err.status == 422 and "no client worker registered" in detail:
         return "start that machine's client worker (`semo worker client`), or `semo dev` here"
     return None
 
@@ -260,22 +260,59 @@ def clip(value: Any, width: int = 60) -> str:
     return escape(text if len(text) <= width else text[: width - 1] + "…")
 
 
+#: the space between two columns of a table on a terminal
+GAP = "  "
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[str | None]],
-          styles: dict[str, Callable[[str | None], str]] | None = None) -> None:
-    """Rows of plain values. On a terminal: aligned columns that fit the window (statuses
-    coloured with `styles`). Piped or logged: a tab-separated line per row with every value
-    whole (no ellipsis, no wrapping at 80 columns), so ids can be copied and `cut -f` works."""
+          styles: dict[str, Callable[[str | None], str]] | None = None, *,
+          whole: Sequence[str] = (), optional: Sequence[str] = ()) -> None:
+    """Rows of plain values. Piped or logged: a tab-separated line per row with every value
+    whole (no ellipsis, no wrapping at 80 columns), so ids can be copied and `cut -f` works.
+
+    On a terminal: aligned columns, one line per row, no trailing spaces (statuses coloured
+    with `styles`). When the window is too narrow, the `optional` columns are left out (the
+    first named first), then the other columns are cut with an ellipsis: never a `whole`
+    one (the ids a person copies)."""
     if not sys.stdout.isatty():
         for row in (columns, *rows):
             sys.stdout.write("\t".join(_cell(v) for v in row) + "\n")
         sys.stdout.flush()
         return
     styles = styles or {}
-    grid = Table(*columns, box=None, pad_edge=False)
-    for row in rows:
-        grid.add_row(*(styles[c](v) if c in styles else escape(_cell(v))
-                       for c, v in zip(columns, row, strict=False)))
-    stdout().print(grid)
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([cell_len(c)] + [cell_len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    shown = list(range(len(columns)))
+
+    def total() -> int:
+        return sum(widths[i] for i in shown) + len(GAP) * (len(shown) - 1)
+
+    out = stdout()
+    for name in optional:
+        if total() <= out.width:
+            break
+        shown.remove(columns.index(name))
+    for i in reversed(shown):  # the last columns give way first, down to their header
+        over = total() - out.width
+        if over <= 0:
+            break
+        if columns[i] not in whole:
+            widths[i] -= min(over, max(0, widths[i] - max(cell_len(columns[i]), 4)))
+
+    def line(values: Sequence[str], styled_: bool) -> str:
+        parts = []
+        for n, i in enumerate(shown):
+            text = values[i]
+            if cell_len(text) > widths[i]:
+                text = set_cell_size(text, widths[i] - 1) + "…"
+            pad = "" if n == len(shown) - 1 else " " * (widths[i] - cell_len(text))
+            style = styles.get(columns[i]) if styled_ else None
+            parts.append((style(text) if style else escape(text)) + pad)
+        return GAP.join(parts)
+
+    out.print(line(columns, False), style="bold")
+    for row in cells:
+        out.print(line(row, True))
 
 
 def _cell(value: str | None) -> str:

@@ -7,9 +7,15 @@ from typing import Annotated
 
 import typer
 
-from cli import office as cli_office, session as cli_session
+from cli import (
+    machine as cli_machine,
+    office as cli_office,
+    session as cli_session,
+    webhook as cli_webhook,
+)
 from cli.common import EXIT_CODES_HELP, ApiUrl, Token, set_root_options
-from semo.settings import ConfigError, Settings, load_settings
+from semo.errors import ConfigError
+from semo.settings import Settings, load_settings
 
 app = typer.Typer(help="semo-sessions: AI coding agents in real terminals, supervised by Temporal.",
                   epilog=EXIT_CODES_HELP, no_args_is_help=True, add_completion=False)
@@ -19,6 +25,8 @@ app.add_typer(cli_office.app, name="office", rich_help_panel="Using the API")
 app.add_typer(cli_session.app, name="session", rich_help_panel="Using the API")
 app.add_typer(cli_session.job_app, name="job", rich_help_panel="Using the API")
 app.add_typer(cli_session.command_app, name="command", rich_help_panel="Using the API")
+app.add_typer(cli_webhook.app, name="webhook", rich_help_panel="Using the API")
+app.add_typer(cli_machine.app, name="machine", rich_help_panel="Using the API")
 
 
 
@@ -73,7 +81,7 @@ def api() -> None:
     settings = settings_or_exit()
     try:
         application = create_app(settings)
-    except RuntimeError as err:
+    except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     uvicorn.run(application, host=settings.api_host, port=settings.api_port, log_level="warning",

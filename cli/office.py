@@ -83,6 +83,8 @@ def create(
     with api_errors(api, office=office_id or ""):
         with progress(f"creating office {escape(name)}…"):
             office = api.create_office(body)
+        for warning in office.get("warnings") or []:
+            say(f"[yellow]warning:[/] {escape(warning)}")
         if wait and office["warm_roles"]:
             office = _wait_warm(api, office, wait_timeout)
     emit(office, as_json, lambda: _print_created(office, defaulted=not (no_warm or warm)))
@@ -185,8 +187,12 @@ def usage(
         table = api.office_usage(office_id, group_by=group_by, since=since, until=until)
 
     def human() -> None:
+        if table["total"] is None:
+            say(f"office {escape(office_id)} has no usage to show: none of its sessions runs an "
+                "agent that reports it (shell agents report none)")
+            return
         if not table["rows"]:
-            say("no model responses recorded in that time")
+            say("no model responses recorded " + ("in that time" if since or until else "yet"))
             return
         out = Table(group_by.upper(), "IN", "OUT", "CACHE READ", "CACHE WRITE", "RESPONSES",
                     "COST", box=None, pad_edge=False)

@@ -7,8 +7,9 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from semo.errors import ConfigError
 from semo.observability import configure_logging, install_worker_runtime
-from semo.settings import ConfigError, Settings, load_settings
+from semo.settings import Settings, load_settings
 
 
 def setup_logging(name: str) -> None:

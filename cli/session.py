@@ -117,7 +117,8 @@ def list_(office: Office = None,
               [(s["session_id"], s["role"], s["agent"], s["status"], s.get("current_job_id"),
                 str(s["restarts"]), s["circuit"], s["machine_id"],
                 short_time(s["last_activity_at"])) for s in sessions],
-              styles={"STATUS": styled, "CIRCUIT": styled})
+              styles={"STATUS": styled, "CIRCUIT": styled}, whole=("SESSION", "LAST ACTIVITY"),
+              optional=("CIRCUIT", "RESTARTS", "MACHINE", "AGENT"))
 
     emit({"sessions": sessions}, as_json, human)
 
@@ -516,11 +517,9 @@ def _print_job(job: dict) -> None:
     if job.get("usage") is not None:
         out.print(f"  usage: {escape(describe_usage(job['usage']))}")
     if job.get("events"):
-        table = Table("AT", "EVENT", "DATA", box=None, pad_edge=False)
-        for ev in job["events"]:
-            table.add_row(short_time(ev["at"]), escape(ev["kind"]),
-                          clip(json.dumps(ev["data"]), 70))
-        out.print(table)
+        table(("AT", "EVENT", "DATA"),
+              [(short_time(ev["at"]), ev["kind"], json.dumps(ev["data"])) for ev in job["events"]],
+              whole=("AT", "EVENT"))
 
 
 @command_app.command("show")

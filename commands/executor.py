@@ -23,8 +23,6 @@ from typing import Any, NamedTuple
 
 import psycopg
 import structlog
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
@@ -40,10 +38,9 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from db import reads
+from db import commands as command_rows, reads
 from db.claims import Claimant
 from db.writes import write_batch
 from semo.errors import (
@@ -76,11 +73,12 @@ from workflows.contracts import (
     PromptInput,
     RecordBatch,
     ReleaseInput,
+    ResizeInput,
     SessionConfig,
     ShutdownInput,
     TerminateInput,
 )
-from workflows.failures import ErrorType
+from workflows.failures import ErrorType, application_error
 from workflows.pool import OfficePoolWorkflow, pool_workflow_id
 from workflows.search_attributes import OFFICE_ID
 from workflows.session import SessionWorkflow
@@ -127,20 +125,6 @@ def command_type(value: str) -> CommandType:
         raise InvalidInput(f"unknown command type {value!r}; known: "
                            f"{', '.join(t.value for t in CommandType)}") from None
 
-
-_COLUMNS = """office_id, session_id, type, payload, status, source, idempotency_key, created_by,
-    claimed_by, claimed_at, attempts, claim_lock, started_at"""
-_VALUES = """%(office_id)s, %(session_id)s, %(type)s, %(payload)s, 'running', 'api', %(key)s,
-    %(created_by)s, %(instance)s, now(), 1, %(lock)s, now()"""
-_INSERT = f"insert into agent_commands ({_COLUMNS}) values ({_VALUES}) returning *"
-#: nothing is inserted for a session that is not there (or whose office was deleted)
-_INSERT_FOR_SESSION = f"""
-with session as (
-    select {reads.SESSION_COLS} from agent_sessions
-    where office_id = %(office_id)s and id = %(session_id)s
-      and exists (select from offices where id = %(office_id)s and status <> 'deleted'))
-insert into agent_commands ({_COLUMNS}) select {_VALUES} from session
-returning *, (select to_jsonb(session) from session) as session"""
 
 #: ApplicationError types raised by workflows, and what they mean to a caller
 WORKFLOW_ERRORS: dict[str, type[SemoError]] = {
@@ -247,7 +231,7 @@ class CommandExecutor:
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
         if (
             idempotency_key is None
-            or await self._idempotent_row(office_id, idempotency_key) is None
+            or await command_rows.by_idempotency_key(self.pool, office_id, idempotency_key) is None
         ):
             await self.precheck(type, office_id, payload)  # bad input: 4xx, nothing recorded
         cmd, existing = await self._insert(office_id, session_id, type, body, idempotency_key,
@@ -281,32 +265,23 @@ class CommandExecutor:
             )
             await self._check_office_machine(model)  # type: ignore[arg-type]
 
-    async def _idempotent_row(self, office_id: str, key: str) -> dict | None:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            return await (await cur.execute(
-                "select * from agent_commands where office_id = %s and idempotency_key = %s",
-                (office_id, key))).fetchone()
-
     async def _insert(self, office_id, session_id, type, body, idempotency_key, created_by):
         """Record the command, claimed by this process: (command, False); or the command
         recorded earlier under the same Idempotency-Key: (command, True). A session's command
         is recorded only if the session is there, in a live office, and brings its row along
         (one round trip for both)."""
         lock = await self.claimant.ensure()
-        params = {"office_id": office_id, "session_id": session_id, "type": type,
-                  "payload": Jsonb(body), "key": idempotency_key, "created_by": created_by,
-                  "instance": self.instance, "lock": lock}
         row = None
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            try:
-                row = await (await cur.execute(
-                    _INSERT if session_id is None else _INSERT_FOR_SESSION, params)).fetchone()
-            except psycopg.errors.UniqueViolation:
-                pass
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
+            row = await command_rows.insert_claimed(
+                self.pool, office_id=office_id, session_id=session_id, type=type, payload=body,
+                idempotency_key=idempotency_key, created_by=created_by, instance=self.instance,
+                lock=lock)
         if row is not None:
             return Command.from_row(row), False
         existing = (
-            await self._idempotent_row(office_id, idempotency_key) if idempotency_key else None
+            await command_rows.by_idempotency_key(self.pool, office_id, idempotency_key)
+            if idempotency_key else None
         )
         if existing is None:  # nothing inserted, and not for a taken key: no such session
             await self._office(office_id)  # an office that is missing says so
@@ -340,11 +315,7 @@ class CommandExecutor:
                     await asyncio.wait_for(woken.wait(), min(1.0, left))
 
     async def stored_outcome(self, command_id: uuid.UUID) -> Outcome | None:
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                """select r.status, r.result, c.type from agent_command_results r
-                   join agent_commands c on c.id = r.command_id where r.command_id = %s""",
-                (command_id,))).fetchone()
+        row = await command_rows.stored_result(self.pool, command_id)
         if row is None:
             return None
         status, result, type_ = row
@@ -390,25 +361,9 @@ class CommandExecutor:
             async with conn.pipeline(), conn.transaction():
                 if outcome.rows is not None:
                     await write_batch(conn, outcome.rows)
-                cur = await conn.execute(
-                    """with result as (
-                           insert into agent_command_results (command_id, status, result, error)
-                           values (%s, %s, %s, %s)
-                           on conflict (command_id) do nothing returning id),
-                       command as (
-                           update agent_commands set status = %s, updated_at = now() where id = %s)
-                       select exists (select from result), pg_notify('command_results', %s)""",
-                    (
-                        cmd.id,
-                        status,
-                        Jsonb(outcome.body),
-                        None if outcome.ok else outcome.body.get("detail"),
-                        {"ok": "done", "error": "failed", "expired": "expired"}[status],
-                        cmd.id,
-                        str(cmd.id),
-                    ),
-                )
-            won = (await cur.fetchone())[0]
+                won = await command_rows.record_result(
+                    conn, cmd.id, status, outcome.body,
+                    None if outcome.ok else outcome.body.get("detail"))
         if won:
             return outcome
         return await self.stored_outcome(cmd.id) or outcome
@@ -435,27 +390,19 @@ class CommandExecutor:
         await self._check_office_machine(p)
         async with self.pool.connection() as conn, conn.transaction():
             try:
-                await conn.execute(
-                    """insert into offices (id, name, machine_id, workspace_root, warm_roles, roles,
-                           max_sessions, idle_timeout_s, agent, personas, settings, created_by,
-                           command_id)
-                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    (office_id, p.name, p.machine_id, p.workspace_root, p.warm_roles, p.roles,
-                     p.max_sessions, p.idle_timeout_s, p.agent,
-                     Jsonb({k: v.model_dump() for k, v in p.personas.items()}),
-                     Jsonb(_office_settings(p)), cmd.created_by, cmd.id))
+                await command_rows.insert_office(
+                    conn, office_id, name=p.name, machine_id=p.machine_id,
+                    workspace_root=p.workspace_root, warm_roles=p.warm_roles, roles=p.roles,
+                    max_sessions=p.max_sessions, idle_timeout_s=p.idle_timeout_s, agent=p.agent,
+                    personas={k: v.model_dump() for k, v in p.personas.items()},
+                    settings=_office_settings(p), created_by=cmd.created_by, command_id=cmd.id)
             except psycopg.errors.UniqueViolation:
                 existing = await reads.get_office(self.pool, office_id)
                 if existing is None or existing["command_id"] != str(cmd.id):
                     raise Conflict(f"office {office_id!r} already exists") from None
                 # this very command, run again: make sure its pool runs too
             if cmd.created_by:
-                await conn.execute(
-                    """insert into office_members (office_id, user_id, role)
-                       values (%s, %s, 'owner')
-                       on conflict do nothing""",
-                    (office_id, cmd.created_by),
-                )
+                await command_rows.add_owner(conn, office_id, cmd.created_by)
         office = await reads.get_office(self.pool, office_id)
         await self.client.start_workflow(
             OfficePoolWorkflow.run, PoolInput(office=self._office_config(office)),
@@ -463,7 +410,10 @@ class CommandExecutor:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([SearchAttributePair(OFFICE_ID, office_id)]),
             static_summary=f"session pool of office {office_id} ({p.name})")
-        return 201, office
+        machine = await self._registered_machine(p.machine_id)
+        cannot = _agent_cannot_run(p.agent, machine)
+        # created all the same (the machine may get the program later), but not silently
+        return 201, {**office, "warnings": [cannot] if cannot else []}
 
     def _office_config(self, office: dict) -> OfficeConfig:
         return OfficeConfig(
@@ -518,10 +468,7 @@ class CommandExecutor:
         ]
         if failed:
             raise Unavailable(f"could not terminate sessions {failed}; retry the delete")
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "update offices set status = 'deleted', deleted_at = coalesce(deleted_at, now()),"
-                " updated_at = now() where id = %s", (cmd.office_id,))
+        await command_rows.mark_office_deleted(self.pool, cmd.office_id)
         return 200, {
             "office_id": cmd.office_id,
             "status": "deleted",
@@ -550,6 +497,9 @@ class CommandExecutor:
         machine = await self._registered_machine(machine_id)
         if agent not in machine["agent_profiles"]:
             raise InvalidInput(_unknown_agent(agent, machine))
+        cannot = _agent_cannot_run(agent, machine)
+        if cannot:
+            raise InvalidInput(cannot)
         if p.working_dir is not None:
             _check_in_roots(p.working_dir, machine)
         if office["workspace_root"] and p.working_dir is None:
@@ -616,14 +566,8 @@ class CommandExecutor:
                 if p.permission_rules else None
         if "input_timeout_s" in p.model_fields_set:
             changes["input_timeout_s"] = p.input_timeout_s
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                """update offices set name = coalesce(%s, name),
-                       settings = jsonb_strip_nulls(settings || %s), updated_at = now()
-                   where id = %s and status <> 'deleted' returning id""",
-                (p.name, Jsonb(changes), cmd.office_id))
-            if await cur.fetchone() is None:
-                raise NotFound(f"office {cmd.office_id!r} not found")
+        if not await command_rows.update_office(self.pool, cmd.office_id, p.name, changes):
+            raise NotFound(f"office {cmd.office_id!r} not found")
         return 200, await reads.get_office(self.pool, cmd.office_id)
 
     async def _do_cancel(self, cmd: Command, p: Empty) -> tuple[int, dict]:
@@ -681,10 +625,20 @@ class CommandExecutor:
             raise NotFound(f"session {cmd.session_id!r} not found in office {cmd.office_id!r}")
         return session
 
-    async def _update(self, session: dict, update, arg, update_id: str):
+    async def resize(self, session: dict, rows: int, cols: int) -> None:
+        """Resize the session's terminal: an update whose id is its command id, refused as
+        any command would be (409 for a session gone, 503 for an open circuit). Not recorded
+        in `agent_commands`: a window being dragged sends many, and the last one stands."""
+        command_id = f"resize-{uuid.uuid4()}"
+        await self._update(session, SessionWorkflow.resize,
+                           ResizeInput(command_id=command_id, rows=rows, cols=cols), command_id,
+                           rpc_timeout=timedelta(seconds=15))
+
+    async def _update(self, session: dict, update, arg, update_id: str, *,
+                      rpc_timeout: timedelta | None = None):
         handle = self.client.get_workflow_handle(session["workflow_id"])
         try:
-            return await handle.execute_update(update, arg, id=update_id)
+            return await handle.execute_update(update, arg, id=update_id, rpc_timeout=rpc_timeout)
         except WorkflowUpdateFailedError as err:
             raise _workflow_error(err) from None
         except WorkflowUpdateRPCTimeoutOrCancelledError:
@@ -730,10 +684,8 @@ def session_config(settings: Settings) -> SessionConfig:
 
 
 def _workflow_error(err: WorkflowUpdateFailedError) -> SemoError:
-    cause = err.cause
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause  # type: ignore[attr-defined]
-    if isinstance(cause, ApplicationError):
+    cause = application_error(err.cause)
+    if cause is not None:
         return WORKFLOW_ERRORS.get(cause.type or "", Unavailable)(cause.message)
     return Unavailable(str(err.cause or err))
 
@@ -747,6 +699,23 @@ def _unknown_agent(agent: str, machine: dict) -> str:
         f"agent {agent!r} is not a profile on machine {machine['id']} (configured there: "
         f"{', '.join(machine['agent_profiles'])}); add it to SEMO_AGENT_PROFILES on that machine"
     )
+
+
+def _agent_cannot_run(agent: str, machine: dict) -> str | None:
+    """Why the machine's client worker could not start this agent profile, as it found its
+    program when it registered (`client_machines.agent_versions`); None when it can (or the
+    worker did not say)."""
+    found = (machine.get("agent_versions") or {}).get(agent) or {}
+    if found.get("runs") is not False:
+        return None
+    fix = "install it there and restart that machine's client worker"
+    if agent.startswith("claude"):
+        fix = ("install Claude Code there (`npm install -g @anthropic-ai/claude-code`) and "
+               "restart that machine's client worker")
+    return (f"agent {agent!r} cannot run on machine {machine['id']!r}: "
+            f"{found.get('note') or 'its program was not found'}. To fix: {fix}, or point the "
+            f"profile at the program with SEMO_AGENT_PROFILES on that machine, or use another "
+            f"agent (configured there: {', '.join(machine['agent_profiles'])})")
 
 
 def _check_in_roots(path: str, machine: dict) -> None:

@@ -21,6 +21,8 @@ import secrets
 from collections.abc import Callable
 
 import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +146,95 @@ class Claimant:
                 delay = min(delay * 2, 10.0)
                 log.warning("%s: claim lock not regained (%s); retrying in %.1fs", self.name, err,
                             delay)
+
+
+# --- the intake's claims on other processes' rows ------------------------------------------
+
+#: two int4 keys for `pg_advisory_xact_lock`: "semo", claims. Bigint-keyed locks are the
+#: claimants' own (db/claims.py); this pair can never be mistaken for one of them.
+CLAIM_MUTEX = (0x5E305E30, 1)
+
+_CLAIM = f"""
+with held as materialized ({HELD_LOCKS.strip()}),
+open as materialized (
+    select a.id, a.seq, a.status, a.claimed_by,
+           coalesce(a.session_id, 'office:' || a.office_id) as queue,
+           a.status = 'running'
+             and coalesce(a.claimed_at > now() - make_interval(secs => %(lease)s), false)
+             and (a.claim_lock is null or a.claim_lock in (select lock_key from held)) as in_flight
+    from agent_commands a
+    where a.status in ('pending', 'running')
+),
+blocked as (
+    select distinct queue from open where in_flight and claimed_by is distinct from %(me)s
+),
+mine as (
+    select queue, count(*) as n from open
+    where status = 'running' and claimed_by = %(me)s group by queue
+),
+candidates as (
+    select o.id, o.seq, row_number() over (partition by o.queue order by o.seq)
+                        + coalesce((select m.n from mine m where m.queue = o.queue), 0) as rn
+    from open o
+    where (o.status = 'pending' or (not o.in_flight and o.claimed_by is distinct from %(me)s))
+      and o.queue not in (select queue from blocked)
+      and not exists (select 1 from agent_command_results r where r.command_id = o.id)
+),
+picked as (
+    select a.id from agent_commands a join candidates c on c.id = a.id
+    where c.rn <= %(per_queue)s
+    order by c.seq
+    limit %(limit)s
+    for update of a skip locked
+)
+update agent_commands c set status = 'running', claimed_by = %(me)s, claim_lock = %(lock)s,
+    claimed_at = now(), attempts = c.attempts + 1, updated_at = now()
+from picked where c.id = picked.id
+returning c.*, extract(epoch from now() - c.created_at)::float8 as age_s
+"""
+
+# Still ours, still unanswered? Then (unless it is about to expire) it is started now, and its
+# lease runs from now.
+_START = """
+update agent_commands a set claimed_at = now(), updated_at = now(),
+    started_at = case when %(start)s then coalesce(a.started_at, now()) else a.started_at end
+where a.id = %(id)s and a.claimed_by = %(me)s and a.attempts = %(attempt)s and a.status = 'running'
+  and not exists (select 1 from agent_command_results r where r.command_id = a.id)
+returning a.id
+"""
+
+# A stopping intake hands back the rows it claimed and never started.
+_RELEASE = """
+update agent_commands set status = 'pending', claimed_by = null, claim_lock = null,
+    claimed_at = null, updated_at = now()
+where id = any(%(ids)s) and claimed_by = %(me)s and status = 'running' and started_at is null
+"""
+
+
+
+
+async def claim_batch(pool: AsyncConnectionPool, *, me: str, lock: int, lease_s: float,
+                      limit: int, per_queue: int) -> list[dict]:
+    """Claim up to `limit` open rows for `me` (at most `per_queue` per session or office queue,
+    in order, none of a queue another live claimant is working on), one claimant at a time."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(%s, %s)", CLAIM_MUTEX)
+        async with conn.cursor(row_factory=dict_row) as cur:
+            return await (await cur.execute(_CLAIM, {
+                "me": me, "lock": lock, "lease": lease_s, "limit": limit,
+                "per_queue": per_queue})).fetchall()
+
+
+async def start_claimed(pool: AsyncConnectionPool, command_id, *, me: str, attempt: int,
+                        start: bool) -> bool:
+    """Mark a claimed row started (its lease runs from now); False when it was taken over or
+    answered meanwhile."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_START, {"id": command_id, "me": me, "attempt": attempt,
+                                          "start": start})
+        return await cur.fetchone() is not None
+
+
+async def release_unstarted(pool: AsyncConnectionPool, command_ids: list, *, me: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(_RELEASE, {"ids": command_ids, "me": me})

@@ -64,3 +64,9 @@ async def open_pool(database_url: str, *, min_size: int = 1, max_size: int = 10,
     )
     await pool.open(wait=True, timeout=30.0)
     return pool  # type: ignore[return-value]
+
+
+async def ping(pool: AsyncConnectionPool, *, timeout_s: float) -> None:
+    """One round trip on a pooled connection: raises when Postgres does not answer."""
+    async with pool.connection(timeout=timeout_s) as conn:
+        await conn.execute("select 1")

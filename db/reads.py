@@ -135,31 +135,16 @@ async def get_command(pool, office_id: str, command_id: str) -> dict | None:
             where c.office_id = %s and c.id = %s""", (office_id, command_id))
 
 
-async def read_output(pool, session_id: str, since: int, limit: int) -> tuple[int, int, bytes, int]:
-    """(start, next_offset, raw bytes, truncated_before) of the session's raw output.
-
-    `start` is where the returned bytes begin: `since`, or later when the chunks before it
-    were dropped by retention (then `truncated_before` says from where output is kept).
-    """
-    async with pool.connection() as conn:
-        # the primary key (session_id, start_offset) answers this from the index
-        first = await (await conn.execute(
-            "select min(start_offset) from session_output where session_id = %s",
-            (session_id,))).fetchone()
-        kept_from = first[0] or 0
-        start = max(since, kept_from)
-        rows = await (await conn.execute(
-            """select start_offset, data from session_output
-               where session_id = %s and end_offset > %s and start_offset < %s
-               order by start_offset""", (session_id, start, start + limit))).fetchall()
-    buf = bytearray()
-    for chunk_start, data in rows:
-        data = bytes(data)
-        lo = max(start - chunk_start, 0)
-        if chunk_start + lo != start + len(buf):
-            break  # a gap (should not happen): stop at it
-        buf += data[lo:]
-        if len(buf) >= limit:
-            break
-    buf = buf[:limit]
-    return start, start + len(buf), bytes(buf), kept_from
+async def fleet_counts(pool: AsyncConnectionPool) -> dict[str, Any]:
+    """Live sessions by status, unfinished jobs, open commands by status (bounded queries:
+    live rows only), for the API's metrics."""
+    async with pool.connection(timeout=3) as conn:
+        sessions: dict[str, int] = dict(await (await conn.execute(
+            "select status, count(*) from agent_sessions where status <> 'terminated'"
+            " group by status")).fetchall())
+        running = (await (await conn.execute(
+            "select count(*) from jobs where finished_at is null")).fetchone())[0]
+        commands: dict[str, int] = dict(await (await conn.execute(
+            "select status, count(*) from agent_commands"
+            " where status in ('pending', 'running') group by status")).fetchall())
+    return {"sessions": sessions, "jobs_running": running, "commands": commands}

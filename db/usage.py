@@ -193,12 +193,14 @@ async def offices_usage(pool: AsyncConnectionPool, office_ids: list[str],
 async def usage_table(pool: AsyncConnectionPool, office_id: str, group_by: str,
                       since: datetime | None, until: datetime | None,
                       prices: dict[str, ModelPrice]) -> dict:
-    """`GET /usage`: a usage row per key (session, role or UTC day) and their total."""
+    """`GET /usage`: a usage row per key (session, role or UTC day) and their total; the
+    total is None, as the office's own usage is, when none of its sessions reports usage."""
     rows = await table_sums(pool, office_id, group_by, since, until)
     keyed = summarize_by(rows, "key", prices)
+    reports = bool(rows) or await office_usage(pool, office_id, prices) is not None
     return {"office_id": office_id, "since": since, "until": until, "group_by": group_by,
             "rows": [{"key": key, **usage} for key, usage in keyed.items()],
-            "total": summarize(_by_model(rows), prices)}
+            "total": summarize(_by_model(rows), prices) if reports else None}
 
 
 def _by_model(rows: list[dict]) -> list[dict]:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
 from rich.console import Console
 
 from api.auth import mint_token
+from db import machines
 from db.migrate import migrate
 from dev.embedded import (
     EmbeddedError,
@@ -202,7 +202,7 @@ def _run(settings: Settings, home: Path) -> int:
             if not stopping:
                 status.update("applying migrations…")
                 migrate(database_url)
-                since = _db_now(database_url)
+                since = machines.database_now(database_url)
             for name in COMPONENTS:
                 if stopping:
                     break
@@ -276,21 +276,14 @@ def _wait_api(settings: Settings, api: Child, stopped) -> None:
         time.sleep(0.1)
 
 
-def _db_now(database_url: str):
-    with psycopg.connect(database_url, connect_timeout=10) as conn:
-        return conn.execute("select now()").fetchone()[0]
-
-
 def _wait_machine(settings: Settings, database_url: str, since, worker: Child, stopped) -> None:
     """Until the client worker has registered this machine: an office on it is refused
     before that (422), so "running" means an office can be made at once. A worker that is
     slow or dies is not fatal: it is supervised like the rest, and this says so."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not stopped() and worker.proc.poll() is None:
-        with psycopg.connect(database_url, connect_timeout=10) as conn:
-            if conn.execute("select 1 from client_machines where id = %s and started_at >= %s",
-                            (settings.machine_id, since)).fetchone():
-                return
+        if machines.registered_since(database_url, settings.machine_id, since):
+            return
         time.sleep(0.1)
     if not stopped():
         console.print(f"[yellow]the client worker has not registered machine "

@@ -4,6 +4,11 @@ title, detail); the command intake writes it into `agent_command_results`."""
 from __future__ import annotations
 
 
+class ConfigError(Exception):
+    """The configuration cannot be used (settings, the CLI's API address and token, the API's
+    keys); the message names the setting and the fix. Raised at start, never as an answer."""
+
+
 class SemoError(Exception):
     status = 500
     title = "Internal error"

@@ -249,28 +249,17 @@ class ApiMetrics:
         self.scrape_errors = Counter("semo_metrics_scrape_errors",
                                      "scrapes whose Postgres gauges could not be read", registry=r)
 
-    async def refresh_from(self, pool) -> None:
-        """Read the gauges that live in Postgres (bounded queries: live rows only)."""
-        statuses = ("starting", "ready", "busy", "waiting_input", "restarting", "failed")
-        try:
-            async with pool.connection(timeout=3) as conn:
-                sessions = dict(await (await conn.execute(
-                    "select status, count(*) from agent_sessions where status <> 'terminated'"
-                    " group by status")).fetchall())
-                running = (await (await conn.execute(
-                    "select count(*) from jobs where finished_at is null")).fetchone())[0]
-                commands = dict(await (await conn.execute(
-                    "select status, count(*) from agent_commands"
-                    " where status in ('pending', 'running') group by status")).fetchall())
-        except Exception as err:  # a scrape still answers, with what the process knows
+    def set_counts(self, counts: dict | None) -> None:
+        """The gauges that live in Postgres (db/reads.py `fleet_counts`); None: they could not
+        be read (a scrape still answers, with what the process knows)."""
+        if counts is None:
             self.scrape_errors.inc()
-            log.warning("metrics: Postgres gauges not read", error=str(err))
             return
-        for status in statuses:
-            self.sessions.labels(status).set(sessions.get(status, 0))
-        self.jobs_running.set(running)
+        for status in ("starting", "ready", "busy", "waiting_input", "restarting", "failed"):
+            self.sessions.labels(status).set(counts["sessions"].get(status, 0))
+        self.jobs_running.set(counts["jobs_running"])
         for status in ("pending", "running"):
-            self.commands_open.labels(status).set(commands.get(status, 0))
+            self.commands_open.labels(status).set(counts["commands"].get(status, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

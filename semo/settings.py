@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from semo.errors import ConfigError
 from semo.usage import DEFAULT_PRICES, ModelPrice, parse_prices
 
 
@@ -336,10 +337,6 @@ class Settings(BaseSettings):
     @cached_property
     def pg_data_dir(self) -> Path:
         return (self.home / "postgres").resolve()
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the setting and the problem."""
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -16,17 +16,16 @@ import time
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.claude import versions as claude_versions
+from activities import agent_programs
 from activities.client import ClientActivities
 from activities.output_store import PgOutputStore
 from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
-from db import reads
+from db import machines, reads
 from db.pool import open_pool
 from keeper.client import KeeperClient, KeeperError, ensure_keeper
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
@@ -41,27 +40,15 @@ PRUNE_EVERY_S = 3600.0
 
 
 async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> None:
-    # the Claude Code CLI each profile runs, and whether semo supports that version
-    versions = await asyncio.to_thread(claude_versions.survey, settings.profiles)
-    async with pool.connection() as conn:
-        await conn.execute(
-            """insert into client_machines (id, hostname, task_queue, workspace_roots,
-                   agent_profiles, agent_versions, started_at, last_seen_at)
-               values (%s, %s, %s, %s, %s, %s, now(), now())
-               on conflict (id) do update set hostname = excluded.hostname,
-                   task_queue = excluded.task_queue, workspace_roots = excluded.workspace_roots,
-                   agent_profiles = excluded.agent_profiles,
-                   agent_versions = excluded.agent_versions, started_at = now(),
-                   last_seen_at = now()""",
-            (
-                settings.machine_id,
-                socket.gethostname(),
-                settings.machine_task_queue,
-                [str(r) for r in settings.resolved_workspace_roots],
-                sorted(settings.profiles),
-                Jsonb(versions),
-            ),
-        )
+    # whether each profile's program is here (and a Claude Code CLI's version), so the API
+    # refuses a session whose agent cannot start on this machine
+    versions = await asyncio.to_thread(agent_programs.survey, settings.profiles,
+                                       set(settings.agent_profiles))
+    await machines.register(
+        pool, settings.machine_id, hostname=socket.gethostname(),
+        task_queue=settings.machine_task_queue,
+        workspace_roots=[str(r) for r in settings.resolved_workspace_roots],
+        agent_profiles=sorted(settings.profiles), agent_versions=versions)
 
 
 @asynccontextmanager
@@ -149,9 +136,7 @@ async def _housekeeping(
         await asyncio.sleep(HOUSEKEEPING_S)
         try:
             await acts.reap_orphans()
-            async with pool.connection() as conn:
-                await conn.execute("update client_machines set last_seen_at = now() where id = %s",
-                                   (settings.machine_id,))
+            await machines.touch(pool, settings.machine_id)
             if settings.transcript_retention_days and time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 pruned = acts.manager.prune_transcripts(settings.transcript_retention_days * 86400)

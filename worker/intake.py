@@ -38,11 +38,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from commands.executor import BACKGROUND_LIMIT_S, Command, CommandExecutor, Outcome
-from db.claims import HELD_LOCKS, Claimant
+from db import claims as claims_db
+from db.claims import Claimant
+from db.notify import listen
 from db.pool import open_pool
 from semo.errors import Unavailable
 from semo.settings import Settings
@@ -61,68 +62,8 @@ MAX_IN_FLIGHT = 256
 #: a live claimant that has not finished a row this long after starting it has given up on it
 #: (runs are bounded by BACKGROUND_LIMIT_S): the row may be claimed again
 LEASE_S = BACKGROUND_LIMIT_S + 60
-#: two int4 keys for `pg_advisory_xact_lock`: "semo", claims. Bigint-keyed locks are the
-#: claimants' own (db/claims.py); this pair can never be mistaken for one of them.
-CLAIM_MUTEX = (0x5E305E30, 1)
 #: how long a stopping intake lets its running commands finish before leaving them to others
 STOP_GRACE_S = 10.0
-
-_CLAIM = f"""
-with held as materialized ({HELD_LOCKS.strip()}),
-open as materialized (
-    select a.id, a.seq, a.status, a.claimed_by,
-           coalesce(a.session_id, 'office:' || a.office_id) as queue,
-           a.status = 'running'
-             and coalesce(a.claimed_at > now() - make_interval(secs => %(lease)s), false)
-             and (a.claim_lock is null or a.claim_lock in (select lock_key from held)) as in_flight
-    from agent_commands a
-    where a.status in ('pending', 'running')
-),
-blocked as (
-    select distinct queue from open where in_flight and claimed_by is distinct from %(me)s
-),
-mine as (
-    select queue, count(*) as n from open
-    where status = 'running' and claimed_by = %(me)s group by queue
-),
-candidates as (
-    select o.id, o.seq, row_number() over (partition by o.queue order by o.seq)
-                        + coalesce((select m.n from mine m where m.queue = o.queue), 0) as rn
-    from open o
-    where (o.status = 'pending' or (not o.in_flight and o.claimed_by is distinct from %(me)s))
-      and o.queue not in (select queue from blocked)
-      and not exists (select 1 from agent_command_results r where r.command_id = o.id)
-),
-picked as (
-    select a.id from agent_commands a join candidates c on c.id = a.id
-    where c.rn <= %(per_queue)s
-    order by c.seq
-    limit %(limit)s
-    for update of a skip locked
-)
-update agent_commands c set status = 'running', claimed_by = %(me)s, claim_lock = %(lock)s,
-    claimed_at = now(), attempts = c.attempts + 1, updated_at = now()
-from picked where c.id = picked.id
-returning c.*, extract(epoch from now() - c.created_at)::float8 as age_s
-"""
-
-# Still ours, still unanswered? Then (unless it is about to expire) it is started now, and its
-# lease runs from now.
-_START = """
-update agent_commands a set claimed_at = now(), updated_at = now(),
-    started_at = case when %(start)s then coalesce(a.started_at, now()) else a.started_at end
-where a.id = %(id)s and a.claimed_by = %(me)s and a.attempts = %(attempt)s and a.status = 'running'
-  and not exists (select 1 from agent_command_results r where r.command_id = a.id)
-returning a.id
-"""
-
-# A stopping intake hands back the rows it claimed and never started.
-_RELEASE = """
-update agent_commands set status = 'pending', claimed_by = null, claim_lock = null,
-    claimed_at = null, updated_at = now()
-where id = any(%(ids)s) and claimed_by = %(me)s and status = 'running' and started_at is null
-"""
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -205,12 +146,8 @@ class Intake:
         if lock is None:
             return 0  # without our lock, rows we claim would look abandoned at once
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute("select pg_advisory_xact_lock(%s, %s)", CLAIM_MUTEX)
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    rows = await (await cur.execute(_CLAIM, {
-                        "me": self.me, "lock": lock, "lease": LEASE_S, "limit": self.batch,
-                        "per_queue": PER_QUEUE})).fetchall()
+            rows = await claims_db.claim_batch(self.pool, me=self.me, lock=lock, lease_s=LEASE_S,
+                                            limit=self.batch, per_queue=PER_QUEUE)
         except (psycopg.Error, PoolTimeout) as err:
             log.warning("claiming commands failed (%s); retrying", err)
             await asyncio.sleep(1.0)
@@ -269,10 +206,8 @@ class Intake:
     async def _start(self, claim: Claim, *, start: bool) -> bool:
         while True:
             try:
-                async with self.pool.connection() as conn:
-                    cur = await conn.execute(_START, {"id": claim.cmd.id, "me": self.me,
-                                                      "attempt": claim.attempt, "start": start})
-                    return await cur.fetchone() is not None
+                return await claims_db.start_claimed(self.pool, claim.cmd.id, me=self.me,
+                                                  attempt=claim.attempt, start=start)
             except (psycopg.Error, PoolTimeout) as err:
                 await self._retry_pause("starting", claim.cmd, err)
 
@@ -318,9 +253,8 @@ class Intake:
             await asyncio.wait(list(self._tasks), timeout=2.0)
         if claims:
             with contextlib.suppress(Exception):
-                async with self.pool.connection() as conn:
-                    await conn.execute(_RELEASE, {"ids": [c.cmd.id for _, c in claims],
-                                                  "me": self.me})
+                await claims_db.release_unstarted(self.pool, [c.cmd.id for _, c in claims],
+                                                  me=self.me)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         url = self.settings.effective_database_url()
@@ -329,7 +263,7 @@ class Intake:
                 async with await psycopg.AsyncConnection.connect(
                         url, autocommit=True, connect_timeout=10,
                         application_name="semo-intake-listen") as conn:
-                    await conn.execute("listen agent_commands")
+                    await listen(conn, "agent_commands")
                     self.wake("listening")  # drain what arrived while we were not listening
                     async for _ in conn.notifies():
                         self._wake.set()

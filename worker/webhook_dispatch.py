@@ -32,6 +32,7 @@ from temporalio.worker import Worker
 
 from activities.webhooks import WebhookActivities
 from db import webhooks as db
+from db.notify import listen
 from db.pool import open_pool
 from semo.observability import ContextInterceptor
 from semo.settings import Settings
@@ -137,7 +138,7 @@ class WebhookDispatcher:
                 async with await psycopg.AsyncConnection.connect(
                         self.settings.effective_database_url(), autocommit=True,
                         connect_timeout=10) as conn:
-                    await conn.execute("listen webhook_events")
+                    await listen(conn, "webhook_events")
                     self._sweep.set()  # what came while we were not listening
                     async for note in conn.notifies():
                         # "{event_id} {webhook_id},{webhook_id}..." (0009's trigger)

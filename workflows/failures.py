@@ -89,11 +89,18 @@ def reason_of(err: BaseException) -> str:
     return getattr(err, "message", None) or str(err) or type(err).__name__
 
 
-def cause_type(err: BaseException | None) -> str | None:
-    """The ApplicationError type at the root of an activity failure, if any."""
+def application_error(err: BaseException | None) -> ApplicationError | None:
+    """The ApplicationError a Temporal failure carries: itself, or the one at the root of the
+    activity failures wrapping it (an activity's, or an update's that ran one)."""
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
-    return err.type if isinstance(err, ApplicationError) else None
+    return err if isinstance(err, ApplicationError) else None
+
+
+def cause_type(err: BaseException | None) -> str | None:
+    """The ApplicationError type at the root of an activity failure, if any."""
+    app = application_error(err)
+    return app.type if app is not None else None
 
 
 def failure_of(err: ActivityError, *, starting: bool) -> Failure:

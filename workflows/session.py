@@ -26,13 +26,14 @@ import asyncio
 import builtins
 from collections import deque
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import admission, failures
+    from workflows import admission, breaker, failures
     from workflows.applied import remember
     from workflows.contracts import (
         NAMED_KEYS,
@@ -289,15 +290,11 @@ class SessionWorkflow:
         if inp.command_id in self.s.applied:
             return CommandAck.model_validate(self.s.applied[inp.command_id])
         pending = self._check_answer(inp)  # re-checked: validators of one batch all run first
-        await workflow.execute_activity(
+        await self._on_machine(  # not retried: an answer is given once
             "answer_input",
             SendAnswer(session_id=self.inp.session_id, generation=self.s.generation,
                        input_id=pending.input_id, kind=pending.kind, decision=inp.decision,
                        option=inp.option, text=inp.text, remember=inp.remember),
-            task_queue=machine_queue(self.inp.machine_id),
-            schedule_to_start_timeout=timedelta(seconds=10),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=NO_RETRY,  # an answer is given once
             summary=f"answer {pending.kind}",
         )
         answer = {k: v for k, v in (("decision", inp.decision), ("option", inp.option),
@@ -343,14 +340,11 @@ class SessionWorkflow:
         decision = "deny" if pending.kind in ("permission", "plan") else None
         text = None if decision else "No answer came in time; go on without it."
         try:
-            await workflow.execute_activity(
+            await self._on_machine(
                 "answer_input",
                 SendAnswer(session_id=self.inp.session_id, generation=self.s.generation,
                            input_id=pending.input_id, kind=pending.kind, decision=decision,  # type: ignore[arg-type]
                            text=text),
-                task_queue=machine_queue(self.inp.machine_id),
-                schedule_to_start_timeout=timedelta(seconds=10),
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=NO_RETRY,
                 summary=f"deny {pending.kind} (timed out)")
             sent = True
         except ActivityError:
@@ -392,13 +386,11 @@ class SessionWorkflow:
         """An attached terminal's size for the PTY (`semo session attach`). The row keeps it,
         so that `/screen` renders at that size; a restarted agent starts at the default."""
         self._check_alive()
-        await workflow.execute_activity(
+        await self._on_machine(
             "resize_terminal",
             ResizeTerminalInput(session_id=self.inp.session_id, generation=self.s.generation,
                                 rows=inp.rows, cols=inp.cols),
-            task_queue=machine_queue(self.inp.machine_id),
-            schedule_to_start_timeout=timedelta(seconds=10),
-            start_to_close_timeout=timedelta(seconds=10),
+            start_to_close_s=10,
             retry_policy=RetryPolicy(maximum_attempts=2),  # setting a size twice is harmless
             summary=f"resize terminal to {inp.rows}x{inp.cols}",
         )
@@ -422,7 +414,7 @@ class SessionWorkflow:
         self.start_error = None
         self.start_failure = None
         try:
-            res: StartAgentResult = await workflow.execute_activity(
+            res: StartAgentResult = await self._on_machine(
                 "start_agent",
                 StartAgentInput(
                     office_id=self.inp.office_id, session_id=self.inp.session_id,
@@ -432,10 +424,7 @@ class SessionWorkflow:
                     repository=self.inp.repository,
                 ),
                 result_type=StartAgentResult,
-                task_queue=machine_queue(self.inp.machine_id),
-                schedule_to_start_timeout=timedelta(seconds=self.inp.config.start_timeout_s),
-                start_to_close_timeout=timedelta(seconds=90),
-                retry_policy=NO_RETRY,
+                schedule_to_start_s=self.inp.config.start_timeout_s, start_to_close_s=90,
                 summary=f"start {self.inp.agent} for {self.inp.role}",
             )
         except ActivityError as err:
@@ -626,12 +615,11 @@ class SessionWorkflow:
             await self._record(event=self._event("restarting", {"reason": reason,
                                                                  "restarts": self.s.restarts}))
             return
-        now = workflow.now()
-        policy = self.inp.config.breaker
-        window = timedelta(seconds=policy.window_s)
-        self.s.failures = [t for t in self.s.failures if now - t < window] + [now]
+        verdict = breaker.strike(self.s.failures, workflow.now(), self.inp.config.breaker,
+                                 self.s.circuit)
+        self.s.failures = verdict.failures
         self.s.generation += 1
-        if len(self.s.failures) >= policy.max_failures or self.s.circuit == "half_open":
+        if verdict.opens:
             self.s.circuit = "open"
             self._count("semo_circuit_opens_total", "circuits opened by repeated failures")
             self._set_status("failed")
@@ -647,8 +635,7 @@ class SessionWorkflow:
         self._set_status("restarting")
         await self._record(event=self._event("restarting", {"reason": reason,
                                                              "restarts": self.s.restarts}))
-        backoff = min(2 ** (len(self.s.failures) - 1), 30)
-        await self._sleep_unless_terminated(backoff)
+        await self._sleep_unless_terminated(verdict.backoff_s)
 
     async def _cool_down(self) -> None:
         await self._sleep_unless_terminated(self.inp.config.breaker.cooldown_s)
@@ -666,13 +653,10 @@ class SessionWorkflow:
 
     async def _stop_agent(self) -> None:
         try:
-            await workflow.execute_activity(
+            await self._on_machine(
                 "stop_agent",
                 StopAgentInput(session_id=self.inp.session_id, reason=self.terminate_req.reason),
-                task_queue=machine_queue(self.inp.machine_id),
-                schedule_to_start_timeout=timedelta(seconds=15),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3),
+                schedule_to_start_s=15, retry_policy=RetryPolicy(maximum_attempts=3),
                 summary="stop terminal",
             )
         except ActivityError as err:
@@ -811,15 +795,23 @@ class SessionWorkflow:
             except Exception as err:  # the pool is gone (office deleted): nothing to tell
                 workflow.logger.info("pool %s not told: %s", self.inp.pool_workflow_id, err)
 
-    async def _send(self, inp: SendInput) -> None:
-        await workflow.execute_activity(
-            "send_input", inp,
+    async def _on_machine(self, activity: str, arg: Any, *, summary: str,
+                          result_type: type | None = None, schedule_to_start_s: float = 10,
+                          start_to_close_s: float = 30,
+                          retry_policy: RetryPolicy = NO_RETRY) -> Any:
+        """An activity on the session's machine (its own task queue): short, and not retried
+        unless said so, since typing or answering twice is worse than failing once. A machine
+        that does not pick it up in `schedule_to_start_s` is offline."""
+        return await workflow.execute_activity(
+            activity, arg, result_type=result_type,
             task_queue=machine_queue(self.inp.machine_id),
-            schedule_to_start_timeout=timedelta(seconds=10),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=NO_RETRY,  # a prompt is never typed twice
-            summary="type prompt" if inp.prompt else "send keys",
-        )
+            schedule_to_start_timeout=timedelta(seconds=schedule_to_start_s),
+            start_to_close_timeout=timedelta(seconds=start_to_close_s),
+            retry_policy=retry_policy, summary=summary)
+
+    async def _send(self, inp: SendInput) -> None:
+        await self._on_machine(  # not retried: a prompt is never typed twice
+            "send_input", inp, summary="type prompt" if inp.prompt else "send keys")
 
     def _view(self) -> SessionView:
         return SessionView(

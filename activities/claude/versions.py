@@ -74,15 +74,3 @@ def cli_version(argv0: str, env: dict[str, str]) -> str | None:
         version = None
     _cache[key] = version
     return version
-
-
-def survey(profiles: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """`support()` of each Claude Code profile's CLI (blocking: run it in a thread)."""
-    found = {}
-    for name, profile in profiles.items():
-        if profile.kind != "claude":
-            continue
-        found[name] = support(cli_version(profile.argv[0], profile.env))
-        if found[name]["note"]:
-            log.warning("agent profile %r: %s", name, found[name]["note"])
-    return found

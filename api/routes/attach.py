@@ -45,28 +45,22 @@ import codecs
 import contextlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from api import console_auth
 from api.deps import can_open, office_not_found
 from api.errors import problem_response
 from commands.executor import CommandType
-from db import reads
+from db import output as output_rows, reads
 from semo.errors import NotFound, SemoError
 from semo.payloads import KeysBody
 from semo.screen import replay_start
-from workflows.contracts import MAX_KEYS, NAMED_KEYS, ResizeInput
+from workflows.contracts import MAX_KEYS, NAMED_KEYS
 from workflows.ids import is_valid_id
-from workflows.session import SessionWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -244,17 +238,13 @@ class AttachBridge:
     async def _start_offset(self, since: int | None) -> int:
         """Where output starts: `since`, or the tail: from the last full-screen clear in the
         last REPLAY_BYTES (a TUI's current screen), else from the first line start in them."""
-        async with self.state.pool.connection() as conn:
-            row = await (await conn.execute(
-                "select coalesce(min(start_offset), 0), coalesce(max(end_offset), 0)"
-                " from session_output where session_id = %s", (self.sid,))).fetchone()
-        kept_from, end = row
+        kept_from, end = await output_rows.bounds(self.state.pool, self.sid)
         if since is not None:
             return max(since, kept_from)
         window = max(kept_from, end - REPLAY_BYTES)
         if window == end:
             return end
-        _, _, data, _ = await reads.read_output(self.state.pool, self.sid, window, end - window)
+        _, _, data, _ = await output_rows.read(self.state.pool, self.sid, window, end - window)
         clear = replay_start(data)
         if clear > 0:
             return window + clear
@@ -267,7 +257,7 @@ class AttachBridge:
         status = self.session["status"]
         while True:
             woken = self.state.live.listen(self.sid)  # before reading: no wake-up is missed
-            _, next_offset, data, _ = await reads.read_output(self.state.pool, self.sid, offset,
+            _, next_offset, data, _ = await output_rows.read(self.state.pool, self.sid, offset,
                                                               FRAME_BYTES)
             if data:
                 async with self._send_lock:
@@ -386,20 +376,11 @@ class AttachBridge:
         if size is None or size == self._size_applied:
             return
         rows, cols = size
-        handle = self.state.executor.client.get_workflow_handle(self.session["workflow_id"])
         try:
-            await handle.execute_update(
-                SessionWorkflow.resize,
-                ResizeInput(command_id=f"resize-{uuid.uuid4()}", rows=rows, cols=cols),
-                id=f"resize-{uuid.uuid4()}", rpc_timeout=timedelta(seconds=15))
+            await self.state.executor.resize(self.session, rows, cols)
             self._size_applied = size
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            while cause is not None and not isinstance(cause, ApplicationError):
-                cause = cause.cause  # type: ignore[attr-defined]
-            await self._error(409, f"resize refused: {cause.message if cause else err}")
-        except RPCError as err:
-            await self._error(503, f"resize not delivered: {err.message}")
+        except SemoError as err:
+            await self._error(err.status, f"resize refused: {err.detail}")
 
     # --- plumbing -----------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import jwt
 from fastapi import APIRouter, FastAPI, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -133,6 +133,13 @@ def _logged_in(request: Request, value: str, max_age: int, next_: str) -> HTMLRe
     response = _page(request, "continue.html", next=next_, user=None)
     _set_cookie(response, request, value, max_age)
     return response
+
+
+@router.get("/favicon.ico")
+async def favicon():
+    """What every browser asks for first; the console's icon."""
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/console")
@@ -276,7 +283,8 @@ async def session_page(request: Request, state: State, office_id: OfficeIdPath,
         return _to_login(request)
     try:
         session = await load_session(state, user, office_id, session_id)
+        office = await load_office(state, user, office_id)
     except NotFound as err:
         return _page(request, "not_found.html", 404, user=user, detail=err.detail)
     return _page(request, "session.html", user=user, page="session", session=session,
-                 office_url=f"/console/offices/{quote(office_id)}")
+                 office=office, office_url=f"/console/offices/{quote(office_id)}")

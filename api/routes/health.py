@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from api import schemas
 from api.deps import State
+from db.pool import ping
 
 router = APIRouter(tags=["health"])
 
@@ -23,8 +24,7 @@ async def readyz(state: State):
     checks: dict[str, str] = {}
 
     async def postgres():
-        async with state.pool.connection(timeout=3) as conn:
-            await conn.execute("select 1")
+        await ping(state.pool, timeout_s=3)
 
     async def temporal():
         await state.executor.client.service_client.check_health(timeout=timedelta(seconds=3))

@@ -22,7 +22,7 @@ from api.deps import (
 )
 from api.routes import answer
 from commands.executor import CommandType
-from db import reads, usage
+from db import output as output_rows, reads, usage
 from semo.payloads import AnswerBody, Empty, KeysBody, PromptBody, SessionCreate
 from semo.screen import render
 from semo.terminal_text import strip_terminal_escapes
@@ -159,9 +159,9 @@ async def output(session: SessionRow, state: State,
                      description="Start this many bytes before the end instead of at `since` "
                                  "(what `tail` shows; the first line may be cut)")] = None):
     if tail is not None:
-        _, end = await _output_end(state, session["session_id"])
+        _, end = await output_rows.bounds(state.pool, session["session_id"])
         since = max(0, end - tail)
-    start, next_offset, data, kept_from = await reads.read_output(
+    start, next_offset, data, kept_from = await output_rows.read(
         state.pool, session["session_id"], since, limit)
     if format == "text":
         data = data[:_text_end(data) or len(data)]  # a page must move on, even if cut
@@ -184,7 +184,7 @@ async def output_stream(session: SessionRow, state: State, request: Request,
         offset, status, pending = since, None, None
         while not await request.is_disconnected():
             woken = state.live.listen(sid)  # before reading: no wake-up is missed
-            start, next_offset, data, _ = await reads.read_output(state.pool, sid, offset,
+            start, next_offset, data, _ = await output_rows.read(state.pool, sid, offset,
                                                                   256 * 1024)
             if format == "text":  # wait for the rest of a character or escape sequence
                 data = data[:_text_end(data)]
@@ -212,16 +212,10 @@ async def output_stream(session: SessionRow, state: State, request: Request,
 
 @router.get("/{session_id}/screen", response_model=schemas.Screen)
 async def screen(session: SessionRow, state: State):
-    _, end = await _output_end(state, session["session_id"])
+    _, end = await output_rows.bounds(state.pool, session["session_id"])
     start = max(0, end - SCREEN_REPLAY_BYTES)
-    _, _, data, _ = await reads.read_output(state.pool, session["session_id"], start,
+    _, _, data, _ = await output_rows.read(state.pool, session["session_id"], start,
                                             SCREEN_REPLAY_BYTES)
     return await asyncio.to_thread(render, data, session["rows"], session["cols"])
 
 
-async def _output_end(state, session_id: str) -> tuple[int, int]:
-    async with state.pool.connection() as conn:
-        row = await (await conn.execute(
-            "select coalesce(min(start_offset), 0), coalesce(max(end_offset), 0)"
-            " from session_output where session_id = %s", (session_id,))).fetchone()
-    return row[0], row[1]

@@ -119,7 +119,7 @@ const semo = (() => {
       (async () => {
         do {
           entry.again = false;
-          try { await fn(key, ...args); } catch (err) { /* shown by the next event */ }
+          try { await fn(key, ...args); } catch (err) { console.warn("semo:", err); }  // the next event retries
         } while (entry.again);
         running.delete(key);
       })();
@@ -248,7 +248,11 @@ function officesPage() {
       throw err;
     }
     const node = card(o);
-    if (cards.has(officeId)) cards.get(officeId).replaceWith(node); else grid.append(node);
+    node.dataset.order = `${o.name.toLowerCase()}\u0000${o.office_id}`;
+    cards.get(officeId)?.remove();
+    // by name, as a person looks for one (then id, for two of the same name)
+    const after = [...grid.children].find((n) => n.dataset.order > node.dataset.order);
+    grid.insertBefore(node, after || null);
     cards.set(officeId, node);
     document.getElementById("no-offices").hidden = cards.size > 0;
   });
@@ -269,6 +273,42 @@ function officesPage() {
     if (cards.has(s.office_id)) refreshOffice(s.office_id); else refreshAll();
   });
 
+  // the New office form offers the machines the token may use (GET /api/machines), and
+  // each machine's agent profiles, saying which cannot run there
+  const machineSelect = document.getElementById("machine-select");
+  const agentSelect = document.getElementById("agent-select");
+  let machines = [];
+  function showMachine() {
+    const m = machines.find((x) => x.machine_id === machineSelect.value);
+    const facts = document.getElementById("machine-facts");
+    agentSelect.replaceChildren();
+    if (!m) { facts.textContent = "No client machine has registered: start `semo worker client` on one."; return; }
+    for (const name of m.agent_profiles) {
+      const found = m.agent_versions[name] || {};
+      const missing = found.runs === false;
+      agentSelect.append(el("option", { value: name, disabled: missing },
+        name + (found.version ? ` ${found.version}` : "") + (missing ? " (not installed there)" : "")));
+    }
+    const usable = [...agentSelect.options].find((o) => !o.disabled);
+    if (usable) agentSelect.value = usable.value;
+    facts.textContent = `${m.hostname} · ${m.live_sessions} live sessions · seen ${semo.ago(m.last_seen_at)} ago`
+      + ` · roots ${m.workspace_roots.join(", ")}`;
+  }
+  async function loadMachines() {
+    ({ machines } = await api("GET", "/api/machines"));
+    const keep = machineSelect.value || machineSelect.dataset.default;
+    // the API's own machine is the default, to which the form's reset returns
+    machineSelect.replaceChildren(...machines.map((m) => el("option",
+      { value: m.machine_id, selected: m.machine_id === machineSelect.dataset.default },
+      `${m.machine_id} (${m.live_sessions} live)`)));
+    if (machines.some((m) => m.machine_id === keep)) machineSelect.value = keep;
+    showMachine();
+  }
+  machineSelect.addEventListener("change", showMachine);
+  document.getElementById("create-office").addEventListener("toggle", (e) => {
+    if (e.target.open) loadMachines().catch((err) => flash(String(err), "error"));
+  });
+
   document.getElementById("office-form").addEventListener("submit", guard(async (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
@@ -276,8 +316,10 @@ function officesPage() {
       warm_roles: String(f.get("warm_roles") || "").split(",").map((r) => r.trim()).filter(Boolean) };
     if (f.get("office_id")) body.office_id = f.get("office_id");
     const o = await api("POST", "/api/offices", body);
-    flash(`created ${o.office_id}`);
+    if (o.warnings && o.warnings.length) flash(`created ${o.office_id}; ${o.warnings.join(" ")}`, "error");
+    else flash(`created ${o.office_id}`);
     e.target.reset();
+    loadMachines().catch(() => {});
     refreshOffice(o.office_id);
   }));
 }
@@ -319,12 +361,13 @@ function officePage() {
   function render(s) {
     let entry = sessions.get(s.session_id);
     const before = entry && entry.s;
-    if (!entry) {
+    const fresh = !entry;
+    if (fresh) {
       entry = { preview: el("pre", { class: "preview", "aria-label": `screen of ${s.session_id}` }) };
       sessions.set(s.session_id, entry);
-      preview(s.session_id);
     }
-    entry.s = s;
+    entry.s = s;  // before the first preview: it asks for this session's screen
+    if (fresh) preview(s.session_id);
     if (s.status === "terminated") {
       entry.card?.remove(); entry.inboxItem?.remove();
       sessions.delete(s.session_id);

@@ -13,6 +13,8 @@
   const termState = document.getElementById("term-state");
   const takeKeyboard = document.getElementById("take-keyboard");
   const fitButton = document.getElementById("fit");
+  const cancelButton = document.getElementById("cancel");
+  const RUNNING = new Set(["busy", "waiting_input"]);
 
   const term = new Terminal({ disableStdin: true, scrollback: 5000, fontSize: 13,
     convertEol: false, cursorBlink: false, allowProposedApi: false });
@@ -104,6 +106,7 @@
     const before = status;
     status = next;
     setBadge(statusNode, next);
+    cancelButton.hidden = !RUNNING.has(next);  // a job to cancel only while one runs
     if (jobId !== undefined && jobId !== null) currentJob = jobId;
     if (next === "waiting_input" && before !== "waiting_input") {
       notify(`${s.session_id} is waiting for you`, "open the console to answer", location.pathname);
@@ -157,7 +160,7 @@
       job.error ? el("p", { class: "error" }, job.error) : null,
       job.completion ? el("p", { class: "muted" }, "completion: ", el("code", {}, JSON.stringify(job.completion))) : null,
       usage,
-      job.events.length ? el("details", {}, el("summary", {}, `${job.events.length} events`),
+      job.events.length ? el("details", {}, el("summary", {}, `${job.events.length} event${job.events.length === 1 ? "" : "s"}`),
         el("ul", { class: "events" }, job.events.map((ev) => el("li", {},
           el("span", { class: "muted" }, new Date(ev.at).toLocaleTimeString()), " ", el("strong", {}, ev.kind), " ",
           el("code", {}, JSON.stringify(ev.data)))))) : null);
@@ -181,7 +184,7 @@
     }));
   }
 
-  document.getElementById("cancel").addEventListener("click", guard(async () => {
+  cancelButton.addEventListener("click", guard(async () => {
     const r = await api("POST", `${base}/cancel`);
     flash(`cancelled; session is ${r.status}`);
     refreshJobs();
