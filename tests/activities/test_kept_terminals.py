@@ -6,6 +6,8 @@ same agent."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -102,7 +104,11 @@ async def test_a_killed_worker_s_unstored_bytes_reach_the_next_worker_once(tmp_p
         assert text.startswith("one\r\ntwo\r\n"), text
         assert text.count("one") == 1 and text.count("two") == 1
         assert text.index("two") < text.index("three-go")
+        keeper_pid = keeper.ping()["pid"]
     finally:
         await manager.close_all()
         keeper.close()
     wait(lambda: not alive(pid), 15, "the agent stopped")
+    # the first worker started the keeper (with no idle exit): this test's to stop
+    os.kill(keeper_pid, signal.SIGTERM)
+    wait(lambda: not alive(keeper_pid), 15, "the keeper stopped")
