@@ -38,6 +38,8 @@ from semo.settings import AgentProfile, Settings
 from workflows.contracts import (
     NAMED_KEYS,
     MonitorSignal,
+    ReattachAgentInput,
+    ReattachAgentResult,
     ResizeTerminalInput,
     SendAnswer,
     SendInput,
@@ -140,11 +142,12 @@ class ClientActivities:
             driver.tap = await self.usage.track(inp.session_id, inp.office_id,
                                                 agent.usage_source if agent else None)
         try:
-            resume = (agent.start_args(inp.session_id, inp.generation, profile)
-                      if agent is not None else
-                      profile.resume_args if inp.generation > 0 else [])
+            # the agent's own arguments (hooks, the conversation to resume): may read its files
+            args = (await asyncio.to_thread(agent.start_args, inp.session_id, inp.generation,
+                                            profile)
+                    if agent is not None else profile.resume_args if inp.generation > 0 else [])
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
-                                             extra_args=resume, extra_env=hook_env,
+                                             extra_args=args, extra_env=hook_env,
                                              generation=inp.generation)
         except (OSError, TerminalError) as err:
             await self._release_agent(inp.session_id)
@@ -179,6 +182,19 @@ class ClientActivities:
         except Exception:  # a warning that could not be given is no reason to fail a start
             log.exception("session %s: could not report the agent's version", term.session_id)
 
+    @activity.defn(name="reattach_agent")
+    async def reattach_agent(self, inp: ReattachAgentInput) -> ReattachAgentResult:
+        """The session lost its watch on this agent (its worker died, or the server was
+        away longer than the heartbeat timeout): take it up again if it still runs here,
+        the same generation. An adopted agent's output is monitored from here on, for the
+        job the session says is running."""
+        term = self.manager.get(inp.session_id)
+        if term is None or not term.alive or term.generation != inp.generation:
+            return ReattachAgentResult(attached=False)
+        self._session(inp.session_id).workflow_id = inp.workflow_id
+        self.manager.resume_parked(inp.session_id, inp.job_id)
+        return ReattachAgentResult(attached=True, pid=term.pid)
+
     @activity.defn(name="watch_agent")
     async def watch_agent(self, inp: WatchAgentInput) -> WatchAgentResult:
         """Heartbeat while the agent runs; return when its process is gone."""
@@ -195,6 +211,12 @@ class ClientActivities:
                     await asyncio.wait_for(asyncio.shield(term.exited.wait()), interval)
                 except TimeoutError:
                     pass
+        except asyncio.CancelledError:
+            if term.left:  # cancelled by this worker's shutdown, after it stopped polling
+                raise ApplicationError(
+                    "the client worker is restarting; the agent runs on, kept by the keeper",
+                    type=ErrorType.WORKER_LEFT, non_retryable=True) from None
+            raise
         finally:
             term.leases -= 1
             if term.leases == 0:

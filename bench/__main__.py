@@ -20,6 +20,7 @@ MODULES = [
     "bench_answer",
     "bench_webhooks",
     "bench_fleet",
+    "bench_worker_restart",
 ]
 TIMEOUT_S = 1800
 

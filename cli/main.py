@@ -102,12 +102,21 @@ def worker_server(metrics_address: MetricsAddress = None) -> None:
 
 
 @worker_app.command("client")
-def worker_client(metrics_address: MetricsAddress = None) -> None:
+def worker_client(
+    metrics_address: MetricsAddress = None,
+    stop_agents: Annotated[bool, typer.Option(
+        "--stop-agents",
+        help="on SIGTERM/SIGINT stop this machine's agents (by default they keep running, "
+             "kept by the keeper, and the next worker takes them over: an upgrade)")] = False,
+) -> None:
     """This machine's client worker: terminals (queue semo-machine-{machine_id})."""
+    from functools import partial
+
     from cli.runner import run_component
     from worker.client import run_client_worker
 
-    run_component("client-worker", run_client_worker, metrics_address=metrics_address)
+    run_component("client-worker", partial(run_client_worker, leave_agents=not stop_agents),
+                  metrics_address=metrics_address)
 
 
 @worker_app.command("intake")

@@ -45,7 +45,8 @@ console = Console(stderr=True, soft_wrap=True)  # no line breaks inside URLs and
 COMPONENTS = ("server_worker", "client_worker", "intake", "api")
 COMMANDS = {
     "server_worker": ["worker", "server"],
-    "client_worker": ["worker", "client"],
+    # Ctrl+C leaves nothing running: the agents are stopped, not left to the keeper
+    "client_worker": ["worker", "client", "--stop-agents"],
     "intake": ["worker", "intake"],
     "api": ["api"],
 }

@@ -6,6 +6,7 @@ environment anywhere else. `SEMO_*` variables, plus Supabase's usual names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -65,8 +66,12 @@ class AgentProfile(BaseModel):
     monitor: str = "shell"
     #: whether the agent speaks Claude Code's hooks (deterministic completion)
     hooks: bool = False
-    #: extra arguments for a restart after a crash, to resume the conversation
-    #: (e.g. ["--continue"] for Claude Code); empty: a restart starts afresh
+    #: Claude Code profiles (`hooks`): each session has its own conversation
+    #: (`--session-id`), and a restart after a crash resumes exactly it (`--resume`);
+    #: false: a restart starts a new conversation (or uses `resume_args`)
+    resume_conversation: bool = True
+    #: for other agents (or with `resume_conversation` off): extra arguments for a restart
+    #: after a crash, to resume where it was; empty: a restart starts afresh
     resume_args: list[str] = Field(default_factory=list)
     #: how a prompt is typed: "line" (text, then Enter) or "paste" (bracketed paste, a
     #: pause of `submit_delay_s`, then Enter: what full-screen TUIs such as Claude Code need)
@@ -218,6 +223,11 @@ class Settings(BaseSettings):
     terminal_cols: int = 120
     #: a session's PTY whose supervising activity went away is killed after this long
     orphan_grace_s: float = 120.0
+    #: agents are forked by this machine's keeper (keeper/), so they outlive a client worker
+    #: that dies or restarts; off: the client worker forks them and they die with it
+    keeper: bool = True
+    #: an agent of the keeper's that no client worker claims within this is stopped
+    keeper_grace_s: float = 600.0
     #: a running job with no output for this long is reported as a `stall` event (None: never)
     stall_after_s: float | None = 300.0
     #: how often a running Claude Code session's transcript is read for token usage (a
@@ -313,6 +323,16 @@ class Settings(BaseSettings):
     @property
     def resolved_workspace_roots(self) -> list[Path]:
         return [p.expanduser().resolve() for p in self.workspace_roots]
+
+    @property
+    def keeper_socket(self) -> Path:
+        """This machine's keeper: where its client workers find it (one per machine id, so
+        that workers of other machines sharing a home never take each other's agents)."""
+        run = (self.home / "run").resolve()
+        path = run / f"keeper-{self.machine_id}.sock"
+        if len(str(path)) > 100:  # a Unix socket's path has room for 107 bytes
+            path = run / f"keeper-{hashlib.sha256(self.machine_id.encode()).hexdigest()[:12]}.sock"
+        return path
 
     @property
     def machine_task_queue(self) -> str:

@@ -1,8 +1,10 @@
 """The client worker: this machine's terminals (task queue `semo-machine-{machine_id}`).
 
 It registers the machine (roots and agent profiles, so the API can refuse bad input early),
-keeps `last_seen_at` fresh, kills terminals whose workflow stopped supervising them, and on
-shutdown stops every agent it started.
+keeps `last_seen_at` fresh, kills terminals whose workflow stopped supervising them. Its
+agents are forked by this machine's keeper (keeper/): a new worker adopts those a dead or
+restarted one left, and on SIGTERM `semo worker client` leaves them running to the keeper
+(`--stop-agents`: stops them, as `semo dev` does).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from activities.terminal import SessionManager, become_subreaper
 from activities.usage import UsageTracker
 from db import machines, reads
 from db.pool import open_pool
+from keeper.client import KeeperClient, KeeperError, ensure_keeper
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
 from semo.temporal import connect
@@ -50,8 +53,11 @@ async def register_machine(pool: AsyncConnectionPool, settings: Settings) -> Non
 
 
 @asynccontextmanager
-async def client_runtime(settings: Settings, client: Client, pool: AsyncConnectionPool):
-    """The client worker's parts, running; on exit every agent is stopped and output flushed."""
+async def client_runtime(settings: Settings, client: Client, pool: AsyncConnectionPool,
+                         *, leave_agents: bool = False):
+    """The client worker's parts, running; on exit every agent is stopped and output
+    flushed. `leave_agents`: those the keeper keeps are left running to it instead (an
+    upgrade or a restart: the next worker adopts them and their sessions re-attach)."""
     for root in settings.resolved_workspace_roots:
         root.mkdir(parents=True, exist_ok=True)
     store = PgOutputStore(pool, interval_s=settings.output_flush_interval_s,
@@ -59,10 +65,16 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                           retention_bytes=settings.output_retention_bytes)
     store.start()
     meter = meter_of(client)
+    keeper = await asyncio.to_thread(start_keeper, settings) if settings.keeper else None
     manager = SessionManager(settings.profiles, OutputCounter(store, meter),
                              transcripts_dir=(settings.home / "transcripts").resolve(),
                              rows=settings.terminal_rows, cols=settings.terminal_cols,
-                             stall_after_s=settings.stall_after_s)
+                             stall_after_s=settings.stall_after_s, keeper=keeper)
+    # the agents a worker of this machine left (it died, or was restarted): their sessions
+    # re-attach to them (reattach_agent) instead of restarting
+    adopted = await manager.adopt_kept()
+    if adopted:
+        log.info("adopted %d live agents from the keeper", len(adopted))
     usage = UsageTracker(pool, meter, interval_s=settings.usage_interval_s)
     usage.start()
     acts = ClientActivities(settings, manager, client,
@@ -74,19 +86,24 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         client,
         task_queue=settings.machine_task_queue,
         activities=[acts.start_agent, acts.watch_agent, acts.send_input, acts.stop_agent,
-                    acts.resize_terminal, acts.answer_input, changes.read_changes,
-                    changes.hand_off],
+                    acts.resize_terminal, acts.answer_input, acts.reattach_agent,
+                    changes.read_changes, changes.hand_off],
         interceptors=[ContextInterceptor()],
         max_concurrent_activities=2000,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
     housekeeping = asyncio.create_task(_housekeeping(acts, pool, settings))
+    left: list[str] = []
     gauges = asyncio.create_task(report_terminals(manager, meter))
     try:
         async with worker:
             yield acts
+            if leave_agents and keeper is not None:
+                left.extend(await manager.leave_all())
+                log.info("left %d agents running to the keeper", len(left))
             # stop agents first, telling their sessions it is a drain: their watch activities
-            # then finish and the worker can shut down
+            # then finish and the worker can shut down (those left to the keeper fail theirs
+            # as "worker left" when the shutdown cancels them: their sessions re-attach)
             await manager.close_all(drain=True)
     finally:
         housekeeping.cancel()
@@ -95,6 +112,23 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
         await acts.aclose()
         await usage.close()
         await store.close()
+        if keeper is not None and not left:
+            # its agents are stopped: with no other worker, the keeper goes too
+            try:
+                await asyncio.to_thread(keeper.exit_if_idle)
+            except KeeperError as err:
+                log.warning("keeper: %s", err)
+            keeper.close()
+
+
+def start_keeper(settings: Settings) -> KeeperClient:
+    """This machine's keeper: found at its socket, or started (see keeper/)."""
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # a keeper with no agent and no worker for the grace has nothing left to keep
+    return ensure_keeper(str(settings.keeper_socket), grace_s=settings.keeper_grace_s,
+                         exit_when_idle_s=settings.keeper_grace_s,
+                         log_path=str(logs / "keeper.log"))
 
 
 async def _housekeeping(
@@ -115,13 +149,15 @@ async def _housekeeping(
             log.exception("client housekeeping failed")
 
 
-async def run_client_worker(settings: Settings, stop: asyncio.Event) -> None:
-    # this process owns the agents: their orphans (double-forked daemons, ...) come here
-    become_subreaper()
+async def run_client_worker(settings: Settings, stop: asyncio.Event, *,
+                            leave_agents: bool = True) -> None:
+    if not settings.keeper:
+        # this process owns the agents: their orphans (double-forked daemons, ...) come here
+        become_subreaper()
     client = await connect(settings)
     pool = await open_pool(settings.effective_database_url(), max_size=10, name="client-worker")
     try:
-        async with client_runtime(settings, client, pool):
+        async with client_runtime(settings, client, pool, leave_agents=leave_agents):
             log.info("client worker %s on %s", settings.machine_id, settings.machine_task_queue)
             await stop.wait()
     finally:

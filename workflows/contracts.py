@@ -274,6 +274,22 @@ class StartAgentResult(BaseModel):
     cols: int
 
 
+class ReattachAgentInput(BaseModel):
+    """A session whose client worker was lost asks the machine for the same agent (the
+    keeper kept it, and a new worker adopted it): `job_id` is the job still running."""
+
+    session_id: str
+    generation: int
+    workflow_id: str
+    job_id: str | None = None
+
+
+class ReattachAgentResult(BaseModel):
+    #: False: the agent of that generation is gone; the session restarts
+    attached: bool
+    pid: int | None = None
+
+
 class WatchAgentInput(BaseModel):
     session_id: str
     generation: int

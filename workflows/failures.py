@@ -32,6 +32,8 @@ class ErrorType(StrEnum):
     NOTHING_TO_HAND_OFF = "NothingToHandOff"
     #: git on the client machine refused (a rejected push, a hook); its words say why
     GIT_FAILED = "GitFailed"
+    #: the client worker is restarting and left the agent running to the keeper
+    WORKER_LEFT = "WorkerLeft"
 
 
 class FailureKind(StrEnum):
@@ -69,6 +71,8 @@ START_FAILED = Failure(FailureKind.OTHER, "start failed")
 MACHINE_OFFLINE = Failure(FailureKind.MACHINE_OFFLINE,
                           "machine offline: no client worker took the task")
 WORKER_LOST = Failure(FailureKind.WORKER_LOST, "client worker lost (heartbeat timeout)")
+WORKER_LEFT = Failure(FailureKind.WORKER_LOST,
+                      "client worker restarting (it left the agent running to the keeper)")
 
 
 def exited(exit_code: int | None, signal: int | None) -> Failure:
@@ -106,6 +110,8 @@ def cause_type(err: BaseException | None) -> str | None:
 def failure_of(err: ActivityError, *, starting: bool) -> Failure:
     """What an activity's failure says of the machine: offline, lost, slow, or its own error."""
     cause = err.cause
+    if cause_type(err) == ErrorType.WORKER_LEFT:
+        return WORKER_LEFT
     if isinstance(cause, TimeoutError):
         if cause.type == TimeoutType.SCHEDULE_TO_START:
             return MACHINE_OFFLINE

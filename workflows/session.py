@@ -48,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
         PendingInput,
         PromptInput,
         PromptResult,
+        ReattachAgentInput,
+        ReattachAgentResult,
         RecordBatch,
         ResizeInput,
         ResizeResult,
@@ -80,6 +82,10 @@ ANSWER_WRITES_ROWS = "prompt-rows-written-by-answer"
 NOT_READY_WHILE_FAILING = "not-ready-while-failing"
 #: patch: a prompt the terminal refused untyped (a dialog is open) leaves no failed job
 REFUSED_PROMPT_NO_JOB = "refused-prompt-leaves-no-job"
+#: patch: a lost client worker first re-attaches to the same agent (the keeper kept it)
+REATTACH_LOST_WORKER = "reattach-lost-worker"
+#: patch: a job failed because its agent is exiting leaves the session restarting, not ready
+AGENT_EXIT_NOT_READY = "agent-exit-not-ready"
 
 
 @workflow.defn(name="SessionWorkflow")
@@ -121,6 +127,10 @@ class SessionWorkflow:
                 await self._after_failure(self.start_failure or failures.START_FAILED)
                 continue
             gone = await self._supervise()
+            while gone is not None and gone.kind is failures.FailureKind.WORKER_LOST \
+                    and self.terminate_req is None and workflow.patched(REATTACH_LOST_WORKER) \
+                    and await self._reattach(gone):
+                gone = await self._supervise()  # the same agent, the same job: not a restart
             if gone is None:  # continue-as-new
                 return await self._continue_as_new()
             if self.terminate_req:
@@ -444,6 +454,33 @@ class SessionWorkflow:
             "generation": self.s.generation, "pid": res.pid, "working_dir": res.working_dir}))
         return True
 
+    async def _reattach(self, lost: failures.Failure) -> bool:
+        """The watch on the agent was lost (its worker died, or the server was away longer
+        than the heartbeat timeout): ask the machine for the same generation of the agent
+        before restarting anything. True: it runs and is watched again."""
+        job = self.s.job
+        await self._record(event=self._event("worker_lost", {"reason": lost.reason}, job))
+        try:
+            res: ReattachAgentResult = await workflow.execute_activity(
+                "reattach_agent",
+                ReattachAgentInput(session_id=self.inp.session_id, generation=self.s.generation,
+                                   workflow_id=workflow.info().workflow_id,
+                                   job_id=job.job_id if job else None),
+                result_type=ReattachAgentResult,
+                task_queue=machine_queue(self.inp.machine_id),
+                schedule_to_start_timeout=timedelta(seconds=self.inp.config.start_timeout_s),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NO_RETRY,
+                summary="re-attach to the agent",
+            )
+        except ActivityError:
+            return False
+        if not res.attached:
+            return False
+        await self._record(event=self._event(
+            "reattached", {"generation": self.s.generation, "pid": res.pid}, self.s.job))
+        return True
+
     async def _supervise(self) -> failures.Failure | None:
         """Run until the agent is gone (returns why), or None to continue-as-new."""
         watch = workflow.start_activity(
@@ -504,8 +541,12 @@ class SessionWorkflow:
         if ev.kind == "completion" and for_job:
             await self._end_job("done", completion={**ev.data, "offset": ev.offset})
         elif ev.kind == "error" and for_job:
+            # the agent said it is exiting (Claude Code's SessionEnd, or its process gone):
+            # its watch ends next and the session restarts; `ready` in between would be a lie
+            exiting = ev.data.get("kind") == "exit" and workflow.patched(AGENT_EXIT_NOT_READY)
             await self._end_job("failed", error=str(ev.data.get("reason") or "agent error"),
-                                event=("error", ev.data))
+                                event=("error", ev.data),
+                                after="restarting" if exiting else "ready")
         elif ev.kind == "waiting_input" and self.s.status in ("ready", "busy"):
             self.s.pending = pending_input(ev, workflow.now())
             self._replan = True  # its deadline, if the office has one
@@ -515,7 +556,8 @@ class SessionWorkflow:
             await self._record(event=self._event(ev.kind, ev.data, job if for_job else None))
 
     async def _end_job(self, status: str, *, completion: dict | None = None,
-                       error: str | None = None, event: tuple[str, dict] | None = None) -> None:
+                       error: str | None = None, event: tuple[str, dict] | None = None,
+                       after: SessionStatus = "ready") -> None:
         job = self.s.job
         if job is None:
             return
@@ -523,7 +565,7 @@ class SessionWorkflow:
         self.s.pending = None
         self._replan = True
         if self.s.status in ("busy", "waiting_input"):
-            self._set_status("ready")
+            self._set_status(after)
         kind, data = event or (f"job_{status}", completion or ({"reason": error} if error else {}))
         self._count("semo_jobs_finished_total", "jobs that ended, by outcome", outcome=status)
         await self._record(job=JobRecord(

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from activities.claude import versions
+from activities.claude import conversation, versions
 from activities.claude.constants import SignalFn
 from activities.claude.driver import ClaudeDriver
 from activities.claude.hooks import HookServer, socket_path
@@ -55,7 +55,7 @@ class ClaudeIntegration:
         return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
 
     def start_args(self, session_id: str, generation: int, profile: AgentProfile) -> list[str]:
-        return list(profile.resume_args) if generation > 0 else []
+        return conversation.start_args(profile, session_id, generation)
 
     def version_support(self, profile: AgentProfile) -> dict[str, Any]:
         return versions.support(versions.cli_version(profile.argv[0], profile.env))

@@ -9,11 +9,15 @@ import os
 import time
 from pathlib import Path
 
+from ptyprocess import PtyProcess
+
 from activities.monitor import OutputMonitor, PatternSet
+from activities.terminal.kept import TerminalKeeping, keeper_token
 from activities.terminal.model import (
     TICK_S,
     WRITE_RECHECK_S,
     EventHandler,
+    KeptPty,
     OutputSink,
     Terminal,
     TerminalError,
@@ -28,6 +32,7 @@ from activities.terminal.spawn import (
     worker_token,
 )
 from activities.terminal.transcripts import TerminalTranscripts
+from keeper.client import KeeperClient
 from semo.settings import AgentProfile
 from workflows.contracts import NAMED_KEYS
 
@@ -39,7 +44,7 @@ WORKER_ONLY_ENV = ("SEMO_", "SUPABASE_", "TEMPORAL_")
 _instances = itertools.count(1)  # several managers in one process tell their agents apart
 
 
-class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts):
+class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, TerminalKeeping):
     """The client machine's live terminals, one PTY per session (see the package doc)."""
 
     def __init__(
@@ -55,9 +60,11 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts):
         stall_after_s: float | None = None,
         tick_s: float = TICK_S,
         hygiene: bool = True,
+        keeper: KeeperClient | None = None,
     ) -> None:
         """`hygiene`: raise this process's open-file limit and kill agents left behind by a
-        dead worker (what a client worker wants)."""
+        dead worker (what a client worker wants). `keeper`: agents are forked by this
+        machine's keeper and outlive this process (see kept.py); else by this process."""
         self.profiles = profiles
         self.sink = sink
         self.on_event = on_event
@@ -75,9 +82,16 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts):
         self._foreign: set[int] = set()  # children of this process that are not agents'
         self._pid = os.getpid()
         self._sid = os.getsid(0)
-        self._token = f"{worker_token(self._pid)}:{next(_instances)}"
-        #: whether orphans come here (see the module doc); fixed when the manager is made
-        self.subreaper = is_subreaper()
+        self.keeper = keeper
+        if keeper is None:
+            self._token = f"{worker_token(self._pid)}:{next(_instances)}"
+            #: whether orphans come here (see the module doc); fixed when the manager is made
+            self.subreaper = is_subreaper()
+        else:
+            # the agents are the keeper's children, and live as long as it does (a stray is
+            # an agent whose keeper is dead); their orphans go to it: found by marker here
+            self._token = keeper_token(keeper.ping()["pid"])
+            self.subreaper = False
         if hygiene:
             raise_fd_limit()
             killed = sweep_strays()
@@ -119,40 +133,61 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts):
                "SEMO_SESSION_ID": session_id, "SEMO_WORKER": self._token}
         for var in ("VIRTUAL_ENV", "PYTHONPATH"):  # the worker's own, not the agent's
             env.pop(var, None)
-        loop = asyncio.get_running_loop()
-        # Spawned on the loop's thread on purpose: a child's parent-death signal is tied to
-        # the thread that forked it. It blocks until the child has exec'd: a few milliseconds
-        # (forking copies this process's page tables).
-        proc = spawn_pty([*profile.argv, *(extra_args or [])], str(working_dir), env,
-                      (self.rows, self.cols), self._pid)
+        argv = [*profile.argv, *(extra_args or [])]
+        if self.keeper is not None:
+            pty, epoch = await self._spawn_kept(session_id, generation, agent, argv,
+                                                working_dir, env)
+            proc: PtyProcess | KeptPty = pty
+        else:
+            # Spawned on the loop's thread on purpose: a child's parent-death signal is tied
+            # to the thread that forked it. It blocks until the child has exec'd: a few
+            # milliseconds (forking copies this process's page tables).
+            proc = spawn_pty(argv, str(working_dir), env, (self.rows, self.cols), self._pid)
         try:
             os.set_inheritable(proc.fd, False)  # forkpty's master is inheritable
             os.set_blocking(proc.fd, False)
             pidfd = os.pidfd_open(proc.pid)
         except OSError:
-            _kill_and_wait(proc)
+            if isinstance(proc, KeptPty):
+                proc.close()  # the keeper reaps it and keeps its status
+            else:
+                _kill_and_wait(proc)
             raise
-        term = Terminal(
+        term = self._new_terminal(session_id, generation, agent, profile, proc, working_dir,
+                                  pidfd, base)
+        if isinstance(proc, KeptPty):
+            term.kept, term.epoch = True, epoch
+        self._install(term)
+        return term
+
+    def _new_terminal(self, session_id: str, generation: int, agent: str,
+                      profile: AgentProfile, proc: PtyProcess | KeptPty, working_dir: Path,
+                      pidfd: int, base: int) -> Terminal:
+        return Terminal(
             session_id=session_id, generation=generation, agent=agent, profile=profile,
             proc=proc, working_dir=working_dir, pidfd=pidfd,
             monitor=OutputMonitor(PatternSet.for_agent(profile.monitor),
                                   stall_after_s=self.stall_after_s),
             rows=self.rows, cols=self.cols, base_offset=base, offset=base,
         )
+
+    def _install(self, term: Terminal) -> None:
+        """The terminal is this manager's: its transcript, reading, exit watch and events."""
         if self.transcripts_dir is not None:
             try:
                 self.transcripts_dir.mkdir(parents=True, exist_ok=True)
-                term.transcript = open(self.transcripts_dir / f"{session_id}.log", "ab",
+                term.transcript = open(self.transcripts_dir / f"{term.session_id}.log", "ab",
                                        buffering=0)
+                if term.kept:
+                    self._mark_transcript(term)
             except OSError as err:
-                log.warning("no transcript for %s: %s", session_id, err)
-        self.terminals[session_id] = term
+                log.warning("no transcript for %s: %s", term.session_id, err)
+        self.terminals[term.session_id] = term
         self._start_reading(term)
-        loop.add_reader(pidfd, self._on_leader_exit, term)
+        asyncio.get_running_loop().add_reader(term.pidfd, self._on_leader_exit, term)
         self._spawn(self._deliver_events(term))
         if self._ticker is None or self._ticker.done():
             self._ticker = self._spawn(self._tick_loop())
-        return term
 
     def get(self, session_id: str) -> Terminal | None:
         return self.terminals.get(session_id)

@@ -4,8 +4,12 @@ the manager works within."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import select
 import signal
+import struct
+import termios
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -38,7 +42,9 @@ TICK_S = 1.0
 MAX_QUEUED_EVENTS = 1000
 #: processes tracked per session (a fork bomb is still killed by its process group)
 MAX_MEMBERS = 4096
-#: variables of the worker's environment that agents do not inherit (a profile may still set them)
+#: output of a parked terminal (see Terminal.parked) kept for its monitor before reading
+#: pauses until its session re-attaches (the agent then waits: nothing is lost)
+PARKED_BYTES = 4 << 20
 
 
 class OutputSink(Protocol):
@@ -79,6 +85,29 @@ class _Pty(PtyProcess):
         pass
 
 
+class KeptPty:
+    """A PTY whose agent the keeper forked (keeper/): its pid and this worker's copy of the
+    master, with the little of PtyProcess's surface a Terminal uses."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd = pid, fd
+        self.fileobj = self  # PtyProcess closes its master through `fileobj`
+        self.closed = self.terminated = False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def setwinsize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def getwinsize(self) -> tuple[int, int]:
+        rows, cols, _, _ = struct.unpack(
+            "HHHH", fcntl.ioctl(self.fd, termios.TIOCGWINSZ, b"\0" * 8))
+        return rows, cols
+
+
 @dataclass(eq=False)
 class _Member:
     """A process of a session other than its leader, held by a pidfd."""
@@ -106,7 +135,7 @@ class Terminal:
     generation: int
     agent: str
     profile: AgentProfile
-    proc: PtyProcess
+    proc: PtyProcess | KeptPty
     working_dir: Path
     monitor: OutputMonitor
     rows: int
@@ -119,6 +148,8 @@ class Terminal:
     offset: int = 0
     tail: bytearray = field(default_factory=bytearray)
     inbuf: bytearray = field(default_factory=bytearray)
+    #: bytes at the front of `inbuf` already in the transcript
+    transcribed: int = 0
     job_id: str | None = None
     #: a prompt was typed and neither its completion nor an error was seen yet
     busy: bool = False
@@ -144,6 +175,16 @@ class Terminal:
     dropped_events: int = 0
     process_handle: asyncio.TimerHandle | None = None
     escalation: asyncio.Task | None = None
+    #: the keeper forked the agent: it reaps it and keeps its exit status (`epoch`: our
+    #: hold on it, see keeper/)
+    kept: bool = False
+    epoch: int = 0
+    #: adopted from a worker that died: output is stored but not monitored until the
+    #: session's workflow re-attaches and says which job is running (`unmonitored` waits)
+    parked: bool = False
+    unmonitored: bytearray = field(default_factory=bytearray)
+    #: this worker let go of it (it is shutting down): the keeper holds the agent again
+    left: bool = False
 
     @property
     def pid(self) -> int:
@@ -162,9 +203,12 @@ class ManagerParts:
     """What SessionManager's parts (reader, reaper, transcripts) share: its state, typed once
     here for the type checker; `SessionManager.__init__` sets it."""
 
+    profiles: dict[str, AgentProfile]
     sink: OutputSink
     on_event: EventHandler | None
     transcripts_dir: Path | None
+    rows: int
+    cols: int
     kill_grace_s: float
     subreaper: bool
     terminals: dict[str, Terminal]
@@ -177,6 +221,15 @@ class ManagerParts:
     def _drain(self, term: Terminal) -> None: ...
     def _stop_reading(self, term: Terminal) -> None: ...
     def _write_transcript(self, term: Terminal, data: bytearray) -> None: ...
+    def _process(self, term: Terminal) -> None: ...
+    def _monitor(self, term: Terminal, data: bytes | bytearray, now: float) -> None: ...
+    def _start_reading(self, term: Terminal) -> None: ...
+    def _install(self, term: Terminal) -> None: ...
+    def _mark_transcript(self, term: Terminal) -> None: ...
+    def _take_kept_exit(self, term: Terminal) -> Coroutine[Any, Any, None]: ...
+    def _new_terminal(self, session_id: str, generation: int, agent: str,
+                      profile: AgentProfile, proc: PtyProcess | KeptPty, working_dir: Path,
+                      pidfd: int, base: int) -> Terminal: ...
 
 
 def _pidfd_exited(fd: int) -> bool:

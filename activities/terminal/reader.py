@@ -13,6 +13,7 @@ import time
 from activities.monitor import MonitorEvent
 from activities.terminal.model import (
     MAX_QUEUED_EVENTS,
+    PARKED_BYTES,
     PROCESS_BYTES,
     PROCESS_DELAY_S,
     READ_SIZE,
@@ -24,6 +25,9 @@ from activities.terminal.model import (
 )
 
 log = logging.getLogger(__name__)
+
+#: how long a monitor event is retried when the workflow cannot be told (a server outage)
+EVENT_DELIVERY_S = 600.0
 
 
 class TerminalReader(ManagerParts):
@@ -64,6 +68,11 @@ class TerminalReader(ManagerParts):
         if inbuf and term.process_handle is None:
             term.process_handle = asyncio.get_running_loop().call_later(
                 PROCESS_DELAY_S, self._process, term)
+        if term.transcript is not None and len(inbuf) > term.transcribed:
+            # at once, not when the batch is handed on: a worker killed meanwhile leaves
+            # every byte it read in the transcript, for the next worker (kept.py)
+            self._write_transcript(term, inbuf[term.transcribed:])
+            term.transcribed = len(inbuf)
 
     def _process(self, term: Terminal) -> None:
         """Hand the gathered reads on: offsets, tail, transcript, sink, monitor."""
@@ -82,9 +91,24 @@ class TerminalReader(ManagerParts):
         tail += data
         if len(tail) > TAIL_BYTES + TAIL_SLACK:
             del tail[: len(tail) - TAIL_BYTES]
-        if term.transcript is not None:
-            self._write_transcript(term, data)
+        if term.transcript is not None and len(data) > term.transcribed:
+            self._write_transcript(term, data[term.transcribed:])
+        term.transcribed = 0
         self.sink.append(term.session_id, start, data)  # type: ignore[arg-type]
+        if term.parked:
+            term.unmonitored += data  # monitored once the session says which job runs
+        else:
+            self._monitor(term, data, now)
+        term.output.set()
+        if term.parked and len(term.unmonitored) >= PARKED_BYTES and not term.paused:
+            term.paused = True  # resume_parked() reads on
+            self._stop_reading(term)
+        elif not term.paused and self.sink.congested(term.session_id):
+            term.paused = True
+            self._stop_reading(term)
+            self._spawn(self._resume_when_drained(term))
+
+    def _monitor(self, term: Terminal, data: bytes | bytearray, now: float) -> None:
         try:
             events = term.monitor.feed(data, now)  # type: ignore[arg-type]
         except Exception:  # a monitor bug must not stop the terminal
@@ -92,11 +116,6 @@ class TerminalReader(ManagerParts):
             events = []
         for ev in events:
             self._queue_event(term, ev)
-        term.output.set()
-        if not term.paused and self.sink.congested(term.session_id):
-            term.paused = True
-            self._stop_reading(term)
-            self._spawn(self._resume_when_drained(term))
 
     async def _resume_when_drained(self, term: Terminal) -> None:
         while True:
@@ -160,11 +179,20 @@ class TerminalReader(ManagerParts):
                 except Exception as err:  # deliver anyway in the end: the bytes come later
                     log.warning("saving output before %s of %s: %s", ev.kind, term.session_id, err)
                     await asyncio.sleep(0.5 * 2 ** attempt)
-            for attempt in range(3):
+            # a server outage (Temporal down or frozen) must not lose a job's completion:
+            # retried for as long as an outage may reasonably last, in order
+            give_up = time.monotonic() + EVENT_DELIVERY_S
+            attempt = 0
+            while True:
                 try:
                     await self.on_event(term, ev)
                     break
-                except Exception:
-                    log.exception("delivering %s for %s failed (attempt %d)", ev.kind,
-                                  term.session_id, attempt + 1)
-                    await asyncio.sleep(0.5 * 2 ** attempt)
+                except Exception as err:
+                    attempt += 1
+                    if time.monotonic() >= give_up:
+                        log.exception("delivering %s for %s failed %d times: dropped",
+                                      ev.kind, term.session_id, attempt)
+                        break
+                    log.warning("delivering %s for %s failed (attempt %d): %s", ev.kind,
+                                term.session_id, attempt, err)
+                    await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))

@@ -65,6 +65,8 @@ class TerminalReaper(ManagerParts):
             if term.kill_at is None:
                 term.kill_at = time.monotonic() + self.kill_grace_s
             await self._sweep(term)
+            if term.kept:  # the keeper is its parent: it has the exit status
+                await self._take_kept_exit(term)
         except Exception:
             log.exception("sweeping %s's processes failed", term.session_id)
         finally:
@@ -111,8 +113,8 @@ class TerminalReaper(ManagerParts):
             term.escalation = None
         self._drain(term)
         self._stop_reading(term)
-        try:
-            res = os.waitid(os.P_PIDFD, term.pidfd, os.WEXITED)
+        try:  # a kept agent is not our child: its status came from the keeper
+            res = None if term.kept else os.waitid(os.P_PIDFD, term.pidfd, os.WEXITED)
         except ChildProcessError:
             res = None
         if res is not None:

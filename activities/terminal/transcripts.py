@@ -34,6 +34,10 @@ class TerminalTranscripts(ManagerParts):
                         entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     os.unlink(entry.path)
                     pruned.append(session_id)
+                    try:  # its mark for a next worker (kept.py)
+                        os.unlink(os.path.join(self.transcripts_dir, f"{session_id}.at"))
+                    except FileNotFoundError:
+                        pass
             except FileNotFoundError:  # gone meanwhile
                 pass
         return pruned

@@ -51,34 +51,6 @@ def output(api, office, sid) -> str:
                    params={"limit": 1_000_000}).json()["data"]
 
 
-def test_killing_the_client_worker_mid_job_interrupts_it_and_the_session_recovers(stack, api):
-    office, sid = new_session(api, stack)
-    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
-                 json={"prompt": "sleep 60; echo typed-once-$((6*7))"})
-    assert r.status_code == 200, r.text
-    job_id = r.json()["job_id"]
-    # output is saved in batches (~100 ms): kill once the typed prompt is on record
-    wait(lambda: "typed-once" in output(api, office, sid), 30, "the prompt in the output")
-    worker = stack.running_info()["pids"]["client_worker"]
-    os.kill(worker, signal.SIGKILL)
-
-    job = wait(lambda: (j := api.get(f"/api/offices/{office}/jobs/{job_id}").json())["status"]
-               != "running" and j, 60, "the job to end")
-    assert job["status"] == "failed" and job["error"] == "interrupted"
-    assert any(e["kind"] == "interrupted" and "heartbeat" in e["data"]["reason"]
-               for e in job["events"]), job["events"]
-    s = wait(lambda: (s := session(api, office, sid))["status"] == "ready" and s, 90,
-             "the session to be ready again")
-    assert s["restarts"] == 1 and s["circuit"] == "closed"
-    out = output(api, office, sid)
-    assert out.count("typed-once") == 1, "the prompt must not be typed again after the restart"
-    assert "typed-once-42" not in out
-    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "echo back-$((1+1))"})
-    assert r.status_code == 200, r.text
-    wait(lambda: "back-2" in output(api, office, sid), 30, "the restarted shell to answer")
-    replay_and_maybe_record(stack, f"session/{office}/{sid}", "session_worker_lost_restart")
-
-
 def test_an_agent_killed_again_and_again_opens_the_circuit_and_a_probe_closes_it(stack, api):
     office, sid = new_session(api, stack)
     for strike in range(3):

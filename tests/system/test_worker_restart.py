@@ -1,0 +1,296 @@
+"""A client worker restart is not a session restart (issue 25): `semo dev` runs the stack
+with the keeper (keeper/) forking the agents; the client worker is killed with SIGKILL in the
+middle of a shell job, `semo dev` starts a new one, and the session re-attaches to the same
+agent: the job ends `done`, every line it printed is stored, nothing restarts. A machine
+that loses its agent as well still restarts the session, truthfully."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from dev.embedded import venv_bin
+from semo import procfs
+from tests.support.devstack import DevStack, alive, replay_and_maybe_record, wait
+from tests.support.processes import live_pids_with_env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = DevStack(tmp_path_factory.mktemp("restart"), machine_id="restart-test",
+                     heartbeat_timeout_s=5)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def api(stack):
+    with stack.api() as client:
+        yield client
+
+
+def new_session(api, stack, machine_id: str | None = None) -> tuple[str, str]:
+    office = f"r-{uuid.uuid4().hex[:8]}"
+    r = api.post("/api/offices", json={"office_id": office, "name": "restart", "agent": "shell",
+                                       "machine_id": machine_id or stack.machine_id,
+                                       "warm_roles": []})
+    assert r.status_code == 201, r.text
+    r = api.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    wait(lambda: session(api, office, sid)["status"] == "ready", 60, "the session ready")
+    return office, sid
+
+
+def session(api, office, sid) -> dict:
+    return api.get(f"/api/offices/{office}/sessions/{sid}").json()
+
+
+def output(api, office, sid) -> str:
+    return api.get(f"/api/offices/{office}/sessions/{sid}/output",
+                   params={"limit": 1_000_000}).json()["data"]
+
+
+def agent_leader(sid: str) -> int:
+    """The session's shell: the process of the session's that leads its own session."""
+    leaders = [p for p in live_pids_with_env("SEMO_SESSION_ID", sid) if os.getsid(p) == p]
+    assert len(leaders) == 1, leaders
+    return leaders[0]
+
+
+def job_of(api, office, job_id) -> dict:
+    return api.get(f"/api/offices/{office}/jobs/{job_id}").json()
+
+
+LINES = 60
+#: a line every 0.25 s; the marker printed by printf, so the typed command's echo is not it
+JOB = (f"for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.25; done; "
+       "printf '[SEMO:%s]\\n' DONE")
+
+
+def test_a_client_worker_killed_mid_job_leaves_the_job_running_to_its_end(stack, api):
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    # the keeper is the agent's parent, not the worker
+    worker = stack.running_info()["pids"]["client_worker"]
+    assert int(procfs.stat(pid)[procfs.PPID]) != worker
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: re.search(r"^line-8\r?$", output(api, office, sid), re.M), 30,
+         "line 8 in the stored output")
+    os.kill(worker, signal.SIGKILL)
+    stack.restarted("client_worker", worker)
+
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,
+               "the job to end")
+    assert job["status"] == "done", job
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "reattached" in kinds, kinds
+    assert "interrupted" not in kinds
+    out = output(api, office, sid)
+    lines = re.findall(r"^line-(\d+)\r?$", out, re.M)
+    assert lines == [str(i) for i in range(1, LINES + 1)], lines  # every line, once, in order
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid  # the same agent, not a new one
+    # and it still takes prompts, typed into the same shell
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                 json={"prompt": "echo after-$((20+22)) $$"})
+    assert r.status_code == 200, r.text
+    wait(lambda: f"after-42 {pid}" in output(api, office, sid), 30, "the same shell answering")
+    replay_and_maybe_record(stack, f"session/{office}/{sid}", "session_worker_lost_reattached")
+
+
+def test_temporal_frozen_longer_than_the_heartbeat_timeout_restarts_nothing(stack, api):
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: re.search(r"^line-4\r?$", output(api, office, sid), re.M), 30,
+         "line 4 in the stored output")
+    temporal = stack.running_info()["pids"]["temporal"]
+    os.kill(temporal, signal.SIGSTOP)
+    try:
+        time.sleep(35)  # the outage: seven heartbeat timeouts (5 s) long, the job's end in it
+    finally:
+        os.kill(temporal, signal.SIGCONT)
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,
+               "the job to end")
+    assert job["status"] == "done", job
+    # (whether the heartbeat timed out depends on what the server does first once it runs
+    # again: time the activity out, or take the heartbeat waiting on its socket; the next
+    # test makes it time out for sure)
+    assert "interrupted" not in [e["kind"] for e in job["events"]]
+    lines = re.findall(r"^line-(\d+)\r?$", output(api, office, sid), re.M)
+    assert lines == [str(i) for i in range(1, LINES + 1)], lines
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+
+
+def test_a_heartbeat_timed_out_is_not_a_lost_agent(stack, api):
+    """The client worker frozen longer than the heartbeat timeout (as it is to the server
+    during an outage): once it runs again, the session re-attaches to the agent it still
+    holds; nothing restarts and the job goes on."""
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: re.search(r"^line-4\r?$", output(api, office, sid), re.M), 30, "line 4")
+    worker = stack.running_info()["pids"]["client_worker"]
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        wait(lambda: "worker_lost" in [e["kind"] for e in job_of(api, office, job_id)["events"]],
+             60, "the heartbeat timeout seen by the session")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,
+               "the job to end")
+    assert job["status"] == "done", job
+    kinds = [e["kind"] for e in job["events"]]
+    assert "reattached" in kinds and "interrupted" not in kinds, kinds
+    lines = re.findall(r"^line-(\d+)\r?$", output(api, office, sid), re.M)
+    assert lines == [str(i) for i in range(1, LINES + 1)], lines
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+    assert stack.running_info()["pids"]["client_worker"] == worker  # never restarted
+
+
+def test_a_worker_and_its_agent_both_killed_restart_the_session(stack, api):
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                 json={"prompt": "sleep 60; echo typed-once-$((6*7))"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: "typed-once" in output(api, office, sid), 30, "the prompt in the output")
+    worker = stack.running_info()["pids"]["client_worker"]
+    os.kill(worker, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)  # the shell and the sleep it runs
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j, 90,
+               "the job to end")
+    assert job["status"] == "failed" and job["error"] == "interrupted", job
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "reattached" not in kinds, kinds
+    s = wait(lambda: (s := session(api, office, sid))["status"] == "ready" and s, 90,
+             "the session to be ready again")
+    assert s["restarts"] == 1
+    assert not alive(pid) and agent_leader(sid) != pid
+    out = output(api, office, sid)
+    assert out.count("typed-once") == 1, "the prompt must not be typed again after the restart"
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "echo back-$((1+1))"})
+    assert r.status_code == 200, r.text
+    wait(lambda: "back-2" in output(api, office, sid), 30, "the restarted shell to answer")
+    replay_and_maybe_record(stack, f"session/{office}/{sid}", "session_worker_lost_restart")
+
+
+def test_the_keeper_killed_leaves_held_agents_running_and_the_next_start_gets_a_new_one(
+        stack, api):
+    office, sid = new_session(api, stack)
+    pid = agent_leader(sid)
+    keeper = int(procfs.stat(pid)[procfs.PPID])
+    os.kill(keeper, signal.SIGKILL)
+    wait(lambda: not alive(keeper), 15, "the keeper gone")
+    # the worker holds the agent's terminal: it runs on, and takes prompts
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                 json={"prompt": "echo still-$((40+2)) $$"})
+    assert r.status_code == 200, r.text
+    wait(lambda: f"still-42 {pid}" in output(api, office, sid), 30, "the agent answering")
+    # a new session's agent is forked by a keeper the worker started again
+    office2, sid2 = new_session(api, stack)
+    keeper2 = int(procfs.stat(agent_leader(sid2))[procfs.PPID])
+    assert keeper2 != keeper and "keeper" in procfs.read(f"/proc/{keeper2}/cmdline").decode()
+    assert session(api, office, sid)["restarts"] == 0
+
+
+def client_worker(stack, home, machine_id: str, *args: str) -> subprocess.Popen:
+    """`semo worker client` of a machine of its own, on the stack's Temporal and Postgres."""
+    info = stack.running_info()
+    env = {**os.environ, "SEMO_HOME": str(home), "SEMO_MACHINE_ID": machine_id,
+           "SEMO_DATABASE_URL": info["database_url"],
+           "SEMO_TEMPORAL_ADDRESS": info["temporal_address"],
+           "SEMO_WORKSPACE_ROOTS": json.dumps([str(home / "ws")])}
+    log = open(home / "worker.log", "ab")  # noqa: SIM115
+    try:
+        return subprocess.Popen([str(venv_bin("semo")), "worker", "client", *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def registered_since(stack, machine_id: str, since: float) -> bool:
+    with psycopg.connect(stack.running_info()["database_url"], connect_timeout=5) as conn:
+        row = conn.execute("select extract(epoch from started_at) from client_machines"
+                           " where id = %s", (machine_id,)).fetchone()
+    return row is not None and float(row[0]) >= since
+
+
+def test_sigterm_leaves_the_agents_to_the_next_worker(stack, api, tmp_path):
+    machine = f"up-{uuid.uuid4().hex[:6]}"
+    since = time.time() - 1
+    first = client_worker(stack, tmp_path, machine)
+    try:
+        wait(lambda: registered_since(stack, machine, since), 60, "the worker registered")
+        office, sid = new_session(api, stack, machine)
+        pid = agent_leader(sid)
+        r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": JOB})
+        assert r.status_code == 200, r.text
+        job_id = r.json()["job_id"]
+        wait(lambda: re.search(r"^line-4\r?$", output(api, office, sid), re.M), 30, "line 4")
+        first.send_signal(signal.SIGTERM)  # an upgrade: the old worker goes ...
+        assert first.wait(60) == 0
+        assert alive(pid)  # ... and leaves its agent running
+        since = time.time() - 1
+        second = client_worker(stack, tmp_path, machine, "--stop-agents")  # ... the new one comes
+        try:
+            job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+                       90, "the job to end")
+            assert job["status"] == "done", job
+            kinds = [e["kind"] for e in job["events"]]
+            assert "worker_lost" in kinds and "reattached" in kinds, kinds
+            lines = re.findall(r"^line-(\d+)\r?$", output(api, office, sid), re.M)
+            assert lines == [str(i) for i in range(1, LINES + 1)], lines
+            s = session(api, office, sid)
+            assert s["restarts"] == 0 and s["status"] == "ready", s
+            assert agent_leader(sid) == pid
+        finally:
+            second.send_signal(signal.SIGTERM)  # --stop-agents: this one stops them
+            assert second.wait(60) == 0
+        wait(lambda: not alive(pid), 30, "the agent stopped")
+    finally:
+        for proc in (first, second) if "second" in locals() else (first,):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):
+    stack = DevStack(tmp_path, machine_id="restart-stop")
+    stack.start()
+    try:
+        with stack.api() as api:
+            office, sid = new_session(api, stack)
+            pid = agent_leader(sid)
+            r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                         json={"prompt": "sleep 600"})
+            assert r.status_code == 200, r.text
+        keeper = int(procfs.stat(pid)[procfs.PPID])
+        assert "keeper" in " ".join(procfs.read(f"/proc/{keeper}/cmdline").decode().split("\0"))
+    finally:
+        assert stack.stop() == 0
+    wait(lambda: not alive(keeper) and not alive(pid), 30, "the keeper and the agent gone")
+    assert not live_pids_with_env("SEMO_SESSION_ID", sid)
