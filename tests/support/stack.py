@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -80,16 +81,32 @@ async def pool(settings):
 async def workers(settings, temporal_client, pool):
     """The server worker and this machine's client worker, in this process."""
     server = build_server_worker(temporal_client, settings, RecordActivities(pool))
-    async with server, webhook_runtime(temporal_client, settings), \
-            client_runtime(settings, temporal_client, pool) as client_acts:
-        yield client_acts
+    stack = contextlib.AsyncExitStack()
+    await stack.enter_async_context(server)
+    await stack.enter_async_context(webhook_runtime(temporal_client, settings))
+    client_acts = await stack.enter_async_context(client_runtime(settings, temporal_client, pool))
+    yield client_acts
+    await bounded(stack.aclose(), "stopping the workers")
+
+
+async def bounded(aw, what: str, timeout_s: float = 120):
+    """Await a shutdown step; one that hangs fails the run naming itself, with the stack of
+    every task still pending (a hang in teardown is a bug too, and this says where)."""
+    try:
+        return await asyncio.wait_for(aw, timeout_s)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise AssertionError(f"{what} took longer than {timeout_s:g}s") from None
 
 
 @pytest.fixture(scope="session")
 async def api_url(settings, workers):
     app = create_app(settings)
+    # as `semo api` runs it: streams still open at the end (an SSE follower) get 5 s, not forever
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.api_port,
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=5))
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:
@@ -99,7 +116,7 @@ async def api_url(settings, workers):
     yield f"http://127.0.0.1:{settings.api_port}"
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        await bounded(task, "stopping the API")
 
 
 @pytest.fixture
