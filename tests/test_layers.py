@@ -54,3 +54,14 @@ def test_the_readme_map_matches_the_tree():
     packages = {str(init.parent.relative_to(ROOT)) for pkg in PACKAGES + ["db", "bench"]
                 for init in (ROOT / pkg).rglob("__init__.py")}
     assert packages - listed == set(), "packages the README does not name"
+
+
+def test_every_package_is_packaged():
+    """An install that is not editable gets exactly the packages pyproject.toml lists."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(ROOT).parts)
+             for pkg in PACKAGES + ["db", "keeper"] for init in (ROOT / pkg).rglob("__init__.py")}
+    assert found - listed == set(), "packages pyproject.toml does not list"
