@@ -51,6 +51,21 @@ class CodexTerminal:
     def send(self, data: str) -> None:
         self.proc.write(data.encode())
 
+    def press_until(self, key: str, predicate: Callable[[str], object], timeout_s: float,
+                    what: str) -> None:
+        """Press `key` until the screen shows `predicate`: a key pressed while the TUI is
+        still settling after it drew a screen is dropped (seen under load on the trust
+        screen), so a screen that has not moved on after a few seconds gets it again."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.send(key)
+            try:
+                self.wait_for(predicate, min(3.0, max(deadline - time.monotonic(), 0.1)), what)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline or not self.proc.isalive():
+                    raise
+
     def submit(self, prompt: str) -> None:
         """Paste the prompt into the idle composer, see it there, press Enter."""
         self.wait_for(lambda s: "? for shortcuts" in s and "Ask Codex" in s, 60, "the composer")

@@ -145,7 +145,6 @@ def test_a_never_trusted_repository_asks_first(setup, tmp_path: Path) -> None:
     term = start(repo, "--dangerously-bypass-hook-trust")
     term.wait_for(lambda s: "Trust this folder?" in s and "1. Trust and continue" in s, 60,
                   "the trust screen")
-    term.send("\r")
-    term.wait_for(lambda s: "? for shortcuts" in s and "Trust this folder?" not in s, 30,
-                  "the composer")
+    term.press_until("\r", lambda s: "? for shortcuts" in s and "Trust this folder?" not in s,
+                     30, "the composer")
     assert f'[projects."{repo}"]' in (codex_home / "config.toml").read_text()
