@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from activities.terminal import Terminal
 from activities.usage import UsageSource
@@ -70,3 +70,32 @@ class AgentIntegration(Protocol):
     def version_support(self, profile: AgentProfile) -> dict[str, Any]:
         """`{version, supported, note}` of the profile's CLI (blocking: run it in a thread)."""
         ...
+
+
+D = TypeVar("D")
+
+
+class DriverTable(Generic[D]):
+    """The live drivers of one agent kind, by session, and the hook server they hear from:
+    what every integration does with them once they are made."""
+
+    drivers: dict[str, D]
+    server: Any  # a HookServer: unregister(session_id, handler), close()
+
+    def get(self, session_id: str, generation: int | None = None) -> D | None:
+        driver = self.drivers.get(session_id)
+        if driver is None or (generation is not None
+                              and driver.generation != generation):  # type: ignore[attr-defined]
+            return None
+        return driver
+
+    async def release(self, session_id: str) -> None:
+        driver = self.drivers.pop(session_id, None)
+        if driver is not None:
+            self.server.unregister(session_id, driver.on_hook)  # type: ignore[attr-defined]
+            await driver.close()  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for session_id in list(self.drivers):
+            await self.release(session_id)
+        await self.server.close()

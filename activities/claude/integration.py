@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from activities.agents import DriverTable
 from activities.claude import conversation, versions
 from activities.claude.constants import SignalFn
 from activities.claude.driver import ClaudeDriver
@@ -19,7 +20,7 @@ from semo.settings import AgentProfile, Settings
 # --- per worker -------------------------------------------------------------------------------
 
 
-class ClaudeIntegration:
+class ClaudeIntegration(DriverTable[ClaudeDriver]):
     """The client worker's Claude Code side: the hook server and one driver per session
     (an `activities.agents.AgentIntegration`)."""
 
@@ -60,19 +61,3 @@ class ClaudeIntegration:
     def version_support(self, profile: AgentProfile) -> dict[str, Any]:
         return versions.support(versions.cli_version(profile.argv[0], profile.env))
 
-    def get(self, session_id: str, generation: int | None = None) -> ClaudeDriver | None:
-        driver = self.drivers.get(session_id)
-        if driver is None or (generation is not None and driver.generation != generation):
-            return None
-        return driver
-
-    async def release(self, session_id: str) -> None:
-        driver = self.drivers.pop(session_id, None)
-        if driver is not None:
-            self.server.unregister(session_id, driver.on_hook)
-            await driver.close()
-
-    async def close(self) -> None:
-        for session_id in list(self.drivers):
-            await self.release(session_id)
-        await self.server.close()

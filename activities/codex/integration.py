@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from activities.agents import DriverTable
 from activities.claude.hooks import HookServer, socket_path
 from activities.claude.settings import hook_command
 from activities.codex import versions
@@ -37,7 +38,7 @@ def codex_socket_path(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"semo-{os.getuid()}" / f"codex-{digest}.sock"
 
 
-class CodexIntegration:
+class CodexIntegration(DriverTable[CodexDriver]):
     """An `activities.agents.AgentIntegration` for OpenAI's Codex CLI."""
 
     persona_file = AGENTS_MD
@@ -103,23 +104,5 @@ class CodexIntegration:
         self._conversation_file(session_id).unlink(missing_ok=True)
 
     # --- per session --------------------------------------------------------------------------
-
-    def get(self, session_id: str, generation: int | None = None) -> CodexDriver | None:
-        driver = self.drivers.get(session_id)
-        if driver is None or (generation is not None and driver.generation != generation):
-            return None
-        return driver
-
-    async def release(self, session_id: str) -> None:
-        driver = self.drivers.pop(session_id, None)
-        if driver is not None:
-            self.server.unregister(session_id, driver.on_hook)
-            await driver.close()
-
-    async def close(self) -> None:
-        for session_id in list(self.drivers):
-            await self.release(session_id)
-        await self.server.close()
-
 
 
