@@ -10,25 +10,16 @@ from pathlib import Path
 import pytest
 
 from activities.client import ClientActivities
-from activities.terminal import SessionManager
 from activities.worktree import ensure_worktree, remove_worktree, unsaved_work
-from semo.settings import Settings
 from tests.support.git import commit_all, make_repo, run as git, with_remote
-from tests.support.terminals import RecordingSink
+from tests.support.terminals import client_activities
 from workflows.contracts import StartAgentInput, StopAgentInput
 
 
 @pytest.fixture
 async def acts(tmp_path: Path):
-    root = (tmp_path / "ws").resolve()
-    root.mkdir()
-    settings = Settings(home=tmp_path / "home", machine_id="m", workspace_roots=[root],
-                        remove_worktrees=True, orphan_grace_s=0)
-    manager = SessionManager(settings.profiles, RecordingSink())
-    acts = ClientActivities(settings, manager, client=None)  # type: ignore[arg-type]
-    yield acts
-    await manager.close_all()
-    await acts.aclose()
+    async with client_activities(tmp_path) as acts:
+        yield acts
 
 
 async def _start(acts: ClientActivities, sid: str, repo: Path) -> Path:

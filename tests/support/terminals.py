@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
+
+from activities.client import ClientActivities
+from activities.terminal import SessionManager
+from semo.settings import Settings
 
 
 class RecordingSink:
@@ -57,3 +63,20 @@ class RecordingSink:
         return bytes(out)
 
 
+
+
+@contextlib.asynccontextmanager
+async def client_activities(tmp_path: Path):
+    """A client worker's activities with no Temporal behind them, on a workspace root in
+    `tmp_path`, removing worktrees (unless they hold work) and reaping orphans at once."""
+    root = (tmp_path / "ws").resolve()
+    root.mkdir()
+    settings = Settings(home=tmp_path / "home", machine_id="m", workspace_roots=[root],
+                        remove_worktrees=True, orphan_grace_s=0)
+    manager = SessionManager(settings.profiles, RecordingSink())
+    acts = ClientActivities(settings, manager, client=None)  # type: ignore[arg-type]
+    try:
+        yield acts
+    finally:
+        await manager.close_all()
+        await acts.aclose()
