@@ -26,6 +26,7 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 
 from db import output as output_rows
+from semo import hops
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class PgOutputStore:
         n = len(data)
         s.pending += n
         s.end = max(s.end, start_offset + n)
+        if hops.on(session_id):
+            hops.mark("stored", session_id, s.end)
         self._total += n
         if self._total > self.peak_pending:
             self.peak_pending = self._total
@@ -192,6 +195,8 @@ class PgOutputStore:
                 view.release()
             self._total -= s.pending
             s.segments, s.pending = [], 0
+            if hops.on(sid):
+                hops.mark("batched", sid, s.end)
         return batch
 
     async def _write(self, batch: list[tuple[str, int, bytes]]) -> None:
@@ -201,6 +206,9 @@ class PgOutputStore:
         try:
             conn = await self._connection()
             await output_rows.save(conn, batch, ends)
+            for sid, end in ends.items():
+                if hops.on(sid):
+                    hops.mark("committed", sid, end)
             for sid, end in ends.items():
                 await self._trim(conn, sid, end)
         except BaseException:

@@ -18,6 +18,7 @@ from collections import deque
 import psycopg
 
 from db.notify import listen
+from semo import hops
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class LiveNotifier:
                         for tap in self._taps:
                             tap.put(note.channel, note.payload)
                         if note.channel in ("session_output", "session_status"):
-                            self._wake(note.payload.split(":", 1)[0])
+                            sid, _, end = note.payload.partition(":")
+                            if hops.on(sid) and note.channel == "session_output":
+                                hops.mark("notified", sid, int(end))
+                            self._wake(sid)
                         elif note.channel == "command_results":
                             self._wake(note.payload)
                         else:

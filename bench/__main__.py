@@ -45,7 +45,7 @@ def main() -> int:
         print(f"   ({time.monotonic() - started:.0f}s)")
         for key, value in figures.items():
             print(f"   {key:<36} {value:>14,.3f}" if isinstance(value, float) else
-                  f"   {key:<36} {value:>14}")
+                  f"   {key:<36} {value!s:>14}")
     out_path.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(f"\nwrote {out_path} ({len(results)} keys)")
     if failed:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import shlex
@@ -141,56 +142,128 @@ def cpu_s(pid: int, tree: bool = False) -> float:
                if p == pid or int(f[procfs.PPID]) == pid) / TICK
 
 
+#: the hops a traced frame passes (semo/hops.py), in order; then the viewer's own receipt
+HOPS = ("read", "stored", "batched", "committed", "notified", "ws_read", "ws_sent")
+
+
+def read_hops(trace_dir: Path, sid: str) -> dict[str, tuple[list[int], list[float]]]:
+    """Per hop, the marks of `sid` in time order as (running max of end offset, time)."""
+    marks: dict[str, list[tuple[float, int]]] = {}
+    for path in trace_dir.glob("*.hops"):
+        for line in path.read_text().splitlines():
+            hop, who, end, at = line.split()
+            if who == sid:
+                marks.setdefault(hop, []).append((float(at), int(end)))
+    out = {}
+    for hop, items in marks.items():
+        items.sort()
+        ends, top = [], 0
+        for _, end in items:
+            top = max(top, end)
+            ends.append(top)
+        out[hop] = (ends, [at for at, _ in items])
+    return out
+
+
+def hop_latencies(viewer: Viewer, marks: dict, windows: list[tuple[float, float]]
+                  ) -> dict[str, list[float]]:
+    """For each hop, each frame written in a window: ms from its stamp until the first mark of
+    that hop covering its last byte."""
+    out: dict[str, list[float]] = {}
+    for n, (wrote, got) in viewer.arrived.items():
+        if not any(a <= wrote <= b for a, b in windows):
+            continue
+        offset = viewer.offsets[n]
+        for hop, (ends, times) in marks.items():
+            i = bisect.bisect_left(ends, offset)
+            if i < len(ends):
+                out.setdefault(hop, []).append((times[i] - wrote) * 1000)
+        out.setdefault("viewer", []).append((got - wrote) * 1000)
+    return out
+
+
 async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
-                window_s: float, timeline: Path | None = None) -> dict:
+                window_s: float, windows: int, trace_dir: Path,
+                timeline: Path | None = None) -> dict:
     import psycopg
 
     f = Fleet(info, machine, go, count)
-    out: dict[str, float] = {}
+    out: dict = {}
     tasks: list[asyncio.Task] = []
     try:
         out["fleet_create_s"] = round(await f.start(), 1)
         out["fleet_sessions"] = len(f.sids)
+        watched = f.sids[0]
+        (trace_dir / "sessions").write_text(watched + "\n")
         ws, sse = Viewer(), Viewer()
-        tasks = [asyncio.create_task(watch_ws(info, f.office, f.sids[0], ws)),
-                 asyncio.create_task(watch_sse(info, f.office, f.sids[0], sse))]
+        tasks = [asyncio.create_task(watch_ws(info, f.office, watched, ws)),
+                 asyncio.create_task(watch_sse(info, f.office, watched, sse))]
         await asyncio.wait_for(asyncio.gather(ws.ready.wait(), sse.ready.wait()), 60)
         go.touch()  # every agent starts redrawing
         await asyncio.sleep(warm_s)
         pids = info["pids"]
+        cpu = {k: 0.0 for k in ("client_worker", "api", "postgres", "temporal",
+                                "server_worker")}
+        persisted, walls, spans, runs = 0, 0.0, [], []
         async with await psycopg.AsyncConnection.connect(info["database_url"], autocommit=True,
                                                          connect_timeout=10) as conn:
-            p0 = sum((await f.persisted(conn)).values())
-            c0 = {k: cpu_s(pids[k], tree=k == "postgres") for k in
-                  ("client_worker", "api", "postgres", "temporal", "server_worker")}
-            t0 = time.time()
-            await asyncio.sleep(window_s)
-            t1 = time.time()
-            c1 = {k: cpu_s(pids[k], tree=k == "postgres") for k in c0}
-            p1 = sum((await f.persisted(conn)).values())
-        wall = t1 - t0
-        for k in c0:
-            out[f"tui_{k}_cpu_pct"] = round((c1[k] - c0[k]) / wall * 100, 1)
+            for run in range(windows):
+                p0 = sum((await f.persisted(conn)).values())
+                c0 = {k: cpu_s(pids[k], tree=k == "postgres") for k in cpu}
+                t0 = time.time()
+                await asyncio.sleep(window_s)
+                t1 = time.time()
+                c1 = {k: cpu_s(pids[k], tree=k == "postgres") for k in cpu}
+                p1 = sum((await f.persisted(conn)).values())
+                for k in cpu:
+                    cpu[k] += c1[k] - c0[k]
+                persisted += p1 - p0
+                walls += t1 - t0
+                spans.append((t0, t1))
+                # every frame written in the window has reached a viewer once it has one
+                # written after the window (frames arrive in order); bounded: one that has not
+                # caught up by then counts what it still lacks at the bound (a lower bound,
+                # said by _caught_up)
+                bound = time.time() + CATCH_UP_S
+                while time.time() < bound and not (ws.caught_up(t1) and sse.caught_up(t1)):
+                    await asyncio.sleep(0.2)
+                worst = 0.0
+                for name, v in (("ws", ws), ("sse", sse)):
+                    lat = v.latencies_ms(t0, t1)
+                    behind = 0 if v.caught_up(t1) else v.missing(t0, t1, hz=10.0)
+                    lat += [CATCH_UP_S * 1000 + window_s * 1000] * behind
+                    p50, p95 = (round(statistics.median(lat), 1) if lat else -1,
+                                round(pct(lat, 0.95), 1))
+                    print(f"window {run}: {name} p50 {p50} p95 {p95} ms, {len(lat)} frames"
+                          f"{'' if v.caught_up(t1) else ', NOT caught up'}",
+                          file=sys.stderr, flush=True)
+                    key = f"viewer_{name}_latency"
+                    if run == 0 or p95 > out[f"{key}_p95_ms"]:  # the worst window's figures
+                        out[f"{key}_p50_ms"], out[f"{key}_p95_ms"] = p50, p95
+                        out[f"viewer_{name}_frames"] = len(lat) - behind
+                        out[f"viewer_{name}_caught_up"] = int(v.caught_up(t1))
+                    worst = max(worst, p95)
+                runs.append(worst)
+        for k in cpu:
+            out[f"tui_{k}_cpu_pct"] = round(cpu[k] / walls * 100, 1)
         out["tui_client_cpu_pct"] = out.pop("tui_client_worker_cpu_pct")
         out["tui_offered_mb_s"] = round(count * fleet_load.FRAME_BYTES * 10 / 1e6, 2)
-        out["tui_persisted_mb_s"] = round((p1 - p0) / wall / 1e6, 2)
-        # every frame written in the window has reached a viewer once it has one written
-        # after the window (frames arrive in order); bounded: one that has not caught up by
-        # then counts what it still lacks at the bound (a lower bound, said by _caught_up)
-        bound = time.time() + CATCH_UP_S
-        while time.time() < bound and not (ws.caught_up(t1) and sse.caught_up(t1)):
-            await asyncio.sleep(0.2)
-        for name, v in (("ws", ws), ("sse", sse)):
-            lat = v.latencies_ms(t0, t1)
-            behind = 0 if v.caught_up(t1) else v.missing(t0, t1, hz=10.0)
-            lat += [CATCH_UP_S * 1000 + window_s * 1000] * behind
-            out[f"viewer_{name}_latency_p50_ms"] = round(statistics.median(lat), 1) if lat else -1
-            out[f"viewer_{name}_latency_p95_ms"] = round(pct(lat, 0.95), 1)
-            out[f"viewer_{name}_frames"] = len(lat) - behind
-            out[f"viewer_{name}_caught_up"] = int(v.caught_up(t1))
-        out["viewer_latency_p95_ms"] = max(out["viewer_ws_latency_p95_ms"],
-                                           out["viewer_sse_latency_p95_ms"])
+        out["tui_persisted_mb_s"] = round(persisted / walls / 1e6, 2)
+        out["viewer_latency_runs"] = runs
+        out["viewer_latency_p95_ms"] = max(runs)
+        # where the time went: per hop, ms from a frame's stamp until it passed that hop
+        await asyncio.sleep(1.5)  # the processes write their marks every half second
+        marks = read_hops(trace_dir, watched)
+        by_hop = hop_latencies(ws, marks, spans)
+        for hop in (*HOPS, "viewer"):
+            lat = by_hop.get(hop, [])
+            out[f"hop_{hop}_p50_ms"] = round(statistics.median(lat), 1) if lat else -1
+            out[f"hop_{hop}_p95_ms"] = round(pct(lat, 0.95), 1)
+        print("hops (ms after the agent wrote a frame, p50 / p95): " + ", ".join(
+            f"{hop} {out[f'hop_{hop}_p50_ms']}/{out[f'hop_{hop}_p95_ms']}"
+            for hop in (*HOPS, "viewer")), file=sys.stderr, flush=True)
         if timeline is not None:  # every frame the WebSocket viewer had: when written, got
+            t0 = spans[0][0]
             timeline.write_text("".join(f"{n} {w - t0:.3f} {(g - w) * 1000:.1f}\n"
                                         for n, (w, g) in sorted(ws.arrived.items())))
     finally:
@@ -208,13 +281,19 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=200)
     ap.add_argument("--warm-s", type=float, default=5.0)
     ap.add_argument("--window-s", type=float, default=20.0)
+    ap.add_argument("--windows", type=int, default=3, help="fleet windows, one after another;"
+                    " viewer_latency_p95_ms is the worst window's")
     ap.add_argument("--skip-tmux", action="store_true")
     ap.add_argument("--timeline", type=Path, help="write each frame's (n, written after the "
                     "window's start s, latency ms) as the WebSocket viewer saw it")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="semo-bench-fleet-"))
     go = root / "go"
-    frames = int((args.warm_s + args.window_s + 5) * 10)
+    # the agents draw through every window and the viewers' catch-up after each
+    frames = int((args.warm_s + args.windows * (args.window_s + 5) + 10) * 10)
+    trace_dir = root / "hops"
+    trace_dir.mkdir()
+    os.environ["SEMO_HOP_TRACE"] = str(trace_dir)  # the stack's processes mark each hop
     machine = "bench-fleet"
     stack = DevStack(root, machine_id=machine, agent_profiles=json.dumps(
         {"tui": fleet_load.profile(str(go), frames)}))
@@ -224,7 +303,8 @@ def main() -> None:
         if not args.skip_tmux:
             figures.update(asyncio.run(tmux_vs_pipeline(info, root, args.mb, args.runs)))
         figures.update(asyncio.run(fleet(info, machine, go, args.sessions, args.warm_s,
-                                         args.window_s, args.timeline)))
+                                         args.window_s, args.windows, trace_dir,
+                                         args.timeline)))
     finally:
         if stack.proc is not None:
             stack.stop()

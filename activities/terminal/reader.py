@@ -23,6 +23,7 @@ from activities.terminal.model import (
     ManagerParts,
     Terminal,
 )
+from semo import hops
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class TerminalReader(ManagerParts):
                 self._process(term)
                 return
             inbuf += data
+            if hops.on(term.session_id):
+                hops.mark("read", term.session_id, term.offset + len(inbuf))
             if len(inbuf) >= PROCESS_BYTES:
                 self._process(term)  # may pause reading
                 return

@@ -56,6 +56,7 @@ from api.deps import can_open, office_not_found
 from api.errors import problem_response
 from commands.executor import CommandType
 from db import output as output_rows, reads
+from semo import hops
 from semo.errors import NotFound, SemoError
 from semo.payloads import KeysBody
 from semo.screen import replay_start
@@ -260,8 +261,13 @@ class AttachBridge:
             _, next_offset, data, _ = await output_rows.read(self.state.pool, self.sid, offset,
                                                               FRAME_BYTES)
             if data:
+                traced = hops.on(self.sid)
+                if traced:
+                    hops.mark("ws_read", self.sid, next_offset)
                 async with self._send_lock:
                     await self.ws.send_bytes(data)
+                if traced:
+                    hops.mark("ws_sent", self.sid, next_offset)
                 offset = next_offset
                 continue
             row = await reads.get_session(self.state.pool, self.office_id, self.sid)

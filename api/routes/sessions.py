@@ -23,6 +23,7 @@ from api.deps import (
 from api.routes import answer
 from commands.executor import CommandType
 from db import output as output_rows, reads, usage
+from semo import hops
 from semo.errors import InvalidInput
 from semo.payloads import (
     AnswerBody,
@@ -241,9 +242,14 @@ async def output_stream(session: SessionRow, state: State, request: Request,
                 data = data[:_text_end(data)]
                 next_offset = start + len(data)
             if data:
+                traced = hops.on(sid)
+                if traced:
+                    hops.mark("sse_read", sid, next_offset)
                 yield {"event": "output", "id": str(next_offset),
                        "data": json.dumps({"offset": start, "next_offset": next_offset,
                                            "data": _encode(data, format)})}
+                if traced:
+                    hops.mark("sse_sent", sid, next_offset)
                 offset = next_offset
                 continue
             row = await reads.get_session(state.pool, office_id, sid)

@@ -121,6 +121,7 @@ class Viewer:
     def __init__(self) -> None:
         self.data = bytearray()
         self.arrived: dict[int, tuple[float, float]] = {}  # frame -> (written, received)
+        self.offsets: dict[int, int] = {}  # frame -> where its stamp ends in the stream
         self._scanned = 0
         self.ready = asyncio.Event()
 
@@ -131,7 +132,9 @@ class Viewer:
         start = max(0, self._scanned - 40)
         for m in STAMP.finditer(self.data, start):
             n = int(m.group(2))
-            self.arrived.setdefault(n, (float(m.group(1)), now))
+            if n not in self.arrived:
+                self.arrived[n] = (float(m.group(1)), now)
+                self.offsets[n] = m.end()
         self._scanned = len(self.data)
 
     def caught_up(self, until: float) -> bool:
