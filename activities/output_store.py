@@ -5,7 +5,16 @@ bytes at most `interval_s` after they arrive, or as soon as one session has `flu
 waiting, in one statement (rows of at most `chunk_bytes`, keyed by byte offset) that also
 NOTIFYs `session_output` so live readers wake. Each session keeps at most
 `retention_bytes` of output in the table: older rows are deleted as new ones land, and
-readers see where the kept output starts (`truncated_before`).
+readers see where the kept output starts (`truncated_before`); the trims of a batch go in
+its statement (one round trip, however many sessions cross their retention step at once).
+
+Sessions someone watches go ahead of the rest. The API NOTIFYs `session_viewers` with a
+session's id while a viewer (the attach WebSocket, an SSE stream) follows it, again every few
+seconds; for `watched_s` after each such word the session is in the live lane: its bytes are
+saved at once, on a connection of their own, in small statements that hold only watched
+sessions' bytes, instead of waiting for (and in) the batch that holds everyone's; and only its
+own cap pauses its reading, not the fleet's total. A session's bytes are in at most one save at
+a time, so its rows land in order whichever lane saves them.
 
 Memory is bounded by back-pressure: a session is `congested` when it has more than
 `session_cap` unsaved bytes, or all sessions together more than `total_cap`; the
@@ -21,11 +30,14 @@ flush per batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from db import output as output_rows
+from db import notify, output as output_rows
 from semo import hops
 
 log = logging.getLogger(__name__)
@@ -34,7 +46,8 @@ log = logging.getLogger(__name__)
 class _Session:
     """A session's unsaved output: contiguous segments `[start, bytes]`, oldest first."""
 
-    __slots__ = ("segments", "pending", "end", "saved_end", "trimmed_to", "forgotten")
+    __slots__ = ("segments", "pending", "end", "saved_end", "trimmed_to", "forgotten",
+                 "writing", "watched_until")
 
     def __init__(self, end: int = 0) -> None:
         self.segments: list[list] = []
@@ -43,13 +56,27 @@ class _Session:
         self.saved_end = end  # end offset of what is stored
         self.trimmed_to = 0
         self.forgotten = False
+        self.writing = False  # some of its bytes are in a save under way
+        self.watched_until = 0.0  # monotonic: in the live lane until then
+
+
+class _Lane:
+    """One writer: its task, its wake-up, its connection (taken from the pool and kept), and a
+    lock so that one save at a time runs on that connection."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.due = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task | None = None
+        self.conn: AsyncConnection | None = None
 
 
 class PgOutputStore:
     def __init__(self, pool: AsyncConnectionPool, *, interval_s: float = 0.01,
                  flush_bytes: int = 64 * 1024, retention_bytes: int = 16 * 1024 * 1024,
                  chunk_bytes: int = 64 * 1024, session_cap: int = 1024 * 1024,
-                 total_cap: int = 32 * 1024 * 1024) -> None:
+                 total_cap: int = 32 * 1024 * 1024, watched_s: float = 15.0) -> None:
         self.pool = pool
         self.interval_s = interval_s
         self.flush_bytes = flush_bytes
@@ -57,16 +84,18 @@ class PgOutputStore:
         self.chunk_bytes = chunk_bytes
         self.session_cap = session_cap
         self.total_cap = total_cap
+        self.watched_s = watched_s
         #: the most unsaved bytes held at once (all sessions), for tests and benchmarks
         self.peak_pending = 0
         self._sessions: dict[str, _Session] = {}
         self._total = 0
-        self._due = asyncio.Event()  # the writer should write now
+        self._bulk = _Lane("output-store")  # everyone's bytes, in batches
+        self._live = _Lane("output-store-live")  # watched sessions' bytes, at once
+        self._due = self._bulk.due  # the bulk writer should write now
         self._timer: asyncio.TimerHandle | None = None  # makes it due, interval_s after a byte
-        self._saved = asyncio.Event()  # set (and replaced) after every successful write
-        self._lock = asyncio.Lock()
+        self._saved = asyncio.Event()  # set (and replaced) after every write that ends
         self._task: asyncio.Task | None = None
-        self._conn = None  # the writer's own connection, taken from the pool and kept
+        self._listener: asyncio.Task | None = None
 
     # --- OutputSink ------------------------------------------------------------------------
 
@@ -89,7 +118,10 @@ class PgOutputStore:
         self._total += n
         if self._total > self.peak_pending:
             self.peak_pending = self._total
-        if s.pending >= self.flush_bytes:
+        if s.watched_until and self._watched(s):
+            if not s.writing:
+                self._live.due.set()
+        elif s.pending >= self.flush_bytes:
             self._due.set()
         elif self._timer is None and not self._due.is_set():
             self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._due.set)
@@ -102,18 +134,40 @@ class PgOutputStore:
         return self._total
 
     def congested(self, session_id: str) -> bool:
-        return self.pending(session_id) > self.session_cap or self._total > self.total_cap
+        """A watched session is paused by its own cap only: the fleet's backlog is not its."""
+        s = self._sessions.get(session_id)
+        if s is None:
+            return self._total > self.total_cap
+        return s.pending > self.session_cap or \
+            (self._total > self.total_cap and not self._watched(s))
 
     async def wait_drained(self, session_id: str) -> None:
-        """Return once the session is well below its cap and the total below three quarters."""
-        while self.pending(session_id) > self.session_cap // 2 or \
-                self._total > self.total_cap * 3 // 4:
+        """Return once the session is well below its cap and (unless watched) the total below
+        three quarters."""
+        while True:
+            s = self._sessions.get(session_id)
+            if (s.pending if s else 0) <= self.session_cap // 2 and (
+                    self._total <= self.total_cap * 3 // 4 or (s and self._watched(s))):
+                return
             saved = self._saved
             self._due.set()
+            self._live.due.set()
             if self._task is None:  # no writer running: write ourselves
                 await self.flush()
                 continue
             await saved.wait()
+
+    def watch(self, session_id: str) -> None:
+        """Someone watches the session: its output goes in the live lane for `watched_s`."""
+        s = self._sessions.get(session_id)
+        if s is None:  # a session of another worker, or not started yet: the first byte
+            return     # after a new word from the viewer puts it in the lane
+        s.watched_until = time.monotonic() + self.watched_s
+        if s.pending and not s.writing:
+            self._live.due.set()
+
+    def _watched(self, s: _Session) -> bool:
+        return s.watched_until > time.monotonic()
 
     async def end_offset(self, session_id: str) -> int:
         """Where the session's next output goes: after everything appended or stored."""
@@ -132,59 +186,106 @@ class PgOutputStore:
         s = self._sessions.get(session_id)
         if s is None:
             return
-        if s.pending or self._lock.locked():  # bytes pending or being written
+        if s.pending or s.writing:  # bytes pending or being written
             s.forgotten = True
         else:
             del self._sessions[session_id]
 
     async def flush(self, session_id: str | None = None) -> None:
-        """Write what is pending now (for one session, or all)."""
-        async with self._lock:
-            batch = self._take(session_id)
-            if batch:
-                await self._write(batch)
+        """Write what is pending now (for one session, or all): once it returns, every byte
+        appended before the call is saved."""
+        while True:
+            s = self._sessions.get(session_id) if session_id is not None else None
+            if self._writing(session_id):
+                await self._saved.wait()  # the save holding some of them ends first (in order)
+                continue
+            lane = self._live if s is not None and self._watched(s) else self._bulk
+            async with lane.lock:
+                if self._writing(session_id):
+                    continue  # the other lane took them while we waited for this one
+                batch = self._take(session_id, None)
+                if batch:
+                    await self._write(lane, batch)
+                return
+
+    def _writing(self, session_id: str | None) -> bool:
+        """Some of the session's bytes (any session's, for None) are in a save under way."""
+        if session_id is None:
+            return any(s.writing for s in self._sessions.values())
+        s = self._sessions.get(session_id)
+        return s is not None and s.writing
 
     # --- the writer ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="output-store")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(self._bulk), name=self._bulk.name)
+        self._live.task = loop.create_task(self._run(self._live), name=self._live.name)
+        self._listener = loop.create_task(self._listen(), name="output-store-viewers")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._task, self._live.task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._live.task = self._listener = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         try:
-            await self.flush()
+            async with self._bulk.lock:
+                batch = self._take(None, None)
+                if batch:
+                    await self._write(self._bulk, batch)
         finally:
-            await self._release()
+            await self._release(self._bulk)
+            await self._release(self._live)
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
+        live = lane is self._live
         while True:
-            await self._due.wait()
-            self._due.clear()
-            if self._timer is not None:
+            await lane.due.wait()
+            lane.due.clear()
+            if not live and self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             try:
-                await self.flush()
+                async with lane.lock:
+                    batch = self._take(None, live)
+                    if batch:
+                        await self._write(lane, batch)
             except Exception:  # Postgres away: keep the bytes, try again
                 log.exception("output flush failed; retrying")
                 await asyncio.sleep(1.0)
-                self._due.set()
+                lane.due.set()
 
-    def _take(self, only: str | None) -> list[tuple[str, int, bytes]]:
+    async def _listen(self) -> None:
+        """Hear which sessions are watched (`session_viewers`), reconnecting when cut off."""
+        conninfo = self.pool.conninfo
+        if not isinstance(conninfo, str):  # a pool that computes it: no live lane
+            return
+        while True:
+            try:
+                async with await notify.connect(conninfo) as conn:
+                    await notify.listen(conn, notify.SESSION_VIEWERS)
+                    async for note in conn.notifies():
+                        self.watch(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("listening for viewers failed (%s); reconnecting", err)
+                await asyncio.sleep(1.0)
+
+    def _take(self, only: str | None, live: bool | None) -> list[tuple[str, int, bytes]]:
+        """Take pending bytes for one save: of `only`, or of every session in the lane
+        (`live`; None: both), leaving those whose earlier bytes are still being saved."""
         if only is not None:
             s = self._sessions.get(only)
-            items = [(only, s)] if s is not None and s.pending else []
+            items = [(only, s)] if s is not None and s.pending and not s.writing else []
         else:
-            items = [(sid, s) for sid, s in self._sessions.items() if s.pending]
+            items = [(sid, s) for sid, s in self._sessions.items() if s.pending and
+                     not s.writing and (live is None or self._watched(s) == live)]
         batch: list[tuple[str, int, bytes]] = []
         step = self.chunk_bytes
         for sid, s in items:
@@ -195,48 +296,66 @@ class PgOutputStore:
                 view.release()
             self._total -= s.pending
             s.segments, s.pending = [], 0
+            s.writing = True
             if hops.on(sid):
                 hops.mark("batched", sid, s.end)
         return batch
 
-    async def _write(self, batch: list[tuple[str, int, bytes]]) -> None:
+    async def _write(self, lane: _Lane, batch: list[tuple[str, int, bytes]]) -> None:
         ends: dict[str, int] = {}
         for sid, start, data in batch:
             ends[sid] = max(ends.get(sid, 0), start + len(data))
+        trims = self._trims(ends)
         try:
-            conn = await self._connection()
-            await output_rows.save(conn, batch, ends)
-            for sid, end in ends.items():
-                if hops.on(sid):
-                    hops.mark("committed", sid, end)
-            for sid, end in ends.items():
-                await self._trim(conn, sid, end)
+            conn = await self._connection(lane)
+            await output_rows.save(conn, batch, ends, trims)
         except BaseException:
             self._restore(batch)
-            await self._release()  # a broken connection goes back (the pool replaces it)
+            self._done(ends)
+            await self._release(lane)  # a broken connection goes back (the pool replaces it)
             raise
         for sid, end in ends.items():
+            if hops.on(sid):
+                hops.mark("committed", sid, end)
             s = self._sessions.get(sid)
             if s is not None:
                 s.saved_end = max(s.saved_end, end)
-                if s.forgotten and not s.pending:
-                    del self._sessions[sid]
+                if sid in trims:
+                    s.trimmed_to = trims[sid]
+        self._done(ends)
+
+    def _done(self, ends: dict[str, int]) -> None:
+        """A save ended (or failed): its sessions may be taken again; the other lane may
+        now take what it had to leave."""
+        again = False
+        for sid in ends:
+            s = self._sessions.get(sid)
+            if s is None:
+                continue
+            s.writing = False
+            if s.forgotten and not s.pending:
+                del self._sessions[sid]
+            elif s.pending:
+                again = True
+        if again:
+            self._due.set()
+            self._live.due.set()
         self._saved.set()
         self._saved = asyncio.Event()
 
-    async def _connection(self):
-        if self._conn is None:
+    async def _connection(self, lane: _Lane):
+        if lane.conn is None:
             conn = await self.pool.getconn()
             try:
                 await output_rows.prepare_writer(conn)
             except BaseException:
                 await self.pool.putconn(conn)
                 raise
-            self._conn = conn
-        return self._conn
+            lane.conn = conn
+        return lane.conn
 
-    async def _release(self) -> None:
-        conn, self._conn = self._conn, None
+    async def _release(self, lane: _Lane) -> None:
+        conn, lane.conn = lane.conn, None
         if conn is not None:
             try:
                 if not conn.closed and not conn.broken:
@@ -248,14 +367,16 @@ class PgOutputStore:
             except Exception:
                 log.exception("returning the output writer's connection")
 
-    async def _trim(self, conn, session_id: str, end: int) -> None:
-        """Retention: keep the last `retention_bytes` (deleting in steps of an eighth)."""
-        s = self._sessions.get(session_id)
-        cutoff = end - self.retention_bytes
-        if s is None or cutoff <= s.trimmed_to + self.retention_bytes // 8:
-            return
-        await output_rows.trim(conn, session_id, cutoff)
-        s.trimmed_to = cutoff
+    def _trims(self, ends: dict[str, int]) -> dict[str, int]:
+        """Retention: per session, the cutoff below which rows go (keeping the last
+        `retention_bytes`, deleting in steps of an eighth), for those due a trim."""
+        trims = {}
+        for sid, end in ends.items():
+            s = self._sessions.get(sid)
+            cutoff = end - self.retention_bytes
+            if s is not None and cutoff > s.trimmed_to + self.retention_bytes // 8:
+                trims[sid] = cutoff
+        return trims
 
     def _restore(self, batch: list[tuple[str, int, bytes]]) -> None:
         """Put an unwritten batch back in front of what arrived since."""

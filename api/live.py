@@ -6,6 +6,11 @@ command's result is NOTIFYed on `command_results` with its id (the key woken).
 
 A reader that watches many keys at once (an office's event stream) takes a `Tap`: every
 notification, in order, with a flag for when some may have been missed.
+
+A reader that follows a session's output live (the attach WebSocket, the SSE stream) says so
+with `viewing(session_id)`: the sessions viewed are NOTIFYed on `session_viewers` at once and
+every VIEWERS_EVERY_S while they are, and the client worker saves their output ahead of the
+rest of the fleet's (activities/output_store.py).
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from collections import deque
 
 import psycopg
 
-from db.notify import listen
+from db.notify import announce_viewers, listen
 from semo import hops
 
 log = logging.getLogger(__name__)
+
+#: how often the sessions viewed are said again (the client worker forgets a session's
+#: viewers after its output store's `watched_s`, 15 s)
+VIEWERS_EVERY_S = 5.0
 
 
 class Tap:
@@ -56,11 +65,42 @@ class Tap:
 
 
 class LiveNotifier:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, pool=None) -> None:
         self.database_url = database_url
+        self.pool = pool  # where `session_viewers` is NOTIFYed (None: it is not)
         self._conds: dict[str, asyncio.Event] = {}
         self._taps: set[Tap] = set()
         self._task: asyncio.Task | None = None
+        self._viewed: dict[str, int] = {}  # session id -> viewers here
+        self._new_viewer = asyncio.Event()
+        self._announcer: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def viewing(self, session_id: str):
+        """While the block runs, a viewer follows the session's output live."""
+        self._viewed[session_id] = self._viewed.get(session_id, 0) + 1
+        self._new_viewer.set()
+        try:
+            yield
+        finally:
+            left = self._viewed[session_id] - 1
+            if left:
+                self._viewed[session_id] = left
+            else:
+                del self._viewed[session_id]
+
+    async def _announce(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new_viewer.wait(), VIEWERS_EVERY_S)
+            self._new_viewer.clear()
+            if self._viewed and self.pool is not None:
+                try:
+                    await announce_viewers(self.pool, list(self._viewed))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:  # the output still comes, in the fleet's batches
+                    log.warning("could not announce viewers (%s)", err)
 
     @contextlib.contextmanager
     def tap(self):
@@ -73,13 +113,16 @@ class LiveNotifier:
             self._taps.discard(tap)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="api-listen")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._listen(), name="api-listen")
+        self._announcer = loop.create_task(self._announce(), name="api-viewers")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._announcer):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def listen(self, key: str) -> asyncio.Event:
         """The event the next notification of `key` sets. Take it before reading, then wait

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         pool = await open_pool(settings.effective_database_url(), max_size=20, name="api")
         client = await connect(settings)
-        live = LiveNotifier(settings.effective_database_url())
+        live = LiveNotifier(settings.effective_database_url(), pool)
         live.start()
         executor = CommandExecutor(client, pool, settings)
         executor.result_listener = live.listen

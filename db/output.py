@@ -7,12 +7,18 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 # A batch is one statement (one round trip, atomic without a transaction block): the rows,
-# then a NOTIFY per session. %b: the bytes go as binary (text would hex-encode them).
+# the retention trims of every session due one, then a NOTIFY per session. %b: the bytes go
+# as binary (text would hex-encode them). The trims see the table as it was before the
+# statement: rows it inserts below a cutoff go with the session's next trim.
 _SAVE = """
 with saved as (
     insert into session_output (session_id, start_offset, end_offset, data)
     select * from unnest(%s::text[], %s::int8[], %s::int8[], %b::bytea[])
-    on conflict do nothing)
+    on conflict do nothing),
+trimmed as (
+    delete from session_output o
+    using unnest(%s::text[], %s::int8[]) as t(session_id, cutoff)
+    where o.session_id = t.session_id and o.end_offset <= t.cutoff)
 select pg_notify('session_output', x) from unnest(%s::text[]) as x
 """
 
@@ -38,19 +44,16 @@ async def release_writer(conn: AsyncConnection) -> None:
 
 
 async def save(conn: AsyncConnection, chunks: list[tuple[str, int, bytes]],
-               ends: dict[str, int]) -> None:
-    """Insert `(session_id, start, data)` chunks (a chunk saved before is skipped) and NOTIFY
+               ends: dict[str, int], trims: dict[str, int] | None = None) -> None:
+    """Insert `(session_id, start, data)` chunks (a chunk saved before is skipped), drop the
+    chunks of each session in `trims` that end at or before its cutoff, and NOTIFY
     `session_output` with `session_id:end` for each session's new end."""
+    trims = trims or {}
     await conn.execute(_SAVE, (
         [sid for sid, _, _ in chunks], [start for _, start, _ in chunks],
         [start + len(data) for _, start, data in chunks], [data for _, _, data in chunks],
+        list(trims), list(trims.values()),
         [f"{sid}:{end}" for sid, end in ends.items()]))
-
-
-async def trim(conn: AsyncConnection, session_id: str, cutoff: int) -> None:
-    """Drop the chunks that end at or before `cutoff`."""
-    await conn.execute("delete from session_output where session_id = %s"
-                       " and end_offset <= %s", (session_id, cutoff))
 
 
 async def read(pool, session_id: str, since: int, limit: int) -> tuple[int, int, bytes, int]:

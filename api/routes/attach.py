@@ -255,6 +255,10 @@ class AttachBridge:
         return window + newline + 1 if newline >= 0 else window
 
     async def _pump_output(self, offset: int) -> None:
+        with self.state.live.viewing(self.sid):  # its output is saved ahead of the fleet's
+            await self._pump(offset)
+
+    async def _pump(self, offset: int) -> None:
         status = self.session["status"]
         while True:
             woken = self.state.live.listen(self.sid)  # before reading: no wake-up is missed

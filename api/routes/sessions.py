@@ -234,35 +234,36 @@ async def output_stream(session: SessionRow, state: State, request: Request,
 
     async def events():
         offset, status, pending = since, None, None
-        while not await request.is_disconnected():
-            woken = state.live.listen(sid)  # before reading: no wake-up is missed
-            start, next_offset, data, _ = await output_rows.read(state.pool, sid, offset,
-                                                                  256 * 1024)
-            if format == "text":  # wait for the rest of a character or escape sequence
-                data = data[:_text_end(data)]
-                next_offset = start + len(data)
-            if data:
-                traced = hops.on(sid)
-                if traced:
-                    hops.mark("sse_read", sid, next_offset)
-                yield {"event": "output", "id": str(next_offset),
-                       "data": json.dumps({"offset": start, "next_offset": next_offset,
-                                           "data": _encode(data, format)})}
-                if traced:
-                    hops.mark("sse_sent", sid, next_offset)
-                offset = next_offset
-                continue
-            row = await reads.get_session(state.pool, office_id, sid)
-            if row and (row["status"], row["pending_input"]) != (status, pending):
-                status, pending = row["status"], row["pending_input"]
-                yield {"event": "status", "data": json.dumps(
-                    {"status": status, "current_job_id": row["current_job_id"],
-                     "pending_input": pending}, default=str)}
-                if status == "terminated":
-                    return
-            # output and status changes both notify; the timeout only bounds a lost connection
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(woken.wait(), 15.0)
+        with state.live.viewing(sid):  # its output is saved ahead of the fleet's
+            while not await request.is_disconnected():
+                woken = state.live.listen(sid)  # before reading: no wake-up is missed
+                start, next_offset, data, _ = await output_rows.read(state.pool, sid, offset,
+                                                                      256 * 1024)
+                if format == "text":  # wait for the rest of a character or escape sequence
+                    data = data[:_text_end(data)]
+                    next_offset = start + len(data)
+                if data:
+                    traced = hops.on(sid)
+                    if traced:
+                        hops.mark("sse_read", sid, next_offset)
+                    yield {"event": "output", "id": str(next_offset),
+                           "data": json.dumps({"offset": start, "next_offset": next_offset,
+                                               "data": _encode(data, format)})}
+                    if traced:
+                        hops.mark("sse_sent", sid, next_offset)
+                    offset = next_offset
+                    continue
+                row = await reads.get_session(state.pool, office_id, sid)
+                if row and (row["status"], row["pending_input"]) != (status, pending):
+                    status, pending = row["status"], row["pending_input"]
+                    yield {"event": "status", "data": json.dumps(
+                        {"status": status, "current_job_id": row["current_job_id"],
+                         "pending_input": pending}, default=str)}
+                    if status == "terminated":
+                        return
+                # output and status changes both notify; the timeout only bounds a lost connection
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(woken.wait(), 15.0)
 
     return EventSourceResponse(events(), ping=15)
 

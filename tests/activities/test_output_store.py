@@ -11,7 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from activities.output_store import PgOutputStore
-from db import output
+from db import notify, output
 from tests.support.waiting import wait_for
 
 
@@ -147,3 +147,34 @@ async def test_postgres_away_keeps_the_bytes_and_a_later_flush_writes_them(pool)
         assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
     finally:
         await dead.close()
+
+
+async def test_a_watched_session_is_saved_ahead_of_the_fleets_batch(pool):
+    """A session someone watches (the API NOTIFYs `session_viewers`) is saved at once and is
+    not paused by the fleet's backlog, while the others wait for their batch."""
+    watched, other = sid(), sid()
+    store = PgOutputStore(pool, interval_s=600, flush_bytes=1 << 30, total_cap=100_000)
+    store.start()
+    try:
+        store.append(watched, 0, b"hello ")  # known to the store before anyone watches
+        store.append(other, 0, b"x" * 150_000)  # the fleet's backlog: over the total cap
+        assert store.congested(watched) and store.congested(other)
+
+        async def announced():  # said again until heard (the store listens from its start)
+            await notify.announce_viewers(pool, [watched])
+            return not store.congested(watched)
+        await wait_for(announced, timeout=30, interval=0.2, what="the viewer to be heard")
+        store.append(watched, 6, b"world")
+        assert not store.congested(watched) and store.congested(other)
+        rows = await wait_for(lambda: _saved(pool, watched, 11), timeout=30, what="its bytes")
+        assert b"".join(d for _, _, d in rows) == b"hello world"
+        assert await rows_of(pool, other) == []  # still in the fleet's batch, due later
+        await store.flush(other)
+        assert b"".join(d for _, _, d in await rows_of(pool, other)) == b"x" * 150_000
+    finally:
+        await store.close()
+
+
+async def _saved(pool, session_id: str, end: int):
+    rows = await rows_of(pool, session_id)
+    return rows if rows and rows[-1][1] == end else None
