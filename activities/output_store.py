@@ -166,6 +166,11 @@ class PgOutputStore:
         if s.pending and not s.writing:
             self._live.due.set()
 
+    def watched(self, session_id: str) -> bool:
+        """Whether the session is in the live lane (someone watches it)."""
+        s = self._sessions.get(session_id)
+        return s is not None and bool(s.watched_until) and self._watched(s)
+
     def _watched(self, s: _Session) -> bool:
         return s.watched_until > time.monotonic()
 

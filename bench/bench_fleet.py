@@ -18,8 +18,15 @@ measures, in one run:
                       under that load: a frame's stamp written by one agent until the attach
                       WebSocket (and the SSE output stream) delivers it to a viewer
                       (frames a viewer had not received CATCH_UP_S after the window count
-                      as that long: a lower bound; viewer_*_caught_up says 0 then)
-  viewer_latency_p95_ms  the worse of the two p95s (goal <= 100)
+                      as that long: a lower bound; viewer_*_caught_up says 0 then); of the
+                      worst of `--windows` (3) windows, one after another, over one fleet
+  viewer_latency_runs  each window's worse p95 of the two
+  viewer_latency_p95_ms  the worst of them (goal <= 100)
+  hop_<hop>_p50_ms / _p95_ms  where the time goes: per hop of the watched session's output
+                      (semo/hops.py: read from the PTY, handed to the store, taken into a
+                      save, committed, heard by the API, read back, sent on the WebSocket;
+                      `viewer` is the WebSocket viewer's receipt), ms from a frame's stamp
+                      until its last byte passed that hop, over every window's frames
   tui_offered_mb_s / tui_persisted_mb_s  what the agents wrote, and what reached Postgres,
                       over the same window; plus the API's, Postgres's and Temporal's CPU
 

@@ -30,6 +30,7 @@ from activities.terminal.spawn import (
     raise_fd_limit,
     spawn_pty,
     worker_token,
+    yield_to_supervisor,
 )
 from activities.terminal.transcripts import TerminalTranscripts
 from keeper.client import KeeperClient
@@ -143,6 +144,7 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
             # to the thread that forked it. It blocks until the child has exec'd: a few
             # milliseconds (forking copies this process's page tables).
             proc = spawn_pty(argv, str(working_dir), env, (self.rows, self.cols), self._pid)
+        yield_to_supervisor(proc.pid)
         try:
             os.set_inheritable(proc.fd, False)  # forkpty's master is inheritable
             os.set_blocking(proc.fd, False)

@@ -68,6 +68,9 @@ class TerminalReader(ManagerParts):
             if len(inbuf) >= PROCESS_BYTES:
                 self._process(term)  # may pause reading
                 return
+        if inbuf and self.sink.watched(term.session_id):
+            self._process(term)  # a person waits for it: not for more reads to gather
+            return
         if inbuf and term.process_handle is None:
             term.process_handle = asyncio.get_running_loop().call_later(
                 PROCESS_DELAY_S, self._process, term)

@@ -62,6 +62,18 @@ def worker_token(pid: int) -> str:
     return f"{pid}:{st}"
 
 
+def yield_to_supervisor(pid: int) -> None:
+    """Run an agent as a batch task (SCHED_BATCH, its nice value unchanged): its CPU share is
+    the same, but waking up (its PTY drained, a timer) never preempts a running task. A fleet
+    of agents redrawing their screens otherwise takes the CPU from the client worker every
+    time it reads one of them, and every session's output (the one a person watches too)
+    waits on a starved event loop. Inherited by what the agent starts afterwards."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:  # gone already, or a platform without the policy: it runs as it is
+        pass
+
+
 def spawn_pty(argv: list[str], cwd: str, env: dict[str, str], dimensions: tuple[int, int],
            parent: int) -> PtyProcess:
     def child_setup() -> None:

@@ -43,6 +43,9 @@ class StoreNothingYet:
     def congested(self, session_id: str) -> bool:
         return False
 
+    def watched(self, session_id: str) -> bool:
+        return False
+
     async def wait_drained(self, session_id: str) -> None:
         pass
 

@@ -533,6 +533,7 @@ WORKER_THAT_DIES = textwrap.dedent("""
         def append(self, *args): pass
         def pending(self, sid): return 0
         def congested(self, sid): return False
+        def watched(self, sid): return False
         async def wait_drained(self, sid): pass
         async def flush(self, sid=None): pass
         async def end_offset(self, sid): return 0

@@ -35,6 +35,9 @@ class RecordingSink:
     def congested(self, session_id: str) -> bool:
         return self.cap is not None and self.pending(session_id) > self.cap
 
+    def watched(self, session_id: str) -> bool:
+        return False
+
     async def wait_drained(self, session_id: str) -> None:
         await self._released.wait()
         self.unsaved[session_id] = 0
