@@ -20,7 +20,8 @@ measures, in one run:
                       (frames a viewer had not received CATCH_UP_S after the window count
                       as that long: a lower bound; viewer_*_caught_up says 0 then); of the
                       worst of `--windows` (3) windows, one after another, over one fleet
-  viewer_latency_runs  each window's worse p95 of the two
+  viewer_latency_runs  each window's worse p95 of the two (load_avg_1m_runs: the machine's
+                      1-minute load at the end of each window)
   viewer_latency_p95_ms  the worst of them (goal <= 100)
   hop_<hop>_p50_ms / _p95_ms  where the time goes: per hop of the watched session's output
                       (semo/hops.py: read from the PTY, handed to the store, taken into a
@@ -211,7 +212,7 @@ async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
         pids = info["pids"]
         cpu = {k: 0.0 for k in ("client_worker", "api", "postgres", "temporal",
                                 "server_worker")}
-        persisted, walls, spans, runs = 0, 0.0, [], []
+        persisted, walls, spans, runs, loads = 0, 0.0, [], [], []
         async with await psycopg.AsyncConnection.connect(info["database_url"], autocommit=True,
                                                          connect_timeout=10) as conn:
             for run in range(windows):
@@ -227,6 +228,7 @@ async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
                 persisted += p1 - p0
                 walls += t1 - t0
                 spans.append((t0, t1))
+                loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
                 # every frame written in the window has reached a viewer once it has one
                 # written after the window (frames arrive in order); bounded: one that has not
                 # caught up by then counts what it still lacks at the bound (a lower bound,
@@ -257,6 +259,7 @@ async def fleet(info: dict, machine: str, go: Path, count: int, warm_s: float,
         out["tui_offered_mb_s"] = round(count * fleet_load.FRAME_BYTES * 10 / 1e6, 2)
         out["tui_persisted_mb_s"] = round(persisted / walls / 1e6, 2)
         out["viewer_latency_runs"] = runs
+        out["load_avg_1m_runs"] = loads  # at the end of each window: what else ran
         out["viewer_latency_p95_ms"] = max(runs)
         # where the time went: per hop, ms from a frame's stamp until it passed that hop
         await asyncio.sleep(1.5)  # the processes write their marks every half second
