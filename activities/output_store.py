@@ -11,17 +11,19 @@ its statement (one round trip, however many sessions cross their retention step 
 Sessions someone watches go ahead of the rest. The API NOTIFYs `session_viewers` with a
 session's id while a viewer (the attach WebSocket, an SSE stream) follows it, again every few
 seconds; for `watched_s` after each such word the session is in the live lane: its bytes are
-saved at once, on a connection of their own, in small statements that hold only watched
-sessions' bytes, instead of waiting for (and in) the batch that holds everyone's; and only its
-own cap pauses its reading, not the fleet's total. A session's bytes are in at most one save at
-a time, so its rows land in order whichever lane saves them.
+saved at once, in small statements that hold only watched sessions' bytes, instead of waiting
+for (and in) the batch that holds everyone's; and only its own cap pauses its reading, not the
+fleet's total. Live saves go out on up to `live_connections` connections of their own, the next
+before the previous one's answer is heard (a busy event loop hears it late); their rows may
+commit out of order for a moment, which readers already wait out (they stop at a gap). The
+fleet's batch and a live save never hold the same session's bytes at once.
 
 Memory is bounded by back-pressure: a session is `congested` when it has more than
 `session_cap` unsaved bytes, or all sessions together more than `total_cap`; the
 SessionManager then stops reading that terminal until `wait_drained` returns. When Postgres
 is away, bytes are kept and retried, and reading stays paused meanwhile.
 
-The writer keeps one pooled connection for itself. It runs with
+Each writer keeps its pooled connection (the live ones from the first watched byte on). It runs with
 `synchronous_commit = off`: a Postgres crash can lose the last few hundred milliseconds of
 terminal output, never the consistency of the table, and the writer does not wait for a WAL
 flush per batch.
@@ -47,7 +49,7 @@ class _Session:
     """A session's unsaved output: contiguous segments `[start, bytes]`, oldest first."""
 
     __slots__ = ("segments", "pending", "end", "saved_end", "trimmed_to", "forgotten",
-                 "writing", "watched_until")
+                 "writing", "in_bulk", "watched_until")
 
     def __init__(self, end: int = 0) -> None:
         self.segments: list[list] = []
@@ -56,7 +58,8 @@ class _Session:
         self.saved_end = end  # end offset of what is stored
         self.trimmed_to = 0
         self.forgotten = False
-        self.writing = False  # some of its bytes are in a save under way
+        self.writing = 0  # saves under way that hold some of its bytes
+        self.in_bulk = False  # one of them is the fleet's batch
         self.watched_until = 0.0  # monotonic: in the live lane until then
 
 
@@ -68,7 +71,7 @@ class _Lane:
         self.name = name
         self.due = asyncio.Event()
         self.lock = asyncio.Lock()
-        self.task: asyncio.Task | None = None
+        self.busy = False  # a save is under way on it
         self.conn: AsyncConnection | None = None
 
 
@@ -76,7 +79,8 @@ class PgOutputStore:
     def __init__(self, pool: AsyncConnectionPool, *, interval_s: float = 0.01,
                  flush_bytes: int = 64 * 1024, retention_bytes: int = 16 * 1024 * 1024,
                  chunk_bytes: int = 64 * 1024, session_cap: int = 1024 * 1024,
-                 total_cap: int = 32 * 1024 * 1024, watched_s: float = 15.0) -> None:
+                 total_cap: int = 32 * 1024 * 1024, watched_s: float = 15.0,
+                 live_connections: int = 3) -> None:
         self.pool = pool
         self.interval_s = interval_s
         self.flush_bytes = flush_bytes
@@ -90,7 +94,12 @@ class PgOutputStore:
         self._sessions: dict[str, _Session] = {}
         self._total = 0
         self._bulk = _Lane("output-store")  # everyone's bytes, in batches
-        self._live = _Lane("output-store-live")  # watched sessions' bytes, at once
+        # watched sessions' bytes, at once: a save goes out while the one before it waits
+        # for its answer (which a busy loop hears late), each on a connection of its own
+        self._lives = [_Lane(f"output-store-live-{i}") for i in range(live_connections)]
+        self._live_due = asyncio.Event()
+        self._live_task: asyncio.Task | None = None
+        self._live_saves: set[asyncio.Task] = set()
         self._due = self._bulk.due  # the bulk writer should write now
         self._timer: asyncio.TimerHandle | None = None  # makes it due, interval_s after a byte
         self._saved = asyncio.Event()  # set (and replaced) after every write that ends
@@ -119,8 +128,7 @@ class PgOutputStore:
         if self._total > self.peak_pending:
             self.peak_pending = self._total
         if s.watched_until and self._watched(s):
-            if not s.writing:
-                self._live.due.set()
+            self._live_due.set()
         elif s.pending >= self.flush_bytes:
             self._due.set()
         elif self._timer is None and not self._due.is_set():
@@ -151,7 +159,7 @@ class PgOutputStore:
                 return
             saved = self._saved
             self._due.set()
-            self._live.due.set()
+            self._live_due.set()
             if self._task is None:  # no writer running: write ourselves
                 await self.flush()
                 continue
@@ -163,8 +171,8 @@ class PgOutputStore:
         if s is None:  # a session of another worker, or not started yet: the first byte
             return     # after a new word from the viewer puts it in the lane
         s.watched_until = time.monotonic() + self.watched_s
-        if s.pending and not s.writing:
-            self._live.due.set()
+        if s.pending:
+            self._live_due.set()
 
     def watched(self, session_id: str) -> bool:
         """Whether the session is in the live lane (someone watches it)."""
@@ -204,11 +212,11 @@ class PgOutputStore:
             if self._writing(session_id):
                 await self._saved.wait()  # the save holding some of them ends first (in order)
                 continue
-            lane = self._live if s is not None and self._watched(s) else self._bulk
+            lane = self._lives[0] if s is not None and self._watched(s) else self._bulk
             async with lane.lock:
                 if self._writing(session_id):
-                    continue  # the other lane took them while we waited for this one
-                batch = self._take(session_id, None)
+                    continue  # another save took them while we waited for this one
+                batch = self._take(session_id, None, lane)
                 if batch:
                     await self._write(lane, batch)
                 return
@@ -218,52 +226,83 @@ class PgOutputStore:
         if session_id is None:
             return any(s.writing for s in self._sessions.values())
         s = self._sessions.get(session_id)
-        return s is not None and s.writing
+        return s is not None and s.writing > 0
 
     # --- the writer ----------------------------------------------------------------------
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run(self._bulk), name=self._bulk.name)
-        self._live.task = loop.create_task(self._run(self._live), name=self._live.name)
+        self._task = loop.create_task(self._run(), name=self._bulk.name)
+        self._live_task = loop.create_task(self._run_live(), name="output-store-live")
         self._listener = loop.create_task(self._listen(), name="output-store-viewers")
 
     async def close(self) -> None:
-        for task in (self._task, self._live.task, self._listener):
+        for task in (self._task, self._live_task, self._listener, *self._live_saves):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._live.task = self._listener = None
+        self._task = self._live_task = self._listener = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         try:
             async with self._bulk.lock:
-                batch = self._take(None, None)
+                batch = self._take(None, None, self._bulk)
                 if batch:
                     await self._write(self._bulk, batch)
         finally:
-            await self._release(self._bulk)
-            await self._release(self._live)
+            for lane in (self._bulk, *self._lives):
+                await self._release(lane)
 
-    async def _run(self, lane: _Lane) -> None:
-        live = lane is self._live
+    async def _run(self) -> None:
+        """The fleet's batches: every unwatched session's pending bytes, one save at a time."""
+        lane = self._bulk
         while True:
             await lane.due.wait()
             lane.due.clear()
-            if not live and self._timer is not None:
+            if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             try:
                 async with lane.lock:
-                    batch = self._take(None, live)
+                    batch = self._take(None, False, lane)
                     if batch:
                         await self._write(lane, batch)
             except Exception:  # Postgres away: keep the bytes, try again
                 log.exception("output flush failed; retrying")
                 await asyncio.sleep(1.0)
                 lane.due.set()
+
+    async def _run_live(self) -> None:
+        """Watched sessions' bytes: saved as soon as they arrive and a live connection is
+        free (a save that ends wakes this again)."""
+        while True:
+            await self._live_due.wait()
+            self._live_due.clear()
+            while True:
+                lane = next((x for x in self._lives if not x.busy), None)
+                if lane is None:
+                    break
+                batch = self._take(None, True, lane)
+                if not batch:
+                    break
+                lane.busy = True
+                task = asyncio.get_running_loop().create_task(self._save_live(lane, batch),
+                                                              name=lane.name)
+                self._live_saves.add(task)
+                task.add_done_callback(self._live_saves.discard)
+
+    async def _save_live(self, lane: _Lane, batch: list[tuple[str, int, bytes]]) -> None:
+        try:
+            async with lane.lock:
+                await self._write(lane, batch)
+        except Exception:  # Postgres away: the bytes are back in place, tried again
+            log.exception("output flush failed; retrying")
+            await asyncio.sleep(1.0)
+        finally:
+            lane.busy = False
+            self._live_due.set()
 
     async def _listen(self) -> None:
         """Hear which sessions are watched (`session_viewers`), reconnecting when cut off."""
@@ -282,15 +321,22 @@ class PgOutputStore:
                 log.warning("listening for viewers failed (%s); reconnecting", err)
                 await asyncio.sleep(1.0)
 
-    def _take(self, only: str | None, live: bool | None) -> list[tuple[str, int, bytes]]:
-        """Take pending bytes for one save: of `only`, or of every session in the lane
-        (`live`; None: both), leaving those whose earlier bytes are still being saved."""
+    def _take(self, only: str | None, live: bool | None,
+              lane: _Lane) -> list[tuple[str, int, bytes]]:
+        """Take pending bytes for one save on `lane`: of `only`, or of every session watched
+        (`live`) or not (None: both). A session whose earlier bytes are being saved is left
+        for later, except by a live save when those are in live saves too: its rows may then
+        commit out of order for a moment (a reader stops at the gap until the earlier ones
+        land; and only a save that alone holds a session's bytes trims it)."""
         if only is not None:
             s = self._sessions.get(only)
             items = [(only, s)] if s is not None and s.pending and not s.writing else []
+        elif live:
+            items = [(sid, s) for sid, s in self._sessions.items()
+                     if s.pending and not s.in_bulk and self._watched(s)]
         else:
             items = [(sid, s) for sid, s in self._sessions.items() if s.pending and
-                     not s.writing and (live is None or self._watched(s) == live)]
+                     not s.writing and (live is None or not self._watched(s))]
         batch: list[tuple[str, int, bytes]] = []
         step = self.chunk_bytes
         for sid, s in items:
@@ -301,7 +347,8 @@ class PgOutputStore:
                 view.release()
             self._total -= s.pending
             s.segments, s.pending = [], 0
-            s.writing = True
+            s.writing += 1
+            s.in_bulk = lane is self._bulk
             if hops.on(sid):
                 hops.mark("batched", sid, s.end)
         return batch
@@ -337,14 +384,16 @@ class PgOutputStore:
             s = self._sessions.get(sid)
             if s is None:
                 continue
-            s.writing = False
-            if s.forgotten and not s.pending:
+            s.writing -= 1
+            if not s.writing:
+                s.in_bulk = False
+            if s.forgotten and not s.pending and not s.writing:
                 del self._sessions[sid]
             elif s.pending:
                 again = True
         if again:
             self._due.set()
-            self._live.due.set()
+            self._live_due.set()
         self._saved.set()
         self._saved = asyncio.Event()
 
@@ -379,7 +428,10 @@ class PgOutputStore:
         for sid, end in ends.items():
             s = self._sessions.get(sid)
             cutoff = end - self.retention_bytes
-            if s is not None and cutoff > s.trimmed_to + self.retention_bytes // 8:
+            # only from a save that alone holds the session's bytes: an earlier one still
+            # under way could otherwise land rows below the cutoff after it
+            if s is not None and s.writing == 1 and \
+                    cutoff > s.trimmed_to + self.retention_bytes // 8:
                 trims[sid] = cutoff
         return trims
 
