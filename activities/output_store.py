@@ -71,7 +71,6 @@ class _Lane:
         self.name = name
         self.due = asyncio.Event()
         self.lock = asyncio.Lock()
-        self.busy = False  # a save is under way on it
         self.conn: AsyncConnection | None = None
 
 
@@ -98,8 +97,7 @@ class PgOutputStore:
         # for its answer (which a busy loop hears late), each on a connection of its own
         self._lives = [_Lane(f"output-store-live-{i}") for i in range(live_connections)]
         self._live_due = asyncio.Event()
-        self._live_task: asyncio.Task | None = None
-        self._live_saves: set[asyncio.Task] = set()
+        self._live_tasks: list[asyncio.Task] = []
         self._due = self._bulk.due  # the bulk writer should write now
         self._timer: asyncio.TimerHandle | None = None  # makes it due, interval_s after a byte
         self._saved = asyncio.Event()  # set (and replaced) after every write that ends
@@ -233,16 +231,18 @@ class PgOutputStore:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name=self._bulk.name)
-        self._live_task = loop.create_task(self._run_live(), name="output-store-live")
+        self._live_tasks = [loop.create_task(self._run_live(lane), name=lane.name)
+                            for lane in self._lives]
         self._listener = loop.create_task(self._listen(), name="output-store-viewers")
 
     async def close(self) -> None:
-        for task in (self._task, self._live_task, self._listener, *self._live_saves):
+        for task in (self._task, self._listener, *self._live_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._live_task = self._listener = None
+        self._task = self._listener = None
+        self._live_tasks = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -274,35 +274,22 @@ class PgOutputStore:
                 await asyncio.sleep(1.0)
                 lane.due.set()
 
-    async def _run_live(self) -> None:
-        """Watched sessions' bytes: saved as soon as they arrive and a live connection is
-        free (a save that ends wakes this again)."""
+    async def _run_live(self, lane: _Lane) -> None:
+        """Watched sessions' bytes, saved as soon as they arrive. Each live connection has a
+        task of its own waiting for them: while one waits for its save's answer, the next
+        bytes go out on another, in the step that hears of them."""
         while True:
             await self._live_due.wait()
             self._live_due.clear()
-            while True:
-                lane = next((x for x in self._lives if not x.busy), None)
-                if lane is None:
-                    break
-                batch = self._take(None, True, lane)
-                if not batch:
-                    break
-                lane.busy = True
-                task = asyncio.get_running_loop().create_task(self._save_live(lane, batch),
-                                                              name=lane.name)
-                self._live_saves.add(task)
-                task.add_done_callback(self._live_saves.discard)
-
-    async def _save_live(self, lane: _Lane, batch: list[tuple[str, int, bytes]]) -> None:
-        try:
-            async with lane.lock:
-                await self._write(lane, batch)
-        except Exception:  # Postgres away: the bytes are back in place, tried again
-            log.exception("output flush failed; retrying")
-            await asyncio.sleep(1.0)
-        finally:
-            lane.busy = False
-            self._live_due.set()
+            try:
+                async with lane.lock:
+                    batch = self._take(None, True, lane)
+                    if batch:
+                        await self._write(lane, batch)
+            except Exception:  # Postgres away: the bytes are back in place, tried again
+                log.exception("output flush failed; retrying")
+                await asyncio.sleep(1.0)
+                self._live_due.set()
 
     async def _listen(self) -> None:
         """Hear which sessions are watched (`session_viewers`), reconnecting when cut off."""
