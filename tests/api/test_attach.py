@@ -16,6 +16,7 @@ import shlex
 import threading
 import time
 
+import psycopg
 import pytest
 from ptyprocess import PtyProcess
 from websockets.asyncio.client import connect
@@ -284,6 +285,28 @@ async def test_websocket_input_batches_named_keys_and_nul(api_url, office, sessi
     # in order, byte for byte (input typed while a command is in flight joins the next one)
     written = "".join(p.get("text", "") + "\x00" * len(p["keys"]) for p in payloads)
     assert written == "echo nul-\x00$((1+1))\recho text-$((2+2))\r"
+
+
+async def test_a_viewer_is_announced_to_the_client_worker_while_attached(api_url, office,
+                                                                         session, settings):
+    """While a viewer follows a session, the API says so on `session_viewers` (the client
+    worker then saves that session's output ahead of the rest of its machine's)."""
+    listener = await psycopg.AsyncConnection.connect(settings.effective_database_url(),
+                                                     autocommit=True)
+    try:
+        await listener.execute("listen session_viewers")
+        url = websocket_url(api_url, office, session, read_only=True)
+        async with connect(url, open_timeout=10, additional_headers={
+                "Authorization": f"Bearer {token_for(['*'])}"}) as ws:
+            json.loads(await ws.recv())  # hello
+
+            async def heard():
+                async for note in listener.notifies(timeout=30):
+                    if note.payload == session:
+                        return
+            await asyncio.wait_for(heard(), 30)
+    finally:
+        await listener.close()
 
 
 # --- pure parts ---------------------------------------------------------------------------------
