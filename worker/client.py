@@ -70,16 +70,16 @@ async def client_runtime(settings: Settings, client: Client, pool: AsyncConnecti
                              transcripts_dir=(settings.home / "transcripts").resolve(),
                              rows=settings.terminal_rows, cols=settings.terminal_cols,
                              stall_after_s=settings.stall_after_s, keeper=keeper)
-    # the agents a worker of this machine left (it died, or was restarted): their sessions
-    # re-attach to them (reattach_agent) instead of restarting
-    adopted = await manager.adopt_kept()
-    if adopted:
-        log.info("adopted %d live agents from the keeper", len(adopted))
     usage = UsageTracker(pool, meter, interval_s=settings.usage_interval_s)
     usage.start()
     acts = ClientActivities(settings, manager, client,
                             office_policy=lambda office_id: reads.office_policy(pool, office_id),
                             usage=usage)
+    # the agents a worker of this machine left (it died, or was restarted): their sessions
+    # re-attach to them (reattach_agent) instead of restarting
+    adopted = await acts.adopt_kept()
+    if adopted:
+        log.info("adopted %d live agents from the keeper", len(adopted))
     changes = ChangesActivities(settings)
     await register_machine(pool, settings)
     worker = Worker(
