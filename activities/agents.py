@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from activities.terminal import Terminal
+from activities.terminal import SessionManager, Terminal
 from activities.usage import UsageSource
 from semo.settings import AgentProfile
 
@@ -35,6 +35,12 @@ class AgentDriver(Protocol):
 
     async def answer(self, input_id: str, kind: str, decision: str | None, option: str | None,
                      text: str | None, remember: bool) -> str: ...
+
+    def adopt(self, term: Terminal) -> None:
+        """Drive an agent a dead worker started: past its start-up, perhaps mid-job."""
+
+    def resume(self, job_id: str | None) -> None:
+        """The adopted agent's session re-attached: `job_id` runs (None: none does)."""
 
 
 class AgentIntegration(Protocol):
@@ -63,6 +69,11 @@ class AgentIntegration(Protocol):
 
     def get(self, session_id: str, generation: int | None = None) -> AgentDriver | None: ...
 
+    async def adopt(self, term: Terminal) -> AgentDriver:
+        """A driver for an agent a dead worker of this machine started (its terminal adopted
+        from the keeper): its hooks reach this worker; raises OSError when they cannot."""
+        ...
+
     async def release(self, session_id: str) -> None: ...
 
     async def close(self) -> None: ...
@@ -80,7 +91,29 @@ class DriverTable(Generic[D]):
     what every integration does with them once they are made."""
 
     drivers: dict[str, D]
-    server: Any  # a HookServer: unregister(session_id, handler), close()
+    server: Any  # a HookServer: start(), register(), listen_also(), unregister(), close()
+    manager: SessionManager
+
+    def _new_driver(self, session_id: str, generation: int, working_dir: Path,
+                    profile: AgentProfile, office_id: str | None) -> D:
+        raise NotImplementedError
+
+    async def adopt(self, term: Terminal) -> D:
+        """Drive an agent a dead worker of this machine started. Its hooks still name that
+        worker's socket and send its secret (kept with the agent: `term.meta`): this worker
+        listens there too and takes that secret. The agent draws its screen again, so the
+        driver sees what it shows now (a question it asks, its input box)."""
+        sid, meta = term.session_id, term.meta
+        await self.server.start()
+        await self.release(sid)
+        driver = self._new_driver(sid, term.generation, term.working_dir, term.profile,
+                                  meta.get("office_id"))
+        self.server.register(sid, driver.on_hook, meta["SEMO_HOOK_TOKEN"])  # type: ignore[attr-defined]
+        self.drivers[sid] = driver
+        await self.server.listen_also(Path(meta["SEMO_HOOK_SOCKET"]))
+        driver.adopt(term)  # type: ignore[attr-defined]
+        await self.manager.repaint(sid)
+        return driver
 
     def get(self, session_id: str, generation: int | None = None) -> D | None:
         driver = self.drivers.get(session_id)

@@ -59,6 +59,8 @@ _RPC_TIMEOUT = timedelta(seconds=10)
 #: for agents with hooks (Claude Code) these come from the hooks and the screen driver
 #: (activities/claude/), not from the output regexes
 _HOOKS_DECIDE = ("completion", "error", "waiting_input")
+#: events an adopted agent's driver may tell before its session re-attaches
+MAX_PARKED_EVENTS = 200
 
 
 def input_problem(inp: SendInput) -> str | None:
@@ -118,9 +120,7 @@ class ClientActivities:
                                    else str(err), type=ErrorType.INVALID_WORKING_DIR,
                                    non_retryable=True) from err
         profile = self.manager.profiles[inp.agent]
-        # `hooks` on a profile of no agent kind (one built in code) meant Claude Code's before
-        # there were kinds, and still does
-        agent = self.agents.get(profile.kind, self.claude) if profile.hooks else None
+        agent = self._agent_of(profile)
         try:  # the worktree, the persona, the agent's hooks (activities/claude/, codex/)
             if inp.repository:
                 wt = await session_worktree(
@@ -146,9 +146,11 @@ class ClientActivities:
             args = (await asyncio.to_thread(agent.start_args, inp.session_id, inp.generation,
                                             profile)
                     if agent is not None else profile.resume_args if inp.generation > 0 else [])
+            # what a next worker needs to take the agent up if this one dies (kept.py)
+            meta = {**hook_env, **({"office_id": inp.office_id} if inp.office_id else {})}
             term = await self.manager.create(inp.session_id, working_dir, inp.agent,
                                              extra_args=args, extra_env=hook_env,
-                                             generation=inp.generation)
+                                             generation=inp.generation, meta=meta)
         except (OSError, TerminalError) as err:
             await self._release_agent(inp.session_id)
             raise ApplicationError(
@@ -191,8 +193,23 @@ class ClientActivities:
         term = self.manager.get(inp.session_id)
         if term is None or not term.alive or term.generation != inp.generation:
             return ReattachAgentResult(attached=False)
-        self._session(inp.session_id).workflow_id = inp.workflow_id
+        session = self._session(inp.session_id)
+        session.workflow_id = inp.workflow_id
+        driver = self._driver(inp.session_id, inp.generation)
+        if term.parked and driver is not None:
+            driver.resume(inp.job_id)
+        # what the agent told while parked is the running job's: told first, in order (and
+        # what it tells meanwhile joins the queue: the terminal stays parked until it is empty)
+        ended = False
+        while term.parked and session.parked_events:
+            ev = session.parked_events.pop(0)
+            if inp.job_id is not None:
+                ev.data.setdefault("job_id", inp.job_id)
+            ended = ended or ev.kind in ("completion", "error")
+            await self._signal(term, ev, parked=False)
         self.manager.resume_parked(inp.session_id, inp.job_id)
+        if ended:
+            term.busy = False
         return ReattachAgentResult(attached=True, pid=term.pid)
 
     @activity.defn(name="watch_agent")
@@ -310,7 +327,14 @@ class ClientActivities:
             return
         await self._signal(term, ev)
 
-    async def _signal(self, term: Terminal, ev: MonitorEvent) -> None:
+    async def _signal(self, term: Terminal, ev: MonitorEvent, *, parked: bool = True) -> None:
+        """Tell the session's workflow (`parked`: unless the terminal is parked, adopted
+        and not re-attached yet: then the event waits for it, reattach_agent)."""
+        if parked and term.parked:
+            waiting = self._session(term.session_id).parked_events
+            if len(waiting) < MAX_PARKED_EVENTS:
+                waiting.append(ev)
+            return
         session = self.sessions.get(term.session_id)
         workflow_id = session.workflow_id if session is not None else None
         if workflow_id is None:
@@ -355,6 +379,38 @@ class ClientActivities:
         """Stop listening for hooks (the worker is shutting down)."""
         for agent in self.agents.values():
             await agent.close()
+
+    def _agent_of(self, profile: AgentProfile) -> AgentIntegration | None:
+        """The agent package that drives the profile's agent (None: a terminal typed to).
+        `hooks` on a profile of no agent kind (one built in code) meant Claude Code's before
+        there were kinds, and still does."""
+        return self.agents.get(profile.kind, self.claude) if profile.hooks else None
+
+    async def adopt_kept(self) -> list[str]:
+        """Take up the live agents a worker of this machine left (it died, or was restarted:
+        kept.py): each one's terminal, and for an agent with hooks its driver, listening on
+        the hook socket its relays name. Their sessions re-attach (reattach_agent); an agent
+        whose hooks cannot be taken up is stopped, and its session restarts. Returns the ids."""
+        async def take_up(sid: str) -> bool:
+            term = self.manager.get(sid)
+            agent = self._agent_of(term.profile) if term is not None else None
+            if term is None or agent is None:
+                return term is not None
+            try:
+                driver = await agent.adopt(term)
+            except (OSError, KeyError, TerminalError) as err:
+                log.warning("cannot drive %s's adopted agent (%s): stopping it", sid, err)
+                await self._close(sid)
+                return False
+            office_id = term.meta.get("office_id")
+            if self.usage is not None and office_id:
+                driver.tap = await self.usage.track(sid, office_id, agent.usage_source)
+            return True
+
+        ids = await self.manager.adopt_kept()
+        # at once: each waits a moment for its agent to draw its screen again
+        taken = await asyncio.gather(*(take_up(sid) for sid in ids))
+        return [sid for sid, ok in zip(ids, taken, strict=True) if ok]
 
     def _driver(self, session_id: str, generation: int) -> AgentDriver | None:
         """The session's agent driver (None: a shell agent, typed to as a terminal)."""

@@ -38,6 +38,9 @@ class ClientSession:
     workflow_id: str | None = None
     #: the git worktree it runs in, when its office names a repository
     worktree: Worktree | None = None
+    #: what its adopted agent's driver told before the session re-attached (which job runs
+    #: is not known until then): told to the workflow once it has
+    parked_events: list = field(default_factory=list)
 
     async def close(self) -> None:
         """Stop the terminal, the hooks and the usage tap; remove the worktree if asked to."""

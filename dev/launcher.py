@@ -51,8 +51,9 @@ COMMANDS = {
     "api": ["api"],
 }
 RESTART_BACKOFF_MAX_S = 30.0
-#: a component up this long before it dies restarts without waiting out earlier backoff
-HEALTHY_S = 60.0
+#: a component up this long before it dies restarts at once (a killed or crashed worker:
+#: its agents wait for the next one); one that keeps dying sooner backs off
+HEALTHY_S = 10.0
 
 
 @dataclass
@@ -248,7 +249,8 @@ def _supervise(children: dict[str, Child]) -> bool:
         if child.next_start_at == 0.0 and child.started_at and now - child.started_at > HEALTHY_S:
             child.restarts = 0  # it had been running fine: a new failure starts the backoff over
         if child.next_start_at == 0.0:
-            delay = min(2.0 ** child.restarts * 0.5, RESTART_BACKOFF_MAX_S)
+            delay = min(0.5 * 2.0 ** (child.restarts - 1), RESTART_BACKOFF_MAX_S) \
+                if child.restarts else 0.0
             child.next_start_at = now + delay
             console.print(f"[yellow]{child.name} exited with code {child.proc.returncode}; "
                           f"restarting in {delay:.1f}s[/]")

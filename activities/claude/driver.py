@@ -120,6 +120,18 @@ class ClaudeDriver:
         self.view.resize(term.rows, term.cols)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
 
+    def adopt(self, term: Terminal) -> None:
+        """Drive an agent a dead worker started: past its start-up, perhaps mid-job (what it
+        tells meanwhile waits for its session to re-attach and name the job: ClientActivities)."""
+        self.started = True
+        self.job_open = True
+        self.attach(term)
+
+    def resume(self, job_id: str | None) -> None:
+        """The adopted agent's session re-attached: `job_id` runs (None: none does)."""
+        if job_id is None:
+            self.job_open = False
+
     async def close(self) -> None:
         self._closed = True
         self._release_held()

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import stat
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,17 @@ from activities.claude.constants import MAX_LINE_BYTES
 from semo.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process listens on the Unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+        return True
 
 
 # --- the hook server ---------------------------------------------------------------------------
@@ -65,6 +77,8 @@ class HookServer:
         self.hold_s = hold_s
         self._routes: dict[str, tuple[str, HookHandler]] = {}
         self._server: asyncio.AbstractServer | None = None
+        #: the sockets of dead workers whose agents this one adopted (listen_also)
+        self._also: dict[Path, asyncio.AbstractServer] = {}
         self._lock = asyncio.Lock()
         self.denied = 0
 
@@ -80,11 +94,29 @@ class HookServer:
             self.path.chmod(0o600)
             log.info("Claude Code hooks on %s", self.path)
 
-    def register(self, session_id: str, handler: HookHandler) -> str:
-        """A fresh secret for the session (replacing any earlier one); returns it."""
-        token = secrets.token_urlsafe(32)
+    def register(self, session_id: str, handler: HookHandler, token: str | None = None) -> str:
+        """The session's secret (fresh, or `token`: an adopted agent's, which its relay
+        still sends), replacing any earlier route; returns it."""
+        token = token or secrets.token_urlsafe(32)
         self._routes[session_id] = (token, handler)
         return token
+
+    async def listen_also(self, path: Path) -> None:
+        """Take over `path` too: the socket of a dead worker whose agents this one adopted
+        (their relays still name it). Only a socket nobody answers on is taken: a live
+        worker's is its own."""
+        async with self._lock:
+            if path == self.path or path in self._also:
+                return
+            _private_dir(path.parent)
+            if await asyncio.to_thread(_answers, path):
+                raise OSError(f"{path} is a live worker's hook socket")
+            if path.exists() or path.is_symlink():
+                path.unlink()
+            self._also[path] = await asyncio.start_unix_server(self._client, path=str(path),
+                                                               limit=MAX_LINE_BYTES)
+            path.chmod(0o600)
+            log.info("Claude Code hooks on %s too (adopted agents)", path)
 
     def unregister(self, session_id: str, handler: HookHandler | None = None) -> None:
         route = self._routes.get(session_id)
@@ -92,12 +124,13 @@ class HookServer:
             del self._routes[session_id]
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        servers = {**self._also, **({self.path: self._server} if self._server else {})}
+        self._server, self._also = None, {}
+        for path, server in servers.items():
+            server.close()
+            await server.wait_closed()
             try:
-                self.path.unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
 

@@ -46,14 +46,18 @@ class ClaudeIntegration(DriverTable[ClaudeDriver]):
         await asyncio.to_thread(merge_settings, working_dir, self.roots, None,
                                 self.settings.hook_decision_wait_s)
         await self.release(session_id)
-        lookup = self.office_policy
-        policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
-        driver = ClaudeDriver(self.manager, session_id, generation, profile, self.signal,
-                              rows=self.manager.rows, cols=self.manager.cols, policy=policy,
-                              working_dir=str(working_dir))
+        driver = self._new_driver(session_id, generation, working_dir, profile, office_id)
         token = self.server.register(session_id, driver.on_hook)
         self.drivers[session_id] = driver
         return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
+
+    def _new_driver(self, session_id: str, generation: int, working_dir: Path,
+                    profile: AgentProfile, office_id: str | None) -> ClaudeDriver:
+        lookup = self.office_policy
+        policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
+        return ClaudeDriver(self.manager, session_id, generation, profile, self.signal,
+                            rows=self.manager.rows, cols=self.manager.cols, policy=policy,
+                            working_dir=str(working_dir))
 
     def start_args(self, session_id: str, generation: int, profile: AgentProfile) -> list[str]:
         return conversation.start_args(profile, session_id, generation)

@@ -59,6 +59,13 @@ class CodexIntegration(DriverTable[CodexDriver]):
                       ) -> tuple[CodexDriver, dict[str, str]]:
         await self.server.start()
         await self.release(session_id)
+        driver = self._new_driver(session_id, generation, working_dir, profile, office_id)
+        token = self.server.register(session_id, driver.on_hook)
+        self.drivers[session_id] = driver
+        return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
+
+    def _new_driver(self, session_id: str, generation: int, working_dir: Path,
+                    profile: AgentProfile, office_id: str | None) -> CodexDriver:
         lookup = self.office_policy
         policy = (lambda: lookup(office_id)) if lookup is not None and office_id else None
         driver = CodexDriver(self.manager, session_id, generation, profile, self.signal,
@@ -66,9 +73,7 @@ class CodexIntegration(DriverTable[CodexDriver]):
                              working_dir=str(working_dir),
                              on_conversation=lambda cid: self._remember(session_id, cid))
         driver.conversation_id = self.conversation(session_id)
-        token = self.server.register(session_id, driver.on_hook)
-        self.drivers[session_id] = driver
-        return driver, {"SEMO_HOOK_SOCKET": str(self.server.path), "SEMO_HOOK_TOKEN": token}
+        return driver
 
     def start_args(self, session_id: str, generation: int, profile: AgentProfile) -> list[str]:
         args = hook_args(hook_command(), self.settings.hook_decision_wait_s)

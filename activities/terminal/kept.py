@@ -29,6 +29,13 @@ EXIT_STATUS_WAIT_S = 5.0
 MAX_RECOVERED = 64 << 20
 
 
+def adoptable(profile: AgentProfile, meta: dict) -> bool:
+    """Whether a next worker can take an agent up: one without hooks, or one whose hook
+    socket and secret were kept with it (`meta`, from SessionManager.create): the next
+    worker listens there and knows the secret, so the agent's hooks reach it."""
+    return not profile.hooks or bool(meta.get("SEMO_HOOK_TOKEN") and meta.get("SEMO_HOOK_SOCKET"))
+
+
 def keeper_token(keeper_pid: int) -> str:
     """What agents forked by this keeper carry as SEMO_WORKER: they live as long as it does."""
     return f"{worker_token(keeper_pid)}:keeper"
@@ -46,7 +53,8 @@ class TerminalKeeping(ManagerParts):
             raise TerminalError(str(err)) from err
 
     async def _spawn_kept(self, session_id: str, generation: int, agent: str, argv: list[str],
-                          working_dir: Path, env: dict[str, str]) -> tuple[KeptPty, int]:
+                          working_dir: Path, env: dict[str, str],
+                          meta: dict[str, str]) -> tuple[KeptPty, int]:
         """Start the agent through the keeper; returns its PTY and our hold's epoch."""
         keeper = self.keeper
         # through a new keeper if this one was killed; its agents carry its token (a stray
@@ -56,7 +64,7 @@ class TerminalKeeping(ManagerParts):
         await self._clear_kept(session_id)
         got: Claimed = await self._keeper_call(
             keeper.spawn, session_id, generation, argv, str(working_dir), env,  # type: ignore[union-attr]
-            self.rows, self.cols, {"agent": agent, "working_dir": str(working_dir)})
+            self.rows, self.cols, {**meta, "agent": agent, "working_dir": str(working_dir)})
         return KeptPty(got.info["pid"], got.master), got.info["epoch"]  # type: ignore[arg-type]
 
     async def _clear_kept(self, session_id: str) -> None:
@@ -103,8 +111,9 @@ class TerminalKeeping(ManagerParts):
         """Claim every live agent the keeper has (a worker of this machine died or was
         restarted): each becomes a parked terminal of this manager, its output stored from
         now on, until its session re-attaches (`resume_parked`). Agents that cannot be
-        adopted (their profile is gone, or drives Claude Code through hooks this worker did
-        not set up) are stopped: their sessions restart as before. Returns the adopted ids."""
+        adopted (their profile is gone, or its hooks' secret was not kept: `adoptable`) are
+        stopped: their sessions restart as before. Returns the adopted ids; an agent with
+        hooks is then the agent package's to drive (ClientActivities.adopt_kept)."""
         if self.keeper is None:
             return []
         adopted = []
@@ -112,7 +121,8 @@ class TerminalKeeping(ManagerParts):
             sid, generation = info["key"], info["generation"]
             meta = info["meta"]
             profile = self.profiles.get(meta.get("agent", ""))
-            if info["exited"] or profile is None or profile.hooks or sid in self.terminals:
+            if info["exited"] or profile is None or not adoptable(profile, meta) \
+                    or sid in self.terminals:
                 if not info["exited"]:
                     log.warning("stopping %s's agent (pid %d): it cannot be adopted", sid,
                                 info["pid"])
@@ -148,6 +158,8 @@ class TerminalKeeping(ManagerParts):
         term = self._new_terminal(sid, generation, agent, profile, pty, working_dir, pidfd, base)
         term.rows, term.cols = rows, cols
         term.kept, term.epoch, term.parked = True, got.info["epoch"], True
+        term.meta = {k: v for k, v in (got.info.get("meta") or {}).items()
+                     if k not in ("agent", "working_dir")}
         # what the dead worker had read but not stored yet, then what the agent wrote while
         # no worker held it: first, in order (before the transcript is opened: the first
         # part is in it already)
@@ -210,7 +222,8 @@ class TerminalKeeping(ManagerParts):
         until the next worker claims it. Returns the ids left; the rest stay here (stop them)."""
         left = []
         for sid, term in list(self.terminals.items()):
-            if not term.kept or term.profile.hooks or term.stopping or term.leader_exited:
+            if not term.kept or not adoptable(term.profile, term.meta) or term.stopping \
+                    or term.leader_exited:
                 continue
             self._stop_reading(term)
             self._drain(term)  # what is in the PTY now is ours to store; the rest the keeper's

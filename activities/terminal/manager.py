@@ -103,22 +103,25 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
 
     async def create(self, session_id: str, working_dir: Path, agent: str, *,
                      generation: int = 0, extra_env: dict[str, str] | None = None,
-                     extra_args: list[str] | None = None) -> Terminal:
-        """Start the agent in a new terminal (replacing the session's old one, if any)."""
+                     extra_args: list[str] | None = None,
+                     meta: dict[str, str] | None = None) -> Terminal:
+        """Start the agent in a new terminal (replacing the session's old one, if any).
+        `meta`: what a next worker needs to adopt it (kept.py), kept with the keeper."""
         # one at a time per session: a retried start must not race the first attempt
         entry = self._creating.setdefault(session_id, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
             async with entry[0]:
                 return await self._create(session_id, working_dir, agent, generation,
-                                          extra_env, extra_args)
+                                          extra_env, extra_args, meta or {})
         finally:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._creating[session_id]
 
     async def _create(self, session_id: str, working_dir: Path, agent: str, generation: int,
-                      extra_env: dict[str, str] | None, extra_args: list[str] | None) -> Terminal:
+                      extra_env: dict[str, str] | None, extra_args: list[str] | None,
+                      meta: dict[str, str]) -> Terminal:
         profile = self.profiles.get(agent)
         if profile is None:
             raise TerminalError(f"unknown agent profile {agent!r}")
@@ -137,7 +140,7 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
         argv = [*profile.argv, *(extra_args or [])]
         if self.keeper is not None:
             pty, epoch = await self._spawn_kept(session_id, generation, agent, argv,
-                                                working_dir, env)
+                                                working_dir, env, meta)
             proc: PtyProcess | KeptPty = pty
         else:
             # Spawned on the loop's thread on purpose: a child's parent-death signal is tied
@@ -159,6 +162,7 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
                                   pidfd, base)
         if isinstance(proc, KeptPty):
             term.kept, term.epoch = True, epoch
+        term.meta = meta
         self._install(term)
         return term
 
@@ -252,6 +256,19 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
             raise TerminalError(f"session {session_id}'s terminal is closed")
         term.proc.setwinsize(rows, cols)
         term.rows, term.cols = rows, cols
+
+    async def repaint(self, session_id: str, settle_s: float = 1.0) -> None:
+        """Have a full-screen agent draw its whole screen again, as tmux does on attach: one
+        column narrower for a moment (until it draws, at most `settle_s`), then its own
+        width. From then on its screen can be followed without what it drew before (an
+        adopted agent's driver starts there)."""
+        term = self.require(session_id)
+        before = term.offset
+        term.proc.setwinsize(term.rows, max(term.cols - 1, 1))
+        deadline = time.monotonic() + settle_s
+        while term.offset == before and term.alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        term.proc.setwinsize(term.rows, term.cols)
 
     async def terminate(self, session_id: str) -> Terminal | None:
         """Stop the session's processes: SIGHUP+SIGTERM, then SIGKILL after the grace."""

@@ -181,6 +181,8 @@ class Terminal:
     #: hold on it, see keeper/)
     kept: bool = False
     epoch: int = 0
+    #: what a next worker needs to adopt it (the agent's hook secret and socket, its office)
+    meta: dict[str, str] = field(default_factory=dict)
     #: adopted from a worker that died: output is stored but not monitored until the
     #: session's workflow re-attaches and says which job is running (`unmonitored` waits)
     parked: bool = False

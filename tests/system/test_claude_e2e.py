@@ -449,6 +449,19 @@ async def _ready(value):
     return value
 
 
+async def run_relay(path: Path, session_id: str, token: str, event: dict,
+                    reconnect_s: float = 0.5) -> None:
+    """hook_relay.py as Claude Code runs it, with `event` on its stdin: it must stay silent."""
+    env = {"PATH": os.environ["PATH"], "SEMO_HOOK_SOCKET": str(path),
+           "SEMO_HOOK_TOKEN": token, "SEMO_SESSION_ID": session_id,
+           "SEMO_HOOK_RECONNECT_S": str(reconnect_s)}
+    proc = await asyncio.create_subprocess_exec(
+        "python3", "-I", "-S", str(RELAY), env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(json.dumps(event).encode()), 60)
+    assert (proc.returncode, out, err) == (0, b"", b""), "a hook must stay silent"
+
+
 async def test_the_hook_socket_takes_only_the_sessions_own_secret(tmp_path: Path) -> None:
     server = HookServer(tmp_path / "run" / "hooks.sock")
     await server.start()
@@ -457,13 +470,7 @@ async def test_the_hook_socket_takes_only_the_sessions_own_secret(tmp_path: Path
     server.register("b", got["b"].append)
 
     async def relay(session_id: str, token: str, event: dict) -> None:
-        env = {"PATH": os.environ["PATH"], "SEMO_HOOK_SOCKET": str(server.path),
-               "SEMO_HOOK_TOKEN": token, "SEMO_SESSION_ID": session_id}
-        proc = await asyncio.create_subprocess_exec(
-            "python3", "-I", "-S", str(RELAY), env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = await proc.communicate(json.dumps(event).encode())
-        assert (proc.returncode, out, err) == (0, b"", b""), "a hook must stay silent"
+        await run_relay(server.path, session_id, token, event)
 
     try:
         assert oct(server.path.stat().st_mode & 0o777) == "0o600"
@@ -475,6 +482,41 @@ async def test_the_hook_socket_takes_only_the_sessions_own_secret(tmp_path: Path
     finally:
         await server.close()
     await relay("a", token_a, {"hook_event_name": "Stop"})  # the worker gone: still exit 0, silent
+
+
+async def test_a_hook_sent_while_its_worker_restarts_reaches_the_next_one(tmp_path: Path) -> None:
+    """The agent's hooks name the socket of the worker that started it. That worker dies; a
+    hook fires before the next worker listens: the relay knocks again until the next worker,
+    which adopted the agent, takes the dead worker's socket over with the agent's own secret.
+    A live worker's socket is never taken."""
+    dead = HookServer(tmp_path / "run" / "hooks-1.sock")
+    await dead.start()
+    token = dead.register("s", lambda event: None)
+    await dead.close()
+    dead.path.touch()  # what a worker killed with SIGKILL leaves: a socket file nobody serves
+
+    got: list[dict] = []
+    relay = asyncio.create_task(run_relay(dead.path, "s", token, {"hook_event_name": "Stop"},
+                                          reconnect_s=30))
+    await asyncio.sleep(0.5)  # the relay is knocking on a socket nobody answers
+    assert not relay.done()
+    nxt = HookServer(tmp_path / "run" / "hooks-2.sock")
+    await nxt.start()
+    try:
+        nxt.register("s", got.append, token)
+        await nxt.listen_also(dead.path)
+        await asyncio.wait_for(relay, 30)
+        assert got == [{"hook_event_name": "Stop"}]
+        assert oct(dead.path.stat().st_mode & 0o777) == "0o600"
+
+        third = HookServer(tmp_path / "run" / "hooks-3.sock")
+        with pytest.raises(OSError, match="live worker"):
+            await third.listen_also(nxt.path)
+        await run_relay(nxt.path, "s", token, {"hook_event_name": "SessionEnd"})
+        assert got[-1] == {"hook_event_name": "SessionEnd"}  # still the live worker's
+    finally:
+        await nxt.close()
+    assert not dead.path.exists() and not nxt.path.exists()
 
 
 # --- through the API, with the real CLI ------------------------------------------------------------

@@ -153,14 +153,21 @@ async def test_a_claude_code_killed_mid_job_never_reads_ready_before_it_restarts
         http, pool, temporal_client, resume_machine):
     """The `ready then restarting` race: the job's failure (Claude Code exited) and the end
     of the agent's watch reach the session one after the other; in between it must not say
-    `ready`, which a prompt would find refused. Three sessions, each killed mid-job twice."""
+    `ready`, which a prompt would find refused. Twenty kills: ten sessions, each killed
+    mid-job twice (a third failure within the breaker's window would open its circuit),
+    four at a time."""
     standin = resume_machine
     office = await office_of(http, "claude")
+    kills = 2
+    at_once = asyncio.Semaphore(4)
 
-    async def kill_twice() -> str:
-        session = await new_session(http, office)
+    async def kill_mid_job() -> str:
+        async with at_once:
+            return await kill_in(await new_session(http, office))
+
+    async def kill_in(session: dict) -> str:
         sid = session["session_id"]
-        for k in range(2):
+        for k in range(kills):
             standin.reply_slow(60, "never seen")
             prompt = f"Take your time ({sid}, {k})."
             job = await send_prompt(http, office, sid, prompt)
@@ -178,11 +185,11 @@ async def test_a_claude_code_killed_mid_job_never_reads_ready_before_it_restarts
         await http.delete(f"/api/offices/{office}/sessions/{sid}")
         return session["workflow_id"]
 
-    workflow_ids = await asyncio.gather(*(kill_twice() for _ in range(3)))
+    workflow_ids = await asyncio.gather(*(kill_mid_job() for _ in range(10)))
     for workflow_id in workflow_ids:
         history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
         published = statuses_published(history)
-        assert published.count("restarting") >= 2, published
+        assert published.count("restarting") >= kills, published
         pairs = list(zip(published, published[1:], strict=False))
         assert ("ready", "restarting") not in pairs, published
     await replay_and_maybe_record(temporal_client, workflow_ids[0],

@@ -13,12 +13,15 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from dev.embedded import venv_bin
 from semo import procfs
+from tests.claude_standin.install import claude_path
+from tests.claude_standin.server import ScriptedAnthropicStandIn
 from tests.support.devstack import DevStack, alive, replay_and_maybe_record, wait
 from tests.support.processes import live_pids_with_env
 
@@ -216,13 +219,14 @@ def test_the_keeper_killed_leaves_held_agents_running_and_the_next_start_gets_a_
     assert session(api, office, sid)["restarts"] == 0
 
 
-def client_worker(stack, home, machine_id: str, *args: str) -> subprocess.Popen:
+def client_worker(stack, home, machine_id: str, *args: str,
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
     """`semo worker client` of a machine of its own, on the stack's Temporal and Postgres."""
     info = stack.running_info()
     env = {**os.environ, "SEMO_HOME": str(home), "SEMO_MACHINE_ID": machine_id,
            "SEMO_DATABASE_URL": info["database_url"],
            "SEMO_TEMPORAL_ADDRESS": info["temporal_address"],
-           "SEMO_WORKSPACE_ROOTS": json.dumps([str(home / "ws")])}
+           "SEMO_WORKSPACE_ROOTS": json.dumps([str(home / "ws")]), **(env or {})}
     log = open(home / "worker.log", "ab")  # noqa: SIM115
     try:
         return subprocess.Popen([str(venv_bin("semo")), "worker", "client", *args], env=env,
@@ -278,6 +282,47 @@ def test_sigterm_leaves_the_agents_to_the_next_worker(stack, api, tmp_path):
                 proc.wait()
 
 
+def test_a_second_worker_of_a_machine_is_refused_and_takes_no_agent(stack, api, tmp_path):
+    """Two client workers of one machine (and SEMO_HOME) would claim each other's agents from
+    the keeper: the second one waits for the first to exit, then stops, naming it and the
+    fix; the first one's agent runs on, untouched."""
+    machine = f"two-{uuid.uuid4().hex[:6]}"
+    since = time.time() - 1
+    first = client_worker(stack, tmp_path, machine, "--stop-agents")
+    second = None
+    try:
+        wait(lambda: registered_since(stack, machine, since), 60, "the worker registered")
+        office, sid = new_session(api, stack, machine)
+        pid = agent_leader(sid)
+        second = subprocess.Popen(
+            [str(venv_bin("semo")), "worker", "client"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            env={**os.environ, "SEMO_HOME": str(tmp_path), "SEMO_MACHINE_ID": machine,
+                 "SEMO_DATABASE_URL": stack.running_info()["database_url"],
+                 "SEMO_TEMPORAL_ADDRESS": stack.running_info()["temporal_address"],
+                 "SEMO_WORKSPACE_ROOTS": json.dumps([str(tmp_path / "ws")])})
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        message = err.decode()
+        assert f"another client worker of machine {machine}" in message, message
+        assert f"(pid {first.pid})" in message and "SEMO_MACHINE_ID" in message, message
+        assert first.poll() is None and agent_leader(sid) == pid
+        r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                     json={"prompt": "echo still-$((40+2)) $$"})
+        assert r.status_code == 200, r.text
+        wait(lambda: f"still-42 {pid}" in output(api, office, sid), 30, "the agent answering")
+        assert session(api, office, sid)["restarts"] == 0
+    finally:
+        first.send_signal(signal.SIGTERM)  # --stop-agents: its agents go with it
+        for proc in (first, second):
+            if proc is not None:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
 def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):
     stack = DevStack(tmp_path, machine_id="restart-stop")
     stack.start()
@@ -294,3 +339,144 @@ def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):
         assert stack.stop() == 0
     wait(lambda: not alive(keeper) and not alive(pid), 30, "the keeper and the agent gone")
     assert not live_pids_with_env("SEMO_SESSION_ID", sid)
+
+
+
+class ClaudeMachine:
+    """A machine of its own whose client worker's Claude Code profile is the README's (only
+    `argv` and `env`), against the scripted stand-in; `restart()` kills its worker with
+    SIGKILL and starts the next one (with --stop-agents, so the test's end stops them)."""
+
+    def __init__(self, stack, home: Path, standin: ScriptedAnthropicStandIn) -> None:
+        self.stack, self.home, self.standin = stack, home, standin
+        self.machine_id = f"cq-{uuid.uuid4().hex[:6]}"
+        claude_home = home / "claude-home"
+        claude_home.mkdir()
+        (claude_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+        env = {"HOME": str(claude_home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "ANTHROPIC_BASE_URL": standin.base_url, "ANTHROPIC_AUTH_TOKEN": "standin-token",
+               "CLAUDE_CODE_MAX_RETRIES": "0", "DISABLE_AUTOUPDATER": "1",
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        self.env = {"SEMO_AGENT_PROFILES": json.dumps(
+            {"claude": {"argv": [str(claude_path())], "env": env}})}
+        self.workers: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        since = time.time() - 1
+        self.workers.append(client_worker(self.stack, self.home, self.machine_id, env=self.env))
+        wait(lambda: registered_since(self.stack, self.machine_id, since), 60,
+             "the worker registered")
+
+    def restart(self) -> None:
+        first = self.workers[-1]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(30)
+        self.workers.append(client_worker(self.stack, self.home, self.machine_id,
+                                          "--stop-agents", env=self.env))
+
+    def session(self, api) -> tuple[str, str, Path]:
+        office = f"r-{uuid.uuid4().hex[:8]}"
+        r = api.post("/api/offices", json={"office_id": office, "name": "restart",
+                                           "agent": "claude", "machine_id": self.machine_id,
+                                           "warm_roles": []})
+        assert r.status_code == 201, r.text
+        r = api.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
+        assert r.status_code == 201, r.text
+        sid, wd = r.json()["session_id"], Path(r.json()["working_dir"])
+        wait(lambda: session(api, office, sid)["status"] == "ready", 120, "Claude Code ready")
+        return office, sid, wd
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.fixture
+def claude_machine(stack, tmp_path):
+    with ScriptedAnthropicStandIn() as standin:
+        machine = ClaudeMachine(stack, tmp_path, standin)
+        try:
+            machine.start()
+            yield machine
+        finally:
+            machine.stop()
+
+
+def test_a_permission_pending_across_a_worker_kill_is_answered_and_the_tool_runs(
+        api, claude_machine):
+    """Claude Code asks to run a command; its client worker is killed with SIGKILL while the
+    question waits. The next worker takes the same agent up: the question is still the
+    session's `pending_input`, POST .../answer allows it, the command runs, the job ends
+    `done`, and nothing restarted."""
+    office, sid, wd = claude_machine.session(api)
+    pid = agent_leader(sid)
+    claude_machine.standin.reply_tool_use("Bash", {"command": "touch allowed.txt",
+                                                   "description": "Create the file"})
+    claude_machine.standin.reply_text("Created it.\n[SEMO:DONE]")
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                 json={"prompt": "Create allowed.txt"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    pending = wait(lambda: (s := session(api, office, sid))["status"] == "waiting_input"
+                   and s["pending_input"], 60, "the permission pending")
+    assert pending["kind"] == "permission" and pending["tool"] == "Bash", pending
+
+    claude_machine.restart()
+    wait(lambda: "reattached" in [e["kind"] for e in job_of(api, office, job_id)["events"]],
+         90, "the session re-attached to its agent")
+    s = session(api, office, sid)
+    assert s["status"] == "waiting_input" and s["pending_input"] == pending, s
+    assert not (wd / "allowed.txt").exists()
+
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/answer",
+                 json={"input_id": pending["input_id"], "decision": "allow"})
+    assert r.status_code == 200, r.text
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+               90, "the job to end")
+    assert job["status"] == "done", job
+    assert (wd / "allowed.txt").exists(), "the allowed command ran"
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "interrupted" not in kinds, kinds
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready" and s["pending_input"] is None, s
+    assert agent_leader(sid) == pid  # the same Claude Code, not a new one
+    api.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+def test_a_claude_turn_that_ends_while_no_worker_listens_ends_its_job_done(
+        api, claude_machine):
+    """The client worker is killed with SIGKILL mid-turn; the turn ends (Claude Code's Stop
+    hook) before the next worker has taken the agent up, or while its session has not
+    re-attached yet. The hook reaches the next worker and the job ends `done`, with the
+    reply; the same agent then takes the next prompt."""
+    office, sid, _ = claude_machine.session(api)
+    pid = agent_leader(sid)
+    claude_machine.standin.reply_slow(3, "Slow but sure.\n[SEMO:DONE]")
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Take a while"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    assert claude_machine.standin.wait_for(
+        lambda reqs: any(r.kind == "main" for r in reqs), 60), "the turn under way"
+    claude_machine.restart()
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+               90, "the job to end")
+    assert job["status"] == "done", job
+    assert job["completion"]["source"] == "hook", job  # its Stop hook, not lost
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "reattached" in kinds, kinds
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+    claude_machine.standin.reply_text("Again.\n[SEMO:DONE]")
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Once more"})
+    assert r.status_code == 200, r.text
+    job = wait(lambda: (j := job_of(api, office, r.json()["job_id"]))["status"] != "running"
+               and j, 90, "the next job to end")
+    assert job["status"] == "done", job
+    api.delete(f"/api/offices/{office}/sessions/{sid}")
