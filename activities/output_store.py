@@ -23,10 +23,10 @@ Memory is bounded by back-pressure: a session is `congested` when it has more th
 SessionManager then stops reading that terminal until `wait_drained` returns. When Postgres
 is away, bytes are kept and retried, and reading stays paused meanwhile.
 
-Each writer keeps its pooled connection (the live ones from the first watched byte on). It runs with
+Each writer keeps its pooled connection (a live one from its first save on). They run with
 `synchronous_commit = off`: a Postgres crash can lose the last few hundred milliseconds of
-terminal output, never the consistency of the table, and the writer does not wait for a WAL
-flush per batch.
+terminal output, never the consistency of the table, and no writer waits for a WAL flush per
+save.
 """
 
 from __future__ import annotations
