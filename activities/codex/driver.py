@@ -63,7 +63,8 @@ class CodexDriver:
     def __init__(self, manager: SessionManager, session_id: str, generation: int,
                  profile: AgentProfile, signal: SignalFn, rows: int = 40, cols: int = 120, *,
                  policy: PolicyFn | None = None, working_dir: str | None = None,
-                 on_conversation: Callable[[str], None] | None = None) -> None:
+                 on_conversation: Callable[[str], None] | None = None,
+                 on_turn: Callable[[str, Path | None], None] | None = None) -> None:
         self.manager = manager
         self.session_id = session_id
         self.generation = generation
@@ -72,6 +73,9 @@ class CodexDriver:
         self._signal = signal
         self._office_policy = policy
         self._on_conversation = on_conversation
+        #: told each new turn and its rollout file (kept: a next worker's adopted driver
+        #: starts from them, `resume_turn`)
+        self._on_turn = on_turn
         self.term: Terminal | None = None
         self.view = FollowedScreen(cols, rows)
         self.job_open = False
@@ -115,6 +119,16 @@ class CodexDriver:
         """The adopted agent's session re-attached: `job_id` runs (None: none does)."""
         if job_id is None:
             self.job_open = False
+
+    def resume_turn(self, turn_id: str | None, rollout: Path | None) -> None:
+        """An adopted agent's last turn and rollout file, as the dead worker's driver learned
+        them from its hooks (none fire again until the next one): a turn the model API
+        refuses is told only in the rollout file, under that turn's id. What a hook told this
+        driver since is newer and stays."""
+        if self.turn_id is None and turn_id:
+            self.turn_id = turn_id
+        if self.rollout is None and rollout is not None and is_rollout(rollout):
+            self.rollout, self._cursor = rollout, Cursor()
 
     async def close(self) -> None:
         self._closed = True
@@ -278,6 +292,8 @@ class CodexDriver:
         if name == "UserPromptSubmit":
             self._note_turn(event)
             self.prompt_submitted.set()  # at once: submit() may be waiting for it
+        elif self.rollout is None:  # an adopted driver: every event names the rollout file
+            self._note_rollout(event)
         future = (asyncio.get_running_loop().create_future()
                   if name == "PermissionRequest" else None)
         self._queue.put_nowait(("hook", (event, future)))
@@ -290,11 +306,20 @@ class CodexDriver:
             if self._on_conversation is not None:
                 self._on_conversation(conversation)
         turn = event.get("turn_id")
-        if isinstance(turn, str) and turn:
+        new_turn = isinstance(turn, str) and bool(turn) and turn != self.turn_id
+        if new_turn:
             self.turn_id = turn
+        moved = self._note_rollout(event)
+        if (new_turn or moved) and self.turn_id and self._on_turn is not None:
+            self._on_turn(self.turn_id, self.rollout)
+
+    def _note_rollout(self, event: dict) -> bool:
+        """Learn the rollout file the event names; whether it is a new one."""
         path = event.get("transcript_path")
         if isinstance(path, str) and is_rollout(Path(path)) and Path(path) != self.rollout:
             self.rollout, self._cursor = Path(path), Cursor()
+            return True
+        return False
 
     async def _on_hook(self, event: dict, future: asyncio.Future | None = None) -> None:
         name = event.get("hook_event_name")

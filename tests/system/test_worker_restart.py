@@ -565,3 +565,27 @@ def test_a_codex_turn_that_ends_while_no_worker_listens_ends_its_job_done(
     assert job["status"] == "done", job
     api.delete(f"/api/offices/{office}/sessions/{sid}")
 
+
+def test_a_codex_turn_the_model_api_refuses_while_no_worker_listens_fails_its_job(
+        api, codex_machine):
+    """A refused turn has no hook: only Codex's rollout file says so, under the turn's id,
+    which the dead worker's driver had learned from the prompt's hook. The turn is refused
+    while the client worker is down: the next worker's driver knows which turn runs and
+    where its rollout file is, and the job fails with the API's reason."""
+    office, sid, _ = codex_machine.session(api)
+    pid = agent_leader(sid)
+    codex_machine.standin.reply_error(400, "Invalid request: refused after a while", delay_s=3)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Summarise"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: codex_machine.standin.main_requests(), 60, "the turn under way")
+    codex_machine.restart()
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+               90, "the job to end")
+    assert job["status"] == "failed" and "refused after a while" in job["error"], job
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "reattached" in kinds, kinds
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+    api.delete(f"/api/offices/{office}/sessions/{sid}")
