@@ -100,6 +100,9 @@ class CodexDriver:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = [asyncio.get_running_loop().create_task(self._deliver())]
         self.tap: Callable[[dict, str | None], None] | None = None
+        #: an adopted driver's hook events do not reach the usage tap until its session
+        #: re-attached and named the job (`resume`)
+        self._usage_waits = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -113,12 +116,22 @@ class CodexDriver:
         tells meanwhile waits for its session to re-attach and name the job: ClientActivities)."""
         self.started = True
         self.job_open = True
+        self._usage_waits = True
         self.attach(term)
 
     def resume(self, job_id: str | None) -> None:
-        """The adopted agent's session re-attached: `job_id` runs (None: none does)."""
+        """The adopted agent's session re-attached: `job_id` runs (None: none does). Only now
+        is the usage tap told the rollout file, and that the turn under way is that job's
+        (as the turn's prompt hook told the dead worker's): what the turn's responses used
+        counts for the job, none of it read as no job's before."""
         if job_id is None:
             self.job_open = False
+        self._usage_waits = False
+        if self.tap is not None:
+            self.tap({"hook_event_name": "UserPromptSubmit",
+                      **({"turn_id": self.turn_id} if self.turn_id else {}),
+                      **({"transcript_path": str(self.rollout)} if self.rollout else {})},
+                     job_id)
 
     def resume_turn(self, turn_id: str | None, rollout: Path | None) -> None:
         """An adopted agent's last turn and rollout file, as the dead worker's driver learned
@@ -286,7 +299,7 @@ class CodexDriver:
     def on_hook(self, event: dict) -> asyncio.Future | None:
         """A hook event from the relay (already authenticated), handled in order; for a
         PermissionRequest, a future the relay waits on for the decision."""
-        if self.tap is not None:
+        if self.tap is not None and not self._usage_waits:
             self.tap(event, self.term.job_id if self.term is not None and self.job_open else None)
         name = event.get("hook_event_name")
         if name == "UserPromptSubmit":

@@ -127,11 +127,18 @@ async def test_a_next_workers_driver_takes_up_the_turn_the_dead_workers_driver_k
     adopted = integration._new_driver("s1", 0, tmp_path, profile, None)
     adopted.term = SimpleNamespace(job_id=None, offset=0, busy=True,  # type: ignore[assignment]
                                    waiting=False)
-    adopted.job_open = True
+    adopted.job_open, adopted._usage_waits = True, True  # as adopt() leaves them
+    taps: list = []
+    adopted.tap = lambda event, job_id: taps.append((event, job_id))
     adopted.resume_turn(*integration.last_turn("s1"))
     await adopted._read_rollout()
+    adopted.on_hook({"hook_event_name": "SessionStart", "transcript_path": str(path)})
+    assert taps == [], "usage waits for the job's name"
+    adopted.resume("job-1")  # the session re-attached: job-1 runs
     await adopted.close()
     assert [(ev.kind, ev.data["reason"]) for ev in told] == [("error", "refused")]
+    assert taps == [({"hook_event_name": "UserPromptSubmit", "turn_id": "t2",
+                      "transcript_path": str(path)}, "job-1")], "the turn is the job's"
 
     integration.forget("s1")
     assert integration.last_turn("s1") == (None, None)

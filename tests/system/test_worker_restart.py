@@ -552,6 +552,7 @@ def test_a_codex_turn_that_ends_while_no_worker_listens_ends_its_job_done(
                90, "the job to end")
     assert job["status"] == "done", job
     assert job["completion"]["source"] == "hook", job  # its Stop hook, not lost
+    assert job["usage"]["responses"] == 1, job  # the reply's usage, recorded by the next worker
     kinds = [e["kind"] for e in job["events"]]
     assert "worker_lost" in kinds and "reattached" in kinds, kinds
     s = session(api, office, sid)
