@@ -46,6 +46,13 @@ def test_dialogs_and_their_kinds() -> None:
     approval = find_dialog(APPROVAL)
     assert approval is not None and approval.kind() == "permission"
     assert approval.options[0] == "Yes, proceed (y)"
+    # an escalation's reason: the question is more rows above the options than are kept
+    escalated = ["  Would you like to run the following command?", "", "  Environment: local",
+                 "", "  Reason: run touch allowed.txt", "", "  $ touch allowed.txt", "", "",
+                 *APPROVAL[-5:]]
+    approval = find_dialog(escalated)
+    assert approval is not None and "Would you like" not in " ".join(approval.text)
+    assert approval.kind() == "permission"
     assert find_dialog(READY) is None
 
 
