@@ -391,22 +391,26 @@ class ClientActivities:
         kept.py): each one's terminal, and for an agent with hooks its driver, listening on
         the hook socket its relays name. Their sessions re-attach (reattach_agent); an agent
         whose hooks cannot be taken up is stopped, and its session restarts. Returns the ids."""
-        adopted = []
-        for sid in await self.manager.adopt_kept():
+        async def take_up(sid: str) -> bool:
             term = self.manager.get(sid)
             agent = self._agent_of(term.profile) if term is not None else None
-            if term is not None and agent is not None:
-                try:
-                    driver = await agent.adopt(term)
-                except (OSError, KeyError, TerminalError) as err:
-                    log.warning("cannot drive %s's adopted agent (%s): stopping it", sid, err)
-                    await self._close(sid)
-                    continue
-                office_id = term.meta.get("office_id")
-                if self.usage is not None and office_id:
-                    driver.tap = await self.usage.track(sid, office_id, agent.usage_source)
-            adopted.append(sid)
-        return adopted
+            if term is None or agent is None:
+                return term is not None
+            try:
+                driver = await agent.adopt(term)
+            except (OSError, KeyError, TerminalError) as err:
+                log.warning("cannot drive %s's adopted agent (%s): stopping it", sid, err)
+                await self._close(sid)
+                return False
+            office_id = term.meta.get("office_id")
+            if self.usage is not None and office_id:
+                driver.tap = await self.usage.track(sid, office_id, agent.usage_source)
+            return True
+
+        ids = await self.manager.adopt_kept()
+        # at once: each waits a moment for its agent to draw its screen again
+        taken = await asyncio.gather(*(take_up(sid) for sid in ids))
+        return [sid for sid, ok in zip(ids, taken, strict=True) if ok]
 
     def _driver(self, session_id: str, generation: int) -> AgentDriver | None:
         """The session's agent driver (None: a shell agent, typed to as a terminal)."""

@@ -34,4 +34,8 @@ def run_component(name: str, main: Callable[[Settings, asyncio.Event], Awaitable
             loop.add_signal_handler(sig, stop.set)
         await main(settings, stop)
 
-    asyncio.run(runner())
+    try:
+        asyncio.run(runner())
+    except ConfigError as err:  # found once running (another worker holds this machine)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

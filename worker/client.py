@@ -10,7 +10,10 @@ restarted one left, and on SIGTERM `semo worker client` leaves them running to t
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
+import re
 import socket
 import time
 from contextlib import asynccontextmanager
@@ -29,6 +32,7 @@ from activities.usage import UsageTracker
 from db import machines, reads
 from db.pool import open_pool
 from keeper.client import KeeperClient, KeeperError, ensure_keeper
+from semo.errors import ConfigError
 from semo.observability import ContextInterceptor, OutputCounter, meter_of, report_terminals
 from semo.settings import Settings
 from semo.temporal import connect
@@ -36,6 +40,9 @@ from semo.temporal import connect
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 15.0
+#: how long a client worker waits for an earlier one of its machine to exit (an upgrade
+#: that starts the next before the last has left)
+MACHINE_LOCK_WAIT_S = 10.0
 #: how often old transcripts are looked for (a directory scan)
 PRUNE_EVERY_S = 3600.0
 
@@ -149,8 +156,52 @@ async def _housekeeping(
             log.exception("client housekeeping failed")
 
 
+def hold_machine(settings: Settings, wait_s: float = MACHINE_LOCK_WAIT_S) -> int:
+    """Make this process the one client worker of its machine and SEMO_HOME: a second one
+    would claim the first one's agents from the keeper while it still reads them. An
+    exclusive lock, which the kernel lets go of however the process ends (kill -9 too);
+    raises ConfigError, naming the other worker, if it is not free within `wait_s`.
+    Returns the lock's fd: keep it open."""
+    run = settings.home / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.machine_id)[:64]
+    fd = os.open(run / f"client-worker-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise ConfigError(
+                    f"another client worker of machine {settings.machine_id} runs with "
+                    f"SEMO_HOME {settings.home} (pid {holder}): stop it first, or give this one "
+                    "its own SEMO_MACHINE_ID and SEMO_HOME") from None
+            if not waiting:
+                log.warning("waiting for the client worker of machine %s (pid %s) to exit",
+                            settings.machine_id, holder)
+                waiting = True
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 async def run_client_worker(settings: Settings, stop: asyncio.Event, *,
                             leave_agents: bool = True) -> None:
+    lock = await asyncio.to_thread(hold_machine, settings)
+    try:
+        await _run_client_worker(settings, stop, leave_agents=leave_agents)
+    finally:
+        os.close(lock)
+
+
+async def _run_client_worker(settings: Settings, stop: asyncio.Event, *,
+                             leave_agents: bool) -> None:
     if not settings.keeper:
         # this process owns the agents: their orphans (double-forked daemons, ...) come here
         become_subreaper()

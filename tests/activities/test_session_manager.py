@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ from tests.support.terminals import RecordingSink
 from tests.support.waiting import wait_for
 
 ROOT = REPO  # the repository
+#: in the ids of sessions whose processes are looked for machine-wide: two suites at once
+#: on one machine must not see each other's
+RUN = uuid.uuid4().hex[:8]
 
 
 def profiles(**extra: list[str]) -> dict[str, AgentProfile]:
@@ -186,38 +190,38 @@ async def test_terminate_kills_forks_double_fork_daemons_and_sigterm_ignorers(ma
 async def _terminate_family(make_manager, tmp_path, script, adopting):
     m = make_manager(profiles=profiles(family=[sys.executable, str(script)]))
     zombies = set(zombie_children())
-    term = await m.create("fam-1", tmp_path, "family")
-    out = (await output_contains(m, "fam-1", b" ready")).decode()
+    term = await m.create(f"fam-{RUN}-1", tmp_path, "family")
+    out = (await output_contains(m, f"fam-{RUN}-1", b" ready")).decode()
     child, daemon = (int(x) for x in re.search(r"child=(\d+) daemon=(\d+)", out).groups())
-    members = set(live_pids_with_env("SEMO_SESSION_ID", "fam-1"))
+    members = set(live_pids_with_env("SEMO_SESSION_ID", f"fam-{RUN}-1"))
     assert {term.pid, child, daemon} <= members and len(members) == 4, members
     # the daemon left its parent, its process group and its session: a subreaper adopts it
     parent = int(procfs.stat(daemon)[procfs.PPID])
     assert (parent == os.getpid()) == adopting
 
     started = time.monotonic()
-    await asyncio.wait_for(m.terminate("fam-1"), 10)
+    await asyncio.wait_for(m.terminate(f"fam-{RUN}-1"), 10)
     took = time.monotonic() - started
     assert 0.4 < took < 3.0, took  # SIGTERM was ignored: SIGKILL after the 0.5 s grace
     assert term.exit_signal == signal.SIGKILL
     await wait_for(lambda: _async(all(gone(pid) for pid in members)), timeout=5,
                    what="every process of the session gone, zombies reaped")
-    assert not live_pids_with_env("SEMO_SESSION_ID", "fam-1")
+    assert not live_pids_with_env("SEMO_SESSION_ID", f"fam-{RUN}-1")
     assert set(zombie_children()) <= zombies
 
 
 async def test_nothing_of_a_session_outlives_its_leader(make_manager, tmp_path):
     m = make_manager()
-    term = await m.create("exit-1", tmp_path, "shell")
-    await m.execute("exit-1", "sleep 600 & echo bg=$!; (trap '' TERM HUP; exec sleep 601) &")
-    out = (await output_contains(m, "exit-1", re.compile(rb"bg=\d+"))).decode()
+    term = await m.create(f"exit-{RUN}-1", tmp_path, "shell")
+    await m.execute(f"exit-{RUN}-1", "sleep 600 & echo bg=$!; (trap '' TERM HUP; exec sleep 601) &")
+    out = (await output_contains(m, f"exit-{RUN}-1", re.compile(rb"bg=\d+"))).decode()
     await asyncio.sleep(0.2)
-    members = set(live_pids_with_env("SEMO_SESSION_ID", "exit-1")) - {term.pid}
+    members = set(live_pids_with_env("SEMO_SESSION_ID", f"exit-{RUN}-1")) - {term.pid}
     assert int(re.search(r"bg=(\d+)", out).group(1)) in members and len(members) == 2
-    await m.execute("exit-1", "exit 0")  # the leader leaves; its background jobs must not stay
+    await m.execute(f"exit-{RUN}-1", "exit 0")  # the leader leaves; its background jobs must not stay
     await asyncio.wait_for(term.exited.wait(), 10)
     assert term.exit_code == 0
-    assert not live_pids_with_env("SEMO_SESSION_ID", "exit-1")
+    assert not live_pids_with_env("SEMO_SESSION_ID", f"exit-{RUN}-1")
     # (re-parented to init, which reaps them in its own time)
     await wait_for(lambda: _async(all(gone(pid) for pid in members)), timeout=5,
                    what="the background jobs gone")
@@ -226,17 +230,17 @@ async def test_nothing_of_a_session_outlives_its_leader(make_manager, tmp_path):
 async def test_orphans_are_reaped_while_the_session_lives(subreaper, make_manager, tmp_path):
     zombies = set(zombie_children())
     m = make_manager(tick_s=0.05)
-    await m.create("orph-1", tmp_path, "shell")
+    await m.create(f"orph-{RUN}-1", tmp_path, "shell")
     # the subshell exits at once: its `sleep` is re-parented to this worker, then exits
-    await m.execute("orph-1", "(sleep 0.4 & echo orphan=$!); (setsid sh -c 'sleep 0.4' &)")
-    out = (await output_contains(m, "orph-1", re.compile(rb"orphan=\d+"))).decode()
+    await m.execute(f"orph-{RUN}-1", "(sleep 0.4 & echo orphan=$!); (setsid sh -c 'sleep 0.4' &)")
+    out = (await output_contains(m, f"orph-{RUN}-1", re.compile(rb"orphan=\d+"))).decode()
     orphan = int(re.search(r"orphan=(\d+)", out).group(1))
     await asyncio.sleep(0.2)
-    assert orphan in live_pids_with_env("SEMO_SESSION_ID", "orph-1")
+    assert orphan in live_pids_with_env("SEMO_SESSION_ID", f"orph-{RUN}-1")
     await wait_for(lambda: _async(gone(orphan)), timeout=5, what="the orphan reaped")
     await asyncio.sleep(0.2)
     assert set(zombie_children()) <= zombies
-    assert m.require("orph-1").alive
+    assert m.require(f"orph-{RUN}-1").alive
 
 
 async def _async(value):
@@ -483,14 +487,14 @@ async def test_a_thousand_create_terminate_cycles_leak_nothing(make_manager, tmp
 
     async def cycles(lane: int) -> None:
         for i in range(lane, 1000, 4):
-            await m.create(f"cycle-{i}", tmp_path, "shell")
-            await m.terminate(f"cycle-{i}")
+            await m.create(f"cycle-{RUN}-{i}", tmp_path, "shell")
+            await m.terminate(f"cycle-{RUN}-{i}")
 
     await asyncio.gather(*(cycles(lane) for lane in range(4)))
     took = time.monotonic() - started
     assert not m.terminals
     assert _session_fds(tmp_path) == fds
-    assert not _marked_pids(b"SEMO_SESSION_ID=cycle-")
+    assert not _marked_pids(f"SEMO_SESSION_ID=cycle-{RUN}-".encode())
     assert set(zombie_children()) <= zombies
     print(f"1000 create/terminate cycles: {took:.1f}s ({took:.2f} ms each)")
 
@@ -541,12 +545,13 @@ WORKER_THAT_DIES = textwrap.dedent("""
     async def main():
         become_subreaper()  # as run_client_worker does
         m = SessionManager(BUILTIN_PROFILES, NullSink())
-        term = await m.create("dies-1", Path(sys.argv[2]), "shell")
-        await m.execute("dies-1", "sleep 600 & echo bg=$!; sleep 601")
-        while not re.search(rb"bg=\\d+", m.get_output("dies-1")[1]):
+        sid = sys.argv[3]
+        term = await m.create(sid, Path(sys.argv[2]), "shell")
+        await m.execute(sid, "sleep 600 & echo bg=$!; sleep 601")
+        while not re.search(rb"bg=\\d+", m.get_output(sid)[1]):
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        bg = re.search(rb"bg=(\\d+)", m.get_output("dies-1")[1]).group(1).decode()
+        bg = re.search(rb"bg=(\\d+)", m.get_output(sid)[1]).group(1).decode()
         print(term.pid, bg, flush=True)
         os._exit(0)  # the worker dies without stopping anything
 
@@ -556,17 +561,17 @@ WORKER_THAT_DIES = textwrap.dedent("""
 
 async def test_agents_die_with_their_worker_and_strays_are_swept(tmp_path):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WORKER_THAT_DIES, str(ROOT), str(tmp_path),
+        sys.executable, "-c", WORKER_THAT_DIES, str(ROOT), str(tmp_path), f"dies-{RUN}-1",
         stdout=asyncio.subprocess.PIPE, cwd=str(ROOT))
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     leader, bg = (int(x) for x in out.split())
     # the leader had PR_SET_PDEATHSIG; the foreground sleep got the terminal's hangup
-    await wait_for(lambda: _async(not [p for p in live_pids_with_env("SEMO_SESSION_ID", "dies-1")
+    await wait_for(lambda: _async(not [p for p in live_pids_with_env("SEMO_SESSION_ID", f"dies-{RUN}-1")
                                        if p != bg]), timeout=10, what="leader gone")
     # a background job may outlive the hangup: the next worker sweeps it (so does any other
     # SessionManager starting on this machine meanwhile)
     sweep_strays()
-    await wait_for(lambda: _async(not live_pids_with_env("SEMO_SESSION_ID", "dies-1")),
+    await wait_for(lambda: _async(not live_pids_with_env("SEMO_SESSION_ID", f"dies-{RUN}-1")),
                    timeout=10, what="strays gone")
     for pid in (leader, bg):  # re-parented to this (subreaper) process: reap them here
         try:
@@ -653,13 +658,13 @@ async def test_api_output_beyond_the_retention_cap_is_truncated_before(http, off
 
 async def test_sweep_kills_agents_of_dead_workers_only(make_manager, tmp_path):
     m = make_manager()
-    mine = await m.create("sweep-1", tmp_path, "shell")
-    dead_worker = {**os.environ, "SEMO_SESSION_ID": "sweep-2", "SEMO_WORKER": "999999999:1:1"}
+    mine = await m.create(f"sweep-{RUN}-1", tmp_path, "shell")
+    dead_worker = {**os.environ, "SEMO_SESSION_ID": f"sweep-{RUN}-2", "SEMO_WORKER": "999999999:1:1"}
     stray = subprocess.Popen(["sleep", "600"], env=dead_worker)
     try:
         sweep_strays()
         assert stray.wait(timeout=10) == -signal.SIGKILL
-        assert mine.alive and live_pids_with_env("SEMO_SESSION_ID", "sweep-1") == [mine.pid]
+        assert mine.alive and live_pids_with_env("SEMO_SESSION_ID", f"sweep-{RUN}-1") == [mine.pid]
     finally:
         stray.kill()
         stray.wait()

@@ -285,6 +285,47 @@ def test_sigterm_leaves_the_agents_to_the_next_worker(stack, api, tmp_path):
                 proc.wait()
 
 
+def test_a_second_worker_of_a_machine_is_refused_and_takes_no_agent(stack, api, tmp_path):
+    """Two client workers of one machine (and SEMO_HOME) would claim each other's agents from
+    the keeper: the second one waits for the first to exit, then stops, naming it and the
+    fix; the first one's agent runs on, untouched."""
+    machine = f"two-{uuid.uuid4().hex[:6]}"
+    since = time.time() - 1
+    first = client_worker(stack, tmp_path, machine, "--stop-agents")
+    second = None
+    try:
+        wait(lambda: registered_since(stack, machine, since), 60, "the worker registered")
+        office, sid = new_session(api, stack, machine)
+        pid = agent_leader(sid)
+        second = subprocess.Popen(
+            [str(venv_bin("semo")), "worker", "client"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            env={**os.environ, "SEMO_HOME": str(tmp_path), "SEMO_MACHINE_ID": machine,
+                 "SEMO_DATABASE_URL": stack.running_info()["database_url"],
+                 "SEMO_TEMPORAL_ADDRESS": stack.running_info()["temporal_address"],
+                 "SEMO_WORKSPACE_ROOTS": json.dumps([str(tmp_path / "ws")])})
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        message = err.decode()
+        assert f"another client worker of machine {machine}" in message, message
+        assert f"(pid {first.pid})" in message and "SEMO_MACHINE_ID" in message, message
+        assert first.poll() is None and agent_leader(sid) == pid
+        r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                     json={"prompt": "echo still-$((40+2)) $$"})
+        assert r.status_code == 200, r.text
+        wait(lambda: f"still-42 {pid}" in output(api, office, sid), 30, "the agent answering")
+        assert session(api, office, sid)["restarts"] == 0
+    finally:
+        first.send_signal(signal.SIGTERM)  # --stop-agents: its agents go with it
+        for proc in (first, second):
+            if proc is not None:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
 def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):
     stack = DevStack(tmp_path, machine_id="restart-stop")
     stack.start()
