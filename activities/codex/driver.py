@@ -63,7 +63,8 @@ class CodexDriver:
     def __init__(self, manager: SessionManager, session_id: str, generation: int,
                  profile: AgentProfile, signal: SignalFn, rows: int = 40, cols: int = 120, *,
                  policy: PolicyFn | None = None, working_dir: str | None = None,
-                 on_conversation: Callable[[str], None] | None = None) -> None:
+                 on_conversation: Callable[[str], None] | None = None,
+                 on_turn: Callable[[str, Path | None], None] | None = None) -> None:
         self.manager = manager
         self.session_id = session_id
         self.generation = generation
@@ -72,6 +73,9 @@ class CodexDriver:
         self._signal = signal
         self._office_policy = policy
         self._on_conversation = on_conversation
+        #: told each new turn and its rollout file (kept: a next worker's adopted driver
+        #: starts from them, `resume_turn`)
+        self._on_turn = on_turn
         self.term: Terminal | None = None
         self.view = FollowedScreen(cols, rows)
         self.job_open = False
@@ -96,6 +100,9 @@ class CodexDriver:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = [asyncio.get_running_loop().create_task(self._deliver())]
         self.tap: Callable[[dict, str | None], None] | None = None
+        #: an adopted driver's hook events do not reach the usage tap until its session
+        #: re-attached and named the job (`resume`)
+        self._usage_waits = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -109,12 +116,32 @@ class CodexDriver:
         tells meanwhile waits for its session to re-attach and name the job: ClientActivities)."""
         self.started = True
         self.job_open = True
+        self._usage_waits = True
         self.attach(term)
 
     def resume(self, job_id: str | None) -> None:
-        """The adopted agent's session re-attached: `job_id` runs (None: none does)."""
+        """The adopted agent's session re-attached: `job_id` runs (None: none does). Only now
+        is the usage tap told the rollout file, and that the turn under way is that job's
+        (as the turn's prompt hook told the dead worker's): what the turn's responses used
+        counts for the job, none of it read as no job's before."""
         if job_id is None:
             self.job_open = False
+        self._usage_waits = False
+        if self.tap is not None:
+            self.tap({"hook_event_name": "UserPromptSubmit",
+                      **({"turn_id": self.turn_id} if self.turn_id else {}),
+                      **({"transcript_path": str(self.rollout)} if self.rollout else {})},
+                     job_id)
+
+    def resume_turn(self, turn_id: str | None, rollout: Path | None) -> None:
+        """An adopted agent's last turn and rollout file, as the dead worker's driver learned
+        them from its hooks (none fire again until the next one): a turn the model API
+        refuses is told only in the rollout file, under that turn's id. What a hook told this
+        driver since is newer and stays."""
+        if self.turn_id is None and turn_id:
+            self.turn_id = turn_id
+        if self.rollout is None and rollout is not None and is_rollout(rollout):
+            self.rollout, self._cursor = rollout, Cursor()
 
     async def close(self) -> None:
         self._closed = True
@@ -272,12 +299,14 @@ class CodexDriver:
     def on_hook(self, event: dict) -> asyncio.Future | None:
         """A hook event from the relay (already authenticated), handled in order; for a
         PermissionRequest, a future the relay waits on for the decision."""
-        if self.tap is not None:
+        if self.tap is not None and not self._usage_waits:
             self.tap(event, self.term.job_id if self.term is not None and self.job_open else None)
         name = event.get("hook_event_name")
         if name == "UserPromptSubmit":
             self._note_turn(event)
             self.prompt_submitted.set()  # at once: submit() may be waiting for it
+        elif self.rollout is None:  # an adopted driver: every event names the rollout file
+            self._note_rollout(event)
         future = (asyncio.get_running_loop().create_future()
                   if name == "PermissionRequest" else None)
         self._queue.put_nowait(("hook", (event, future)))
@@ -290,11 +319,20 @@ class CodexDriver:
             if self._on_conversation is not None:
                 self._on_conversation(conversation)
         turn = event.get("turn_id")
-        if isinstance(turn, str) and turn:
+        new_turn = isinstance(turn, str) and bool(turn) and turn != self.turn_id
+        if new_turn:
             self.turn_id = turn
+        moved = self._note_rollout(event)
+        if (new_turn or moved) and self.turn_id and self._on_turn is not None:
+            self._on_turn(self.turn_id, self.rollout)
+
+    def _note_rollout(self, event: dict) -> bool:
+        """Learn the rollout file the event names; whether it is a new one."""
         path = event.get("transcript_path")
         if isinstance(path, str) and is_rollout(Path(path)) and Path(path) != self.rollout:
             self.rollout, self._cursor = Path(path), Cursor()
+            return True
+        return False
 
     async def _on_hook(self, event: dict, future: asyncio.Future | None = None) -> None:
         name = event.get("hook_event_name")

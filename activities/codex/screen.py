@@ -21,7 +21,10 @@ class CodexDialog(Dialog):
         words = " ".join(self.text).lower()
         if "trust this folder" in words:
             return "trust_folder"
-        if "would you like to run" in words:
+        # the question may be above the rows kept as its text (a `Reason:` and an
+        # `Environment:` line under it): its first option says it too
+        if "would you like to run" in words or (
+                self.options and self.options[0].lower().startswith("yes, proceed")):
             return "permission"
         if "hooks need review" in words:
             return "hooks_review"

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from activities.codex.config import hook_args, resume_args
+from activities.codex.integration import CodexIntegration
 from activities.codex.rollout import Cursor, is_rollout, read_lines, turn_error
 from activities.codex.screen import composer, find_dialog, is_idle
 from activities.codex.usage import read_new
 from activities.usage import _Session
+from semo.settings import AgentProfile, Settings
 
 LOADING = ["  >_ OpenAI Cod", "     ~/work", "", "› Ask Codex to do anything", "",
            "  ? for shortcuts", "", ""]
@@ -43,6 +46,13 @@ def test_dialogs_and_their_kinds() -> None:
     approval = find_dialog(APPROVAL)
     assert approval is not None and approval.kind() == "permission"
     assert approval.options[0] == "Yes, proceed (y)"
+    # an escalation's reason: the question is more rows above the options than are kept
+    escalated = ["  Would you like to run the following command?", "", "  Environment: local",
+                 "", "  Reason: run touch allowed.txt", "", "  $ touch allowed.txt", "", "",
+                 *APPROVAL[-5:]]
+    approval = find_dialog(escalated)
+    assert approval is not None and "Would you like" not in " ".join(approval.text)
+    assert approval.kind() == "permission"
     assert find_dialog(READY) is None
 
 
@@ -95,3 +105,47 @@ def test_the_rollout_is_read_incrementally_into_usage_and_errors(tmp_path: Path)
     cursor = Cursor()
     errors = [e for e in map(turn_error, read_lines(path, cursor)) if e]
     assert errors == [("t2", "model overloaded")] and cursor.offset == path.stat().st_size
+
+
+async def test_a_next_workers_driver_takes_up_the_turn_the_dead_workers_driver_knew(
+        tmp_path: Path) -> None:
+    """Which turn runs and where its rollout file is come from the prompt's hook, and no
+    hook fires again until the next prompt: they are kept, so the driver of a next worker
+    that adopts the agent still sees a refused turn (told only in the rollout file)."""
+    path = tmp_path / "sessions" / "2026" / "12" / "07" / "rollout-2026-12-07T03-50-35-abc.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(_line(1, "turn_context", {"turn_id": "t1", "model": "gpt-5-codex"}))
+    settings = Settings(home=tmp_path / "home", machine_id="m1")
+    profile = AgentProfile(kind="codex", argv=["codex"], hooks=True)
+    told: list = []
+    integration = CodexIntegration(settings, SimpleNamespace(rows=40, cols=120),  # type: ignore[arg-type]
+                                   lambda term, ev: told.append(ev))
+    dead = integration._new_driver("s1", 0, tmp_path, profile, None)
+    dead.on_hook({"hook_event_name": "UserPromptSubmit", "session_id": "conv-0001-abcd",
+                  "turn_id": "t2", "transcript_path": str(path), "prompt": "Summarise"})
+    await dead.close()
+    assert integration.last_turn("s1") == ("t2", path)
+    assert integration.conversation("s1") == "conv-0001-abcd"
+
+    error = {"type": "task_complete", "turn_id": "t2", "error": {"message": "refused"}}
+    with path.open("a") as f:  # the turn refused while no worker listened
+        f.write(_line(2, "event_msg", {"type": "task_complete", "turn_id": "t1"})
+                + _line(3, "event_msg", error))
+    adopted = integration._new_driver("s1", 0, tmp_path, profile, None)
+    adopted.term = SimpleNamespace(job_id=None, offset=0, busy=True,  # type: ignore[assignment]
+                                   waiting=False)
+    adopted.job_open, adopted._usage_waits = True, True  # as adopt() leaves them
+    taps: list = []
+    adopted.tap = lambda event, job_id: taps.append((event, job_id))
+    adopted.resume_turn(*integration.last_turn("s1"))
+    await adopted._read_rollout()
+    adopted.on_hook({"hook_event_name": "SessionStart", "transcript_path": str(path)})
+    assert taps == [], "usage waits for the job's name"
+    adopted.resume("job-1")  # the session re-attached: job-1 runs
+    await adopted.close()
+    assert [(ev.kind, ev.data["reason"]) for ev in told] == [("error", "refused")]
+    assert taps == [({"hook_event_name": "UserPromptSubmit", "turn_id": "t2",
+                      "transcript_path": str(path)}, "job-1")], "the turn is the job's"
+
+    integration.forget("s1")
+    assert integration.last_turn("s1") == (None, None)

@@ -77,6 +77,9 @@ class Reply:
     status: int = 200
     error_message: str = ""
     error_code: str = ""
+    #: how long the stream stays open after `response.created` before any output (a slow
+    #: model)
+    delay_s: float = 0.0
 
     @property
     def is_error(self) -> bool:
@@ -174,8 +177,15 @@ class ScriptedResponsesStandIn:
                         justification=justification or f"run {cmd}")
         self.reply(Reply(items=[FunctionCall("exec_command", args)], **usage))
 
-    def reply_error(self, status: int, message: str, code: str = "invalid_request_error") -> None:
-        self.reply(Reply(status=status, error_message=message, error_code=code))
+    def reply_slow(self, seconds: float, text: str, **usage: Any) -> None:
+        """A text reply that starts only after `seconds` (a turn that takes a while)."""
+        self.reply(Reply(items=[Message(text)], delay_s=seconds, **usage))
+
+    def reply_error(self, status: int, message: str, code: str = "invalid_request_error",
+                    delay_s: float = 0.0) -> None:
+        """An HTTP error with an OpenAI error body (`delay_s`: sent only after that long)."""
+        self.reply(Reply(status=status, error_message=message, error_code=code,
+                         delay_s=delay_s))
 
     def clear(self) -> None:
         """Forget the script and the requests (a module-wide stand-in between tests)."""
@@ -212,6 +222,8 @@ class ScriptedResponsesStandIn:
                 self.requests.append(Recorded(path, "main" if main else "side", body, reply))
             log.info("%s %s -> %s", request.method, path, "main" if main else "side")
             if reply.is_error:
+                if reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
                 return JSONResponse({"error": {"message": reply.error_message,
                                                "type": reply.error_code, "code": reply.error_code,
                                                "param": None}}, status_code=reply.status)
@@ -234,6 +246,8 @@ class ScriptedResponsesStandIn:
         base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
                 "model": model, "status": "in_progress", "output": []}
         yield _sse("response.created", {"response": base})
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
         done_items = []
         for index, item in enumerate(reply.items):
             if isinstance(item, Message):

@@ -22,6 +22,9 @@ from dev.embedded import venv_bin
 from semo import procfs
 from tests.claude_standin.install import claude_path
 from tests.claude_standin.server import ScriptedAnthropicStandIn
+from tests.codex_standin.install import codex_path, pinned_version
+from tests.codex_standin.server import ScriptedResponsesStandIn
+from tests.support.codex import user_config
 from tests.support.devstack import DevStack, alive, replay_and_maybe_record, wait
 from tests.support.processes import live_pids_with_env
 
@@ -342,23 +345,18 @@ def test_ctrl_c_of_semo_dev_leaves_no_keeper_and_no_agent(tmp_path):
 
 
 
-class ClaudeMachine:
-    """A machine of its own whose client worker's Claude Code profile is the README's (only
-    `argv` and `env`), against the scripted stand-in; `restart()` kills its worker with
-    SIGKILL and starts the next one (with --stop-agents, so the test's end stops them)."""
+class AgentMachine:
+    """A machine of its own whose client worker runs one agent CLI from a profile of only
+    `argv` and `env` (`self.env`, set by the subclass), against a scripted stand-in;
+    `restart()` kills its worker with SIGKILL and starts the next one (with --stop-agents,
+    so the test's end stops them)."""
 
-    def __init__(self, stack, home: Path, standin: ScriptedAnthropicStandIn) -> None:
-        self.stack, self.home, self.standin = stack, home, standin
+    agent = ""
+
+    def __init__(self, stack, home: Path) -> None:
+        self.stack, self.home = stack, home
         self.machine_id = f"cq-{uuid.uuid4().hex[:6]}"
-        claude_home = home / "claude-home"
-        claude_home.mkdir()
-        (claude_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
-        env = {"HOME": str(claude_home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "ANTHROPIC_BASE_URL": standin.base_url, "ANTHROPIC_AUTH_TOKEN": "standin-token",
-               "CLAUDE_CODE_MAX_RETRIES": "0", "DISABLE_AUTOUPDATER": "1",
-               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-        self.env = {"SEMO_AGENT_PROFILES": json.dumps(
-            {"claude": {"argv": [str(claude_path())], "env": env}})}
+        self.env: dict[str, str] = {}
         self.workers: list[subprocess.Popen] = []
 
     def start(self) -> None:
@@ -377,13 +375,13 @@ class ClaudeMachine:
     def session(self, api) -> tuple[str, str, Path]:
         office = f"r-{uuid.uuid4().hex[:8]}"
         r = api.post("/api/offices", json={"office_id": office, "name": "restart",
-                                           "agent": "claude", "machine_id": self.machine_id,
+                                           "agent": self.agent, "machine_id": self.machine_id,
                                            "warm_roles": []})
         assert r.status_code == 201, r.text
         r = api.post(f"/api/offices/{office}/sessions", json={"role": "BE"})
         assert r.status_code == 201, r.text
         sid, wd = r.json()["session_id"], Path(r.json()["working_dir"])
-        wait(lambda: session(api, office, sid)["status"] == "ready", 120, "Claude Code ready")
+        wait(lambda: session(api, office, sid)["status"] == "ready", 120, f"{self.agent} ready")
         return office, sid, wd
 
     def stop(self) -> None:
@@ -395,6 +393,48 @@ class ClaudeMachine:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+class ClaudeMachine(AgentMachine):
+    """Claude Code with the README's profile, against the scripted Anthropic stand-in."""
+
+    agent = "claude"
+
+    def __init__(self, stack, home: Path, standin: ScriptedAnthropicStandIn) -> None:
+        super().__init__(stack, home)
+        self.standin = standin
+        claude_home = home / "claude-home"
+        claude_home.mkdir()
+        (claude_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+        env = {"HOME": str(claude_home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "ANTHROPIC_BASE_URL": standin.base_url, "ANTHROPIC_AUTH_TOKEN": "standin-token",
+               "CLAUDE_CODE_MAX_RETRIES": "0", "DISABLE_AUTOUPDATER": "1",
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        self.env = {"SEMO_AGENT_PROFILES": json.dumps(
+            {"claude": {"argv": [str(claude_path())], "env": env}})}
+
+
+class CodexMachine(AgentMachine):
+    """The Codex CLI (the pinned version) as docs/codex.md sets it up: a profile of only
+    `argv` and `env`, the user's own $CODEX_HOME/config.toml naming the scripted Responses
+    API stand-in as its model provider."""
+
+    agent = "codex"
+
+    def __init__(self, stack, home: Path, standin: ScriptedResponsesStandIn) -> None:
+        super().__init__(stack, home)
+        self.standin = standin
+        codex_home = home / "codex-user" / ".codex"
+        codex_home.mkdir(parents=True)
+        (codex_home / "config.toml").write_text(user_config(standin.base_url))
+        # the workspace root a git repository, as tests/support/codex.py's: Codex asks about
+        # every session's folder (its trust screen, answered by policy) and, trusted, asks
+        # before a command leaves its sandbox (elsewhere it runs commands unasked)
+        subprocess.run(["git", "init", "-q", str(home / "ws")], check=True, timeout=30)
+        env = {"HOME": str(codex_home.parent), "CODEX_HOME": str(codex_home),
+               "STANDIN_API_KEY": "sk-standin", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.env = {"SEMO_AGENT_PROFILES": json.dumps(
+            {"codex": {"argv": [str(codex_path(pinned_version()))], "env": env}})}
 
 
 @pytest.fixture
@@ -479,4 +519,115 @@ def test_a_claude_turn_that_ends_while_no_worker_listens_ends_its_job_done(
     job = wait(lambda: (j := job_of(api, office, r.json()["job_id"]))["status"] != "running"
                and j, 90, "the next job to end")
     assert job["status"] == "done", job
+    api.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+@pytest.fixture
+def codex_machine(stack, tmp_path):
+    standin = ScriptedResponsesStandIn().start()
+    machine = CodexMachine(stack, tmp_path, standin)
+    try:
+        machine.start()
+        yield machine
+    finally:
+        machine.stop()
+        standin.stop()
+
+
+def test_a_codex_approval_pending_across_a_worker_kill_is_answered_and_the_command_runs(
+        api, codex_machine):
+    """Codex asks to run a command outside its sandbox; its client worker is killed with
+    SIGKILL while the approval waits (the held PermissionRequest hook loses its worker, so
+    Codex asks on its own screen). The next worker takes the same Codex up: the approval is
+    still the session's `pending_input`, POST .../answer allows it, the command runs, the
+    job ends `done`, and nothing restarted."""
+    office, sid, wd = codex_machine.session(api)
+    pid = agent_leader(sid)
+    codex_machine.standin.reply_command("touch allowed.txt", escalated=True)
+    codex_machine.standin.reply_text("Created it.\n[SEMO:DONE]")
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
+                 json={"prompt": "Create allowed.txt"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    pending = wait(lambda: (s := session(api, office, sid))["status"] == "waiting_input"
+                   and s["pending_input"], 60, "the approval pending")
+    assert pending["kind"] == "permission" and pending["tool"] == "Bash", pending
+
+    codex_machine.restart()
+    wait(lambda: "reattached" in [e["kind"] for e in job_of(api, office, job_id)["events"]],
+         90, "the session re-attached to its agent")
+    s = session(api, office, sid)
+    assert s["status"] == "waiting_input" and s["pending_input"] == pending, s
+    assert not (wd / "allowed.txt").exists()
+
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/answer",
+                 json={"input_id": pending["input_id"], "decision": "allow"})
+    assert r.status_code == 200, r.text
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+               90, "the job to end")
+    assert job["status"] == "done", job
+    assert (wd / "allowed.txt").exists(), "the allowed command ran"
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "interrupted" not in kinds, kinds
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready" and s["pending_input"] is None, s
+    assert agent_leader(sid) == pid  # the same Codex, not a new one
+    api.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+def test_a_codex_turn_that_ends_while_no_worker_listens_ends_its_job_done(
+        api, codex_machine):
+    """The client worker is killed with SIGKILL mid-turn; the turn ends (Codex's Stop hook)
+    before the next worker has taken the agent up, or while its session has not re-attached
+    yet. The hook reaches the next worker and the job ends `done`; the same Codex then takes
+    the next prompt."""
+    office, sid, _ = codex_machine.session(api)
+    pid = agent_leader(sid)
+    codex_machine.standin.reply_slow(3, "Slow but sure.\n[SEMO:DONE]")
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Take a while"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: codex_machine.standin.main_requests(), 60, "the turn under way")
+    codex_machine.restart()
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+               90, "the job to end")
+    assert job["status"] == "done", job
+    assert job["completion"]["source"] == "hook", job  # its Stop hook, not lost
+    assert job["usage"]["responses"] == 1, job  # the reply's usage, recorded by the next worker
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "reattached" in kinds, kinds
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
+    codex_machine.standin.reply_text("Again.\n[SEMO:DONE]")
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Once more"})
+    assert r.status_code == 200, r.text
+    job = wait(lambda: (j := job_of(api, office, r.json()["job_id"]))["status"] != "running"
+               and j, 90, "the next job to end")
+    assert job["status"] == "done", job
+    api.delete(f"/api/offices/{office}/sessions/{sid}")
+
+
+def test_a_codex_turn_the_model_api_refuses_while_no_worker_listens_fails_its_job(
+        api, codex_machine):
+    """A refused turn has no hook: only Codex's rollout file says so, under the turn's id,
+    which the dead worker's driver had learned from the prompt's hook. The turn is refused
+    while the client worker is down: the next worker's driver knows which turn runs and
+    where its rollout file is, and the job fails with the API's reason."""
+    office, sid, _ = codex_machine.session(api)
+    pid = agent_leader(sid)
+    codex_machine.standin.reply_error(400, "Invalid request: refused after a while", delay_s=3)
+    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Summarise"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job_id"]
+    wait(lambda: codex_machine.standin.main_requests(), 60, "the turn under way")
+    codex_machine.restart()
+    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+               90, "the job to end")
+    assert job["status"] == "failed" and "refused after a while" in job["error"], job
+    kinds = [e["kind"] for e in job["events"]]
+    assert "worker_lost" in kinds and "reattached" in kinds, kinds
+    s = session(api, office, sid)
+    assert s["restarts"] == 0 and s["status"] == "ready", s
+    assert agent_leader(sid) == pid
     api.delete(f"/api/offices/{office}/sessions/{sid}")
