@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 from ptyprocess import PtyProcess
@@ -77,6 +78,8 @@ class SessionManager(TerminalReader, TerminalReaper, TerminalTranscripts, Termin
         self.terminals: dict[str, Terminal] = {}
         self.draining = False
         self._tasks: set[asyncio.Task] = set()
+        self._backlog: deque[Terminal] = deque()  # terminals with output, to be read
+        self._backlog_reader: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
         self._creating: dict[str, list] = {}  # session id -> [lock, users]
         self._members: dict[int, Terminal] = {}  # pid -> the session it belongs to

@@ -11,6 +11,7 @@ import signal
 import struct
 import termios
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ PROCESS_DELAY_S = 0.004
 #: flooding terminal starve the others: 32 reads are ~2 ms under a flood). With 16 reads
 #: and 64 KiB batches a flood was read ~20% slower (bench_terminal, alternating runs).
 READS_PER_WAKEUP = 32
+#: work per turn of the event loop spent reading terminals nobody watches (reader.py:
+#: `_read_backlog`); a watched terminal is read as soon as it has output
+BACKLOG_SLICE_S = 0.002
 #: the in-memory tail of each session (get_output); trimmed in steps of TAIL_SLACK
 TAIL_BYTES = 256 * 1024
 TAIL_SLACK = 64 * 1024
@@ -220,6 +224,8 @@ class ManagerParts:
     _foreign: set[int]
     _sid: int
     _token: str
+    _backlog: deque[Terminal]
+    _backlog_reader: asyncio.Task | None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
     def _drain(self, term: Terminal) -> None: ...

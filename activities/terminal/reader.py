@@ -12,6 +12,7 @@ import time
 
 from activities.monitor import MonitorEvent
 from activities.terminal.model import (
+    BACKLOG_SLICE_S,
     MAX_QUEUED_EVENTS,
     PARKED_BYTES,
     PROCESS_BYTES,
@@ -47,6 +48,38 @@ class TerminalReader(ManagerParts):
             asyncio.get_running_loop().remove_reader(term.fd)
 
     def _on_readable(self, term: Terminal) -> None:
+        """A terminal has output. One a person watches is read at once; the fleet's are read
+        by `_read_backlog`, a slice of them per turn of the loop: with hundreds of agents
+        writing at once, reading them all in one turn held everything else (the watched
+        session's read and save too) for tens of milliseconds."""
+        if self.sink.watched(term.session_id):
+            self._read(term)
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(term.fd)  # `reading` stays: the backlog reads it, then listens again
+        self._backlog.append(term)
+        if self._backlog_reader is None:
+            self._backlog_reader = self._spawn(self._read_backlog())
+
+    async def _read_backlog(self) -> None:
+        """Read the terminals waiting in the backlog, BACKLOG_SLICE_S of work per turn."""
+        loop = asyncio.get_running_loop()
+        backlog = self._backlog
+        try:
+            while backlog:
+                began = time.perf_counter()
+                while backlog and time.perf_counter() - began < BACKLOG_SLICE_S:
+                    term = backlog.popleft()
+                    if not term.reading or term.closed:
+                        continue  # stopped meanwhile: whoever starts it listens again
+                    self._read(term)
+                    if term.reading:  # not paused or ended by what it read
+                        loop.add_reader(term.fd, self._on_readable, term)
+                await asyncio.sleep(0)
+        finally:
+            self._backlog_reader = None
+
+    def _read(self, term: Terminal) -> None:
         inbuf = term.inbuf
         for _ in range(READS_PER_WAKEUP):
             try:
