@@ -49,7 +49,7 @@ class _Session:
     """A session's unsaved output: contiguous segments `[start, bytes]`, oldest first."""
 
     __slots__ = ("segments", "pending", "end", "saved_end", "trimmed_to", "forgotten",
-                 "writing", "in_bulk", "watched_until")
+                 "writing", "saving", "in_bulk", "watched_until")
 
     def __init__(self, end: int = 0) -> None:
         self.segments: list[list] = []
@@ -59,6 +59,7 @@ class _Session:
         self.trimmed_to = 0
         self.forgotten = False
         self.writing = 0  # saves under way that hold some of its bytes
+        self.saving: list[int] = []  # where the bytes of each of those saves start
         self.in_bulk = False  # one of them is the fleet's batch
         self.watched_until = 0.0  # monotonic: in the live lane until then
 
@@ -314,7 +315,7 @@ class PgOutputStore:
         (`live`) or not (None: both). A session whose earlier bytes are being saved is left
         for later, except by a live save when those are in live saves too: its rows may then
         commit out of order for a moment (a reader stops at the gap until the earlier ones
-        land; and only a save that alone holds a session's bytes trims it)."""
+        land; a trim never cuts above an earlier save still under way: see `_trims`)."""
         if only is not None:
             s = self._sessions.get(only)
             items = [(only, s)] if s is not None and s.pending and not s.writing else []
@@ -333,6 +334,7 @@ class PgOutputStore:
                     batch.append((sid, start + i, bytes(view[i:i + step])))
                 view.release()
             self._total -= s.pending
+            s.saving.append(s.segments[0][0])
             s.segments, s.pending = [], 0
             s.writing += 1
             s.in_bulk = lane is self._bulk
@@ -342,15 +344,17 @@ class PgOutputStore:
 
     async def _write(self, lane: _Lane, batch: list[tuple[str, int, bytes]]) -> None:
         ends: dict[str, int] = {}
+        starts: dict[str, int] = {}
         for sid, start, data in batch:
             ends[sid] = max(ends.get(sid, 0), start + len(data))
-        trims = self._trims(ends)
+            starts.setdefault(sid, start)  # a session's chunks are in order
+        trims = self._trims(ends, starts)
         try:
             conn = await self._connection(lane)
             await output_rows.save(conn, batch, ends, trims)
         except BaseException:
             self._restore(batch)
-            self._done(ends)
+            self._done(starts)
             await self._release(lane)  # a broken connection goes back (the pool replaces it)
             raise
         for sid, end in ends.items():
@@ -360,18 +364,19 @@ class PgOutputStore:
             if s is not None:
                 s.saved_end = max(s.saved_end, end)
                 if sid in trims:
-                    s.trimmed_to = trims[sid]
-        self._done(ends)
+                    s.trimmed_to = max(s.trimmed_to, trims[sid])
+        self._done(starts)
 
-    def _done(self, ends: dict[str, int]) -> None:
+    def _done(self, starts: dict[str, int]) -> None:
         """A save ended (or failed): its sessions may be taken again; the other lane may
-        now take what it had to leave."""
+        now take what it had to leave. `starts`: where the save's bytes of each began."""
         again = False
-        for sid in ends:
+        for sid, start in starts.items():
             s = self._sessions.get(sid)
             if s is None:
                 continue
             s.writing -= 1
+            s.saving.remove(start)
             if not s.writing:
                 s.in_bulk = False
             if s.forgotten and not s.pending and not s.writing:
@@ -408,17 +413,21 @@ class PgOutputStore:
             except Exception:
                 log.exception("returning the output writer's connection")
 
-    def _trims(self, ends: dict[str, int]) -> dict[str, int]:
+    def _trims(self, ends: dict[str, int], starts: dict[str, int]) -> dict[str, int]:
         """Retention: per session, the cutoff below which rows go (keeping the last
-        `retention_bytes`, deleting in steps of an eighth), for those due a trim."""
+        `retention_bytes`, deleting in steps of an eighth), for those due a trim. Never above
+        where another save under way begins: an earlier one's rows, landing after this one,
+        would otherwise lie below the cutoff, apart from the rest (a watched session's saves
+        overlap all the time, so waiting for one alone could mean never trimming it)."""
         trims = {}
         for sid, end in ends.items():
             s = self._sessions.get(sid)
-            cutoff = end - self.retention_bytes
-            # only from a save that alone holds the session's bytes: an earlier one still
-            # under way could otherwise land rows below the cutoff after it
-            if s is not None and s.writing == 1 and \
-                    cutoff > s.trimmed_to + self.retention_bytes // 8:
+            if s is None:
+                continue
+            others = list(s.saving)
+            others.remove(starts[sid])
+            cutoff = min([end - self.retention_bytes, *others])
+            if cutoff > s.trimmed_to + self.retention_bytes // 8:
                 trims[sid] = cutoff
         return trims
 

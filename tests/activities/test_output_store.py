@@ -178,3 +178,60 @@ async def test_a_watched_session_is_saved_ahead_of_the_fleets_batch(pool):
 async def _saved(pool, session_id: str, end: int):
     rows = await rows_of(pool, session_id)
     return rows if rows and rows[-1][1] == end else None
+
+
+async def test_a_watched_sessions_overlapping_saves_still_trim_but_never_above_one_under_way(
+        pool):
+    """A watched session's saves overlap (each on a live connection of its own), so retention
+    cannot wait for a save that holds its bytes alone: it trims up to the start of the
+    earliest save still under way, and once that one lands the rows are contiguous."""
+    s, kib = sid(), 1024
+    retention = 256 * kib
+    store = PgOutputStore(pool, retention_bytes=retention)
+    store.start()
+    blocker = await psycopg.AsyncConnection.connect(pool.conninfo, connect_timeout=10)
+    try:
+        chunk = b"y" * 32 * kib
+        store.append(s, 0, chunk)
+        store.watch(s)
+        for i in range(1, 16):  # 512 KiB, saved
+            store.append(s, i * len(chunk), chunk)
+        await store.flush(s)
+        held = 16 * len(chunk)
+        # another transaction holds the key of the next save's first row: that save waits
+        await blocker.execute("insert into session_output (session_id, start_offset,"
+                              " end_offset, data) values (%s, %s, %s, 'z')", (s, held, held + 1))
+        store.append(s, held, chunk)
+
+        async def waits_for_the_key():
+            async with pool.connection() as conn:
+                return (await (await conn.execute(
+                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                    " and query like '%%insert into session_output%%'")).fetchone())[0]
+        await wait_for(waits_for_the_key, timeout=30, what="the save to wait for the held key")
+        end = held + len(chunk)
+        for _ in range(32):  # 1 MiB more, saved on the other live connections meanwhile
+            store.append(s, end, chunk)
+            end += len(chunk)
+            await asyncio.sleep(0.005)
+        rows = await wait_for(lambda: _saved(pool, s, end), timeout=30, what="the later bytes")
+        assert rows[0][0] == held + len(chunk), "trimmed up to the save under way, not above"
+        await blocker.rollback()
+        rows = await wait_for(lambda: _saved_from(pool, s, held), timeout=30,
+                              what="the held save to land")
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False)), "a gap"
+        store.append(s, end, chunk)
+        end += len(chunk)
+        await store.flush(s)
+        rows = await rows_of(pool, s)
+        assert rows[-1][1] == end and rows[0][0] > held
+        assert retention <= end - rows[0][0] <= retention + retention // 8 + 64 * kib
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False)), "a gap"
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def _saved_from(pool, session_id: str, start: int):
+    rows = await rows_of(pool, session_id)
+    return rows if rows and rows[0][0] == start else None
