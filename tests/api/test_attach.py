@@ -96,7 +96,7 @@ def attach_command(office: str, sid: str, *flags: str) -> str:
     """Attach, then report the exit code and the terminal's modes from the same PTY."""
     semo = shlex.quote(str(venv_bin("semo")))
     args = " ".join(shlex.quote(a) for a in (f"{office}/{sid}", *flags))
-    return f"{semo} session attach {args}; echo attach-exit=$?; stty -a"
+    return f"{semo} session attach {args}; echo attach-exit=$?; stty -a; echo modes-end"
 
 
 async def size_of(http, office, sid) -> tuple[int, int]:
@@ -141,6 +141,7 @@ async def test_attach_types_sees_resizes_and_detaches(http, office, session, att
         at = await term.expect("attach-exit=0", after=at)
         assert f"[detached: {session}]" in term.text
         assert await term.exited() == 0
+        await term.expect("modes-end", after=at)  # stty's report is whole
         assert_cooked(term.text[at:])
     finally:
         term.close()
@@ -165,6 +166,7 @@ async def test_read_only_sends_nothing(http, office, session, attach_env):
         await asyncio.sleep(1.0)
         term.send(b"\x1d")
         at = await term.expect("attach-exit=0", after=at)
+        await term.expect("modes-end", after=at)  # stty's report is whole
         assert_cooked(term.text[at:])
     finally:
         term.close()
@@ -183,6 +185,7 @@ async def test_terminating_the_session_ends_attach_cleanly(http, office, session
         assert r.status_code == 200, r.text
         at = await term.expect("attach-exit=0", after=at)
         assert f"[the session was terminated: {session}]" in term.text
+        await term.expect("modes-end", after=at)  # stty's report is whole
         assert_cooked(term.text[at:])
         # the modes the agent set were reset on the way out
         tail = term.text[term.text.find("in-alt-screen"):]

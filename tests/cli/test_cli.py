@@ -165,8 +165,11 @@ async def test_output_follow_streams_until_the_session_ends(semo, office, http):
     follow = asyncio.create_task(semo("session", "output", sid, *o, "--follow"))
     await asyncio.sleep(1.0)  # the stream is open and has caught up
     for i in range(3):
+        # the first job stays busy a while: a job that ends before the stream next reads the
+        # session shows no `busy` (a status stream reports states, not every flip)
+        hold = "sleep 2; " if i == 0 else ""
         r = await http.post(f"/api/offices/{office}/sessions/{sid}/prompt",
-                            json={"prompt": f"echo line-$((100+{i})); {MARKER}"})
+                            json={"prompt": f"echo line-$((100+{i})); {hold}{MARKER}"})
         assert r.status_code == 200, r.text
         job_id = r.json()["job_id"]
         await wait_for(lambda: _job_done(http, office, job_id), what="the job")  # noqa: B023
