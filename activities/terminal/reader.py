@@ -72,12 +72,19 @@ class TerminalReader(ManagerParts):
                     term = backlog.popleft()
                     if not term.reading or term.closed:
                         continue  # stopped meanwhile: whoever starts it listens again
-                    self._read(term)
-                    if term.reading:  # not paused or ended by what it read
+                    try:
+                        self._read(term)
+                    except Exception:  # as a failed loop callback: logged, still listened to
+                        log.exception("reading %s's terminal failed", term.session_id)
+                    if term.reading and not term.closed:  # not paused or ended by the read
                         loop.add_reader(term.fd, self._on_readable, term)
                 await asyncio.sleep(0)
         finally:
             self._backlog_reader = None
+            while backlog:  # cancelled: those left are listened to again, not forgotten
+                term = backlog.popleft()
+                if term.reading and not term.closed:
+                    loop.add_reader(term.fd, self._on_readable, term)
 
     def _read(self, term: Terminal) -> None:
         inbuf = term.inbuf
