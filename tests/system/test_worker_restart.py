@@ -437,28 +437,12 @@ class CodexMachine(AgentMachine):
             {"codex": {"argv": [str(codex_path(pinned_version()))], "env": env}})}
 
 
-@pytest.fixture
-def claude_machine(stack, tmp_path):
-    with ScriptedAnthropicStandIn() as standin:
-        machine = ClaudeMachine(stack, tmp_path, standin)
-        try:
-            machine.start()
-            yield machine
-        finally:
-            machine.stop()
-
-
-def test_a_permission_pending_across_a_worker_kill_is_answered_and_the_tool_runs(
-        api, claude_machine):
-    """Claude Code asks to run a command; its client worker is killed with SIGKILL while the
-    question waits. The next worker takes the same agent up: the question is still the
-    session's `pending_input`, POST .../answer allows it, the command runs, the job ends
-    `done`, and nothing restarted."""
-    office, sid, wd = claude_machine.session(api)
+def _pending_permission_survives_a_worker_kill(api, machine) -> None:
+    """The scripted turn asks to `touch allowed.txt`; the worker is killed while it waits; the
+    next worker's session still has it pending, an answer allows it, the command runs, the job
+    ends `done` on the same agent, and nothing restarted."""
+    office, sid, wd = machine.session(api)
     pid = agent_leader(sid)
-    claude_machine.standin.reply_tool_use("Bash", {"command": "touch allowed.txt",
-                                                   "description": "Create the file"})
-    claude_machine.standin.reply_text("Created it.\n[SEMO:DONE]")
     r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
                  json={"prompt": "Create allowed.txt"})
     assert r.status_code == 200, r.text
@@ -467,7 +451,7 @@ def test_a_permission_pending_across_a_worker_kill_is_answered_and_the_tool_runs
                    and s["pending_input"], 60, "the permission pending")
     assert pending["kind"] == "permission" and pending["tool"] == "Bash", pending
 
-    claude_machine.restart()
+    machine.restart()
     wait(lambda: "reattached" in [e["kind"] for e in job_of(api, office, job_id)["events"]],
          90, "the session re-attached to its agent")
     s = session(api, office, sid)
@@ -485,27 +469,24 @@ def test_a_permission_pending_across_a_worker_kill_is_answered_and_the_tool_runs
     assert "worker_lost" in kinds and "interrupted" not in kinds, kinds
     s = session(api, office, sid)
     assert s["restarts"] == 0 and s["status"] == "ready" and s["pending_input"] is None, s
-    assert agent_leader(sid) == pid  # the same Claude Code, not a new one
+    assert agent_leader(sid) == pid  # the same agent, not a new one
     api.delete(f"/api/offices/{office}/sessions/{sid}")
 
 
-def test_a_claude_turn_that_ends_while_no_worker_listens_ends_its_job_done(
-        api, claude_machine):
-    """The client worker is killed with SIGKILL mid-turn; the turn ends (Claude Code's Stop
-    hook) before the next worker has taken the agent up, or while its session has not
-    re-attached yet. The hook reaches the next worker and the job ends `done`, with the
-    reply; the same agent then takes the next prompt."""
-    office, sid, _ = claude_machine.session(api)
+def _turn_ending_while_no_worker_listens_ends_done(api, machine, turn_under_way) -> dict:
+    """The scripted turn is slow; the worker is killed once `turn_under_way()` holds; the
+    turn's Stop hook reaches the next worker and the job ends `done` on the same agent, which
+    then takes the next prompt. Returns the first job."""
+    office, sid, _ = machine.session(api)
     pid = agent_leader(sid)
-    claude_machine.standin.reply_slow(3, "Slow but sure.\n[SEMO:DONE]")
+    machine.standin.reply_slow(3, "Slow but sure.\n[SEMO:DONE]")
     r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Take a while"})
     assert r.status_code == 200, r.text
     job_id = r.json()["job_id"]
-    assert claude_machine.standin.wait_for(
-        lambda reqs: any(r.kind == "main" for r in reqs), 60), "the turn under way"
-    claude_machine.restart()
-    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
-               90, "the job to end")
+    wait(turn_under_way, 60, "the turn under way")
+    machine.restart()
+    first = job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
+                       90, "the job to end")
     assert job["status"] == "done", job
     assert job["completion"]["source"] == "hook", job  # its Stop hook, not lost
     kinds = [e["kind"] for e in job["events"]]
@@ -513,14 +494,47 @@ def test_a_claude_turn_that_ends_while_no_worker_listens_ends_its_job_done(
     s = session(api, office, sid)
     assert s["restarts"] == 0 and s["status"] == "ready", s
     assert agent_leader(sid) == pid
-    claude_machine.standin.reply_text("Again.\n[SEMO:DONE]")
+    machine.standin.reply_text("Again.\n[SEMO:DONE]")
     r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Once more"})
     assert r.status_code == 200, r.text
     job = wait(lambda: (j := job_of(api, office, r.json()["job_id"]))["status"] != "running"
                and j, 90, "the next job to end")
     assert job["status"] == "done", job
     api.delete(f"/api/offices/{office}/sessions/{sid}")
+    return first
 
+
+@pytest.fixture
+def claude_machine(stack, tmp_path):
+    with ScriptedAnthropicStandIn() as standin:
+        machine = ClaudeMachine(stack, tmp_path, standin)
+        try:
+            machine.start()
+            yield machine
+        finally:
+            machine.stop()
+
+
+def test_a_permission_pending_across_a_worker_kill_is_answered_and_the_tool_runs(
+        api, claude_machine):
+    """Claude Code asks to run a command; its client worker is killed with SIGKILL while the
+    question waits. The next worker takes the same agent up: the question is still the
+    session's `pending_input`, POST .../answer allows it, the command runs, the job ends
+    `done`, and nothing restarted."""
+    claude_machine.standin.reply_tool_use("Bash", {"command": "touch allowed.txt",
+                                                   "description": "Create the file"})
+    claude_machine.standin.reply_text("Created it.\n[SEMO:DONE]")
+    _pending_permission_survives_a_worker_kill(api, claude_machine)
+
+def test_a_claude_turn_that_ends_while_no_worker_listens_ends_its_job_done(
+        api, claude_machine):
+    """The client worker is killed with SIGKILL mid-turn; the turn ends (Claude Code's Stop
+    hook) before the next worker has taken the agent up, or while its session has not
+    re-attached yet. The hook reaches the next worker and the job ends `done`, with the
+    reply; the same agent then takes the next prompt."""
+    _turn_ending_while_no_worker_listens_ends_done(
+        api, claude_machine,
+        lambda: any(r.kind == "main" for r in list(claude_machine.standin.requests)))
 
 @pytest.fixture
 def codex_machine(stack, tmp_path):
@@ -541,39 +555,9 @@ def test_a_codex_approval_pending_across_a_worker_kill_is_answered_and_the_comma
     Codex asks on its own screen). The next worker takes the same Codex up: the approval is
     still the session's `pending_input`, POST .../answer allows it, the command runs, the
     job ends `done`, and nothing restarted."""
-    office, sid, wd = codex_machine.session(api)
-    pid = agent_leader(sid)
     codex_machine.standin.reply_command("touch allowed.txt", escalated=True)
     codex_machine.standin.reply_text("Created it.\n[SEMO:DONE]")
-    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt",
-                 json={"prompt": "Create allowed.txt"})
-    assert r.status_code == 200, r.text
-    job_id = r.json()["job_id"]
-    pending = wait(lambda: (s := session(api, office, sid))["status"] == "waiting_input"
-                   and s["pending_input"], 60, "the approval pending")
-    assert pending["kind"] == "permission" and pending["tool"] == "Bash", pending
-
-    codex_machine.restart()
-    wait(lambda: "reattached" in [e["kind"] for e in job_of(api, office, job_id)["events"]],
-         90, "the session re-attached to its agent")
-    s = session(api, office, sid)
-    assert s["status"] == "waiting_input" and s["pending_input"] == pending, s
-    assert not (wd / "allowed.txt").exists()
-
-    r = api.post(f"/api/offices/{office}/sessions/{sid}/answer",
-                 json={"input_id": pending["input_id"], "decision": "allow"})
-    assert r.status_code == 200, r.text
-    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
-               90, "the job to end")
-    assert job["status"] == "done", job
-    assert (wd / "allowed.txt").exists(), "the allowed command ran"
-    kinds = [e["kind"] for e in job["events"]]
-    assert "worker_lost" in kinds and "interrupted" not in kinds, kinds
-    s = session(api, office, sid)
-    assert s["restarts"] == 0 and s["status"] == "ready" and s["pending_input"] is None, s
-    assert agent_leader(sid) == pid  # the same Codex, not a new one
-    api.delete(f"/api/offices/{office}/sessions/{sid}")
-
+    _pending_permission_survives_a_worker_kill(api, codex_machine)
 
 def test_a_codex_turn_that_ends_while_no_worker_listens_ends_its_job_done(
         api, codex_machine):
@@ -581,32 +565,9 @@ def test_a_codex_turn_that_ends_while_no_worker_listens_ends_its_job_done(
     before the next worker has taken the agent up, or while its session has not re-attached
     yet. The hook reaches the next worker and the job ends `done`; the same Codex then takes
     the next prompt."""
-    office, sid, _ = codex_machine.session(api)
-    pid = agent_leader(sid)
-    codex_machine.standin.reply_slow(3, "Slow but sure.\n[SEMO:DONE]")
-    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Take a while"})
-    assert r.status_code == 200, r.text
-    job_id = r.json()["job_id"]
-    wait(lambda: codex_machine.standin.main_requests(), 60, "the turn under way")
-    codex_machine.restart()
-    job = wait(lambda: (j := job_of(api, office, job_id))["status"] != "running" and j,
-               90, "the job to end")
-    assert job["status"] == "done", job
-    assert job["completion"]["source"] == "hook", job  # its Stop hook, not lost
+    job = _turn_ending_while_no_worker_listens_ends_done(
+        api, codex_machine, codex_machine.standin.main_requests)
     assert job["usage"]["responses"] == 1, job  # the reply's usage, recorded by the next worker
-    kinds = [e["kind"] for e in job["events"]]
-    assert "worker_lost" in kinds and "reattached" in kinds, kinds
-    s = session(api, office, sid)
-    assert s["restarts"] == 0 and s["status"] == "ready", s
-    assert agent_leader(sid) == pid
-    codex_machine.standin.reply_text("Again.\n[SEMO:DONE]")
-    r = api.post(f"/api/offices/{office}/sessions/{sid}/prompt", json={"prompt": "Once more"})
-    assert r.status_code == 200, r.text
-    job = wait(lambda: (j := job_of(api, office, r.json()["job_id"]))["status"] != "running"
-               and j, 90, "the next job to end")
-    assert job["status"] == "done", job
-    api.delete(f"/api/offices/{office}/sessions/{sid}")
-
 
 def test_a_codex_turn_the_model_api_refuses_while_no_worker_listens_fails_its_job(
         api, codex_machine):
