@@ -49,7 +49,7 @@ class _Session:
     """A session's unsaved output: contiguous segments `[start, bytes]`, oldest first."""
 
     __slots__ = ("segments", "pending", "end", "saved_end", "trimmed_to", "forgotten",
-                 "writing", "saving", "in_bulk", "watched_until")
+                 "saving", "in_bulk", "watched_until")
 
     def __init__(self, end: int = 0) -> None:
         self.segments: list[list] = []
@@ -58,8 +58,7 @@ class _Session:
         self.saved_end = end  # end offset of what is stored
         self.trimmed_to = 0
         self.forgotten = False
-        self.writing = 0  # saves under way that hold some of its bytes
-        self.saving: list[int] = []  # where the bytes of each of those saves start
+        self.saving: list[int] = []  # saves under way with some of its bytes: where they start
         self.in_bulk = False  # one of them is the fleet's batch
         self.watched_until = 0.0  # monotonic: in the live lane until then
 
@@ -198,7 +197,7 @@ class PgOutputStore:
         s = self._sessions.get(session_id)
         if s is None:
             return
-        if s.pending or s.writing:  # bytes pending or being written
+        if s.pending or s.saving:  # bytes pending or being written
             s.forgotten = True
         else:
             del self._sessions[session_id]
@@ -223,9 +222,9 @@ class PgOutputStore:
     def _writing(self, session_id: str | None) -> bool:
         """Some of the session's bytes (any session's, for None) are in a save under way."""
         if session_id is None:
-            return any(s.writing for s in self._sessions.values())
+            return any(s.saving for s in self._sessions.values())
         s = self._sessions.get(session_id)
-        return s is not None and s.writing > 0
+        return s is not None and bool(s.saving)
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -318,13 +317,13 @@ class PgOutputStore:
         land; a trim never cuts above an earlier save still under way: see `_trims`)."""
         if only is not None:
             s = self._sessions.get(only)
-            items = [(only, s)] if s is not None and s.pending and not s.writing else []
+            items = [(only, s)] if s is not None and s.pending and not s.saving else []
         elif live:
             items = [(sid, s) for sid, s in self._sessions.items()
                      if s.pending and not s.in_bulk and self._watched(s)]
         else:
             items = [(sid, s) for sid, s in self._sessions.items() if s.pending and
-                     not s.writing and (live is None or not self._watched(s))]
+                     not s.saving and (live is None or not self._watched(s))]
         batch: list[tuple[str, int, bytes]] = []
         step = self.chunk_bytes
         for sid, s in items:
@@ -336,7 +335,6 @@ class PgOutputStore:
             self._total -= s.pending
             s.saving.append(s.segments[0][0])
             s.segments, s.pending = [], 0
-            s.writing += 1
             s.in_bulk = lane is self._bulk
             if hops.on(sid):
                 hops.mark("batched", sid, s.end)
@@ -375,11 +373,10 @@ class PgOutputStore:
             s = self._sessions.get(sid)
             if s is None:
                 continue
-            s.writing -= 1
             s.saving.remove(start)
-            if not s.writing:
+            if not s.saving:
                 s.in_bulk = False
-            if s.forgotten and not s.pending and not s.writing:
+            if s.forgotten and not s.pending and not s.saving:
                 del self._sessions[sid]
             elif s.pending:
                 again = True
